@@ -1,0 +1,5 @@
+import sys
+
+from dnarch.cli import main
+
+sys.exit(main())

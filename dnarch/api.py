@@ -1,0 +1,48 @@
+"""The Python API: train DNArch on your own tensors in a few lines.
+
+    import dnarch
+    result = dnarch.fit(x_train, y_train, x_test, y_test, budget=0.25, epochs=30)
+    print(result.test_accuracy, result.spec)
+    small = result.static          # a plain torch.nn.Module
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from dnarch.config import RunConfig, with_overrides
+from dnarch.data import from_arrays
+from dnarch.models import PRESETS, preset_for
+from dnarch.train.run import RunResult, run
+
+ArrayLike = Tensor | np.ndarray
+
+
+def fit(
+    x_train: ArrayLike,
+    y_train: ArrayLike,
+    x_test: ArrayLike,
+    y_test: ArrayLike,
+    *,
+    budget: float | None = 0.5,
+    epochs: int = 40,
+    out: str | Path | None = None,
+    progress: bool = True,
+    config: RunConfig | None = None,
+    **overrides: Any,
+) -> RunResult:
+    """Learn an architecture and its weights on (x, y) and return the run's result.
+
+    x_*: (N, S), (N, C, S) or (N, C, H, W); y_*: (N,) integer labels. budget: fraction (<= 1) of the
+    maximal network's MACs, an absolute number (> 1), or None for no complexity loss. ``overrides`` are
+    dotted config keys with ``__`` for the dot, e.g. ``net__width=64``. out: optional run folder.
+    """
+    data = from_arrays(x_train, y_train, x_test, y_test, name="arrays")
+    cfg = config or RunConfig(net=PRESETS[preset_for(len(data.input_shape))])
+    flat = {"budget.budget": "none" if budget is None else repr(float(budget)), "train.epochs": str(epochs)}
+    flat.update({k.replace("__", "."): str(v) for k, v in overrides.items()})
+    return run(with_overrides(cfg, flat), data=data, out_dir=out, progress=progress)

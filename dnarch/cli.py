@@ -1,0 +1,153 @@
+"""Command line: ``dnarch train`` (and ``python -m dnarch train``).
+
+Typed config keys are set with dotted overrides generated from the config tree, e.g.
+``--net.width=64 --train.epochs 20 --budget.metric params``. Bad input ends with one line on stderr
+and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import NoReturn
+
+from dnarch.config import ConfigError, RunConfig, from_dict, with_overrides
+from dnarch.data import DataError, load_data
+from dnarch.export.static import ExportError
+from dnarch.models import PRESETS, preset_for
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + message
+        raise UsageError(message)
+
+
+def config_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of the config tree, e.g. ``net.width``."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        typ = hints[f.name]
+        if dataclasses.is_dataclass(typ):
+            keys += config_keys(typ, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="dnarch", description="Learn a CNN's architecture and weights together (DNArch).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = sub.add_parser(
+        "train",
+        help="train DNArch and export the learned network",
+        epilog="Config keys (set with --KEY=VALUE): " + ", ".join(config_keys()),
+    )
+    t.add_argument("--data", help="dataset name (mnist1d, digits) or a .npz file (default mnist1d)")
+    t.add_argument("--budget", help="fraction (<=1) of the maximal cost, absolute count (>1) or none")
+    t.add_argument("--epochs", help="training epochs (train.epochs)")
+    t.add_argument("--seed", help="random seed (train.seed)")
+    t.add_argument("--preset", default="auto", help="maximal network: auto, " + ", ".join(PRESETS))
+    t.add_argument("--config", help="JSON file with (part of) the config tree")
+    t.add_argument("--out", help="run folder (default runs/<data>-<time>)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _split_overrides(extra: list[str]) -> dict[str, str]:
+    """``--a.b=v`` / ``--a.b v`` pairs from the arguments argparse did not know."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--") or "." not in arg.split("=")[0]:
+            raise UsageError(f"unrecognised argument {arg!r} (config keys look like --net.width=64)")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+        else:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise UsageError(f"{arg} needs a value")
+            key, value = arg[2:], extra[i + 1]
+            i += 1
+        out[key] = value
+        i += 1
+    return out
+
+
+def build_config(args: argparse.Namespace, extra: list[str], ndim: int | None = None) -> RunConfig:
+    """Preset, then --config file, then the named flags, then dotted overrides."""
+    overrides = _split_overrides(extra)
+    for flag, key in (("data", "data.name"), ("budget", "budget.budget"), ("epochs", "train.epochs"),
+                      ("seed", "train.seed")):  # fmt: skip
+        value = getattr(args, flag)
+        if value is not None:
+            overrides = {key: value, **overrides}
+    preset = args.preset
+    if preset == "auto":
+        preset = preset_for(ndim or 1)
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; choose auto or one of {', '.join(PRESETS)}")
+    cfg = RunConfig(net=PRESETS[preset])
+    if args.config:
+        try:
+            data = json.loads(Path(args.config).read_text())
+        except FileNotFoundError as err:
+            raise UsageError(f"config file {args.config!r} does not exist") from err
+        except json.JSONDecodeError as err:
+            raise UsageError(f"config file {args.config!r} is not valid JSON: {err}") from err
+        data.pop("resolved", None)  # a run folder's config.json carries this extra section
+        base = dataclasses.asdict(cfg)
+        for section, values in data.items():
+            if isinstance(values, dict) and isinstance(base.get(section), dict):
+                base[section].update(values)
+            else:
+                base[section] = values
+        cfg = from_dict(RunConfig, base)
+    return with_overrides(cfg, overrides)
+
+
+def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from dnarch.train.run import arch_table, run
+
+    probe = build_config(args, extra)  # validates every flag before any data is loaded
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    say(f"dnarch: loading data {probe.data.name!r}")
+    data = load_data(probe.data.name)
+    cfg = build_config(args, extra, ndim=len(data.input_shape))
+    out = args.out or f"runs/{Path(cfg.data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    say(f"dnarch: training on {data.name} {tuple(data.x_train.shape)} -> run folder {out}")
+    result = run(cfg, data=data, out_dir=out, progress=not args.quiet)
+    print(arch_table(result))
+    print(f"run folder: {result.run_dir}  (exported network: architecture.json + model.pt)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args, extra = _parser().parse_known_args(argv)
+        if args.command == "train":
+            return cmd_train(args, extra)
+        raise UsageError(f"unknown command {args.command!r}")
+    except (UsageError, ConfigError, DataError, ExportError) as err:
+        print(f"dnarch: error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # validation inside the library (model, run folder)
+        print(f"dnarch: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dnarch: interrupted; files written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

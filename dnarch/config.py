@@ -1,0 +1,257 @@
+"""One frozen dataclass tree is the configuration. Every field is validated here, once.
+
+The CLI is generated from this tree (dotted overrides such as ``--net.width=64``); the resolved tree is
+saved with every run as JSON and read back with unknown keys rejected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or key. Its message is one line meant for the user."""
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """The maximal network and its masks.
+
+    width: residual channels C; hidden: maximal hidden channels W per block; blocks: L_max.
+    threshold: T below which masked parts are cropped. *_span: entries over which a sigmoid step rises
+    from T to 1-T (sets its fixed steepness tau). init_kernel_cutoff: initial relative kernel half-extent
+    (1 = the whole input). learn_*: which axes are learned; all False gives the frozen maximal network.
+    backend: depthwise conv backend, 'auto' picks the faster by measurement.
+    """
+
+    width: int = 32
+    hidden: int = 64
+    blocks: int = 6
+    kernel_hidden: int = 32
+    kernel_layers: int = 3
+    omega0: float = 30.0
+    dropout: float = 0.1
+    threshold: float = 0.1
+    width_span: float = 2.5
+    depth_span: float = 1.5
+    resolution_span: float = 2.5
+    init_kernel_cutoff: float = 1.0
+    learn_kernel: bool = True
+    learn_width: bool = True
+    learn_resolution: bool = True
+    learn_depth: bool = True
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("width", "hidden", "blocks", "kernel_hidden"):
+            _require(getattr(self, name) >= 1, f"net.{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.kernel_layers >= 2, f"net.kernel_layers must be >= 2, got {self.kernel_layers}")
+        _require(self.omega0 > 0, f"net.omega0 must be > 0, got {self.omega0}")
+        _require(0 <= self.dropout < 1, f"net.dropout must lie in [0, 1), got {self.dropout}")
+        _require(0 < self.threshold < 0.5, f"net.threshold must lie in (0, 0.5), got {self.threshold}")
+        for name in ("width_span", "depth_span", "resolution_span"):
+            _require(getattr(self, name) > 0, f"net.{name} must be > 0, got {getattr(self, name)}")
+        _require(
+            0 < self.init_kernel_cutoff <= 1,
+            f"net.init_kernel_cutoff must lie in (0, 1], got {self.init_kernel_cutoff}",
+        )
+        _require(
+            self.backend in ("auto", "direct", "fft"),
+            f"net.backend must be one of auto, direct, fft; got {self.backend!r}",
+        )
+
+    @property
+    def learns_anything(self) -> bool:
+        return self.learn_kernel or self.learn_width or self.learn_resolution or self.learn_depth
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Compute budget. budget: a fraction of the maximal network's cost if <= 1, else an absolute
+    number (MACs or parameters); None turns the complexity loss off. weight: lambda of the penalty.
+    anneal: 'cosine' lowers the target from the maximal cost to the budget over the first
+    ``anneal_fraction`` of training; 'none' applies the budget from the first step.
+    mode: 'two_sided' holds the cost at the target (lands on the budget); 'upper' only pushes down.
+    """
+
+    budget: float | None = 0.5
+    metric: str = "macs"
+    mode: str = "two_sided"
+    weight: float = 20.0
+    anneal: str = "cosine"
+    anneal_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(
+            self.budget is None or self.budget > 0, f"budget must be > 0, got {self.budget}"
+        )
+        _require(self.metric in ("macs", "params"), f"budget.metric must be macs or params, got {self.metric!r}")
+        _require(self.mode in ("two_sided", "upper"), f"budget.mode must be two_sided or upper, got {self.mode!r}")
+        _require(self.weight >= 0, f"budget.weight must be >= 0, got {self.weight}")
+        _require(self.anneal in ("cosine", "none"), f"budget.anneal must be cosine or none, got {self.anneal!r}")
+        _require(
+            0 < self.anneal_fraction <= 1,
+            f"budget.anneal_fraction must lie in (0, 1], got {self.anneal_fraction}",
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation. lr/weight_decay: weights; arch_lr: mask parameters (no weight decay).
+    freeze_arch_fraction: the last fraction of epochs trains the weights with the architecture frozen.
+    device: 'auto' picks CUDA when present, else CPU.
+    """
+
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 3e-3
+    arch_lr: float = 2e-2
+    weight_decay: float = 1e-2
+    warmup_epochs: int = 2
+    freeze_arch_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
+        _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
+        _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _require(self.arch_lr >= 0, f"train.arch_lr must be >= 0, got {self.arch_lr}")
+        _require(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        _require(self.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        _require(
+            0 <= self.freeze_arch_fraction < 1,
+            f"train.freeze_arch_fraction must lie in [0, 1), got {self.freeze_arch_fraction}",
+        )
+        _require(
+            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+            f"train.device must be auto, cpu or cuda[:N], got {self.device!r}",
+        )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Data. name: a registered dataset (see ``dnarch.data.DATASETS``) or a path to an ``.npz`` file
+    with arrays x_train, y_train, x_test, y_test. limit_train/limit_test: use only the first N samples
+    (0 = all), for quick runs."""
+
+    name: str = "mnist1d"
+    limit_train: int = 0
+    limit_test: int = 0
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "data.name must not be empty")
+        _require(self.limit_train >= 0, f"data.limit_train must be >= 0, got {self.limit_train}")
+        _require(self.limit_test >= 0, f"data.limit_test must be >= 0, got {self.limit_test}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs."""
+
+    net: NetConfig = field(default_factory=NetConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config tree as plain JSON-able dicts."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build a config dataclass from nested dicts, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown config key {path!r} (known: {', '.join(known)})")
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            kwargs[key] = from_dict(typ, value, prefix=f"{path}.")  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _check_type(path, value, typ)
+    return cls(**kwargs)
+
+
+def with_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
+    """Apply dotted string overrides (``{"net.width": "64"}``) with type checking."""
+    data = to_dict(cfg)
+    for dotted, text in overrides.items():
+        parts = dotted.split(".")
+        node: Any = data
+        cls: Any = RunConfig
+        for i, part in enumerate(parts):
+            names = {f.name for f in fields(cls)}
+            if part not in names:
+                where = ".".join(parts[:i]) or "the top level"
+                raise ConfigError(f"unknown config key {dotted!r} ({where} has: {', '.join(sorted(names))})")
+            typ = typing.get_type_hints(cls)[part]
+            if i == len(parts) - 1:
+                if dataclasses.is_dataclass(typ):
+                    raise ConfigError(f"{dotted!r} is a section; set one of its keys, e.g. {dotted}.<key>")
+                node[part] = parse_value(dotted, text, typ)
+            else:
+                if not dataclasses.is_dataclass(typ):
+                    raise ConfigError(f"unknown config key {dotted!r} ({'.'.join(parts[: i + 1])} is not a section)")
+                node, cls = node[part], typ
+    return from_dict(RunConfig, data)
+
+
+def parse_value(path: str, text: str, typ: Any) -> Any:
+    """Parse a command-line string as ``typ`` (int, float, bool, str or an Optional of them)."""
+    options = _type_options(typ)
+    if type(None) in options and text.lower() in ("none", "null"):
+        return None
+    for opt in options:
+        try:
+            if opt is bool:
+                low = text.lower()
+                if low in ("true", "1", "yes", "on"):
+                    return True
+                if low in ("false", "0", "no", "off"):
+                    return False
+                continue
+            if opt in (int, float, str):
+                return opt(text)
+        except ValueError:
+            continue
+    names = " or ".join(o.__name__ for o in options)
+    raise ConfigError(f"{path} expects {names}, got {text!r}")
+
+
+def _type_options(typ: Any) -> tuple[Any, ...]:
+    if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
+        return typing.get_args(typ)
+    return (typ,)
+
+
+def _check_type(path: str, value: Any, typ: Any) -> Any:
+    options = _type_options(typ)
+    for opt in options:
+        if opt is type(None) and value is None:
+            return None
+        if opt is bool and isinstance(value, bool):
+            return value
+        if opt is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if opt is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if opt is str and isinstance(value, str):
+            return value
+    names = " or ".join(o.__name__ for o in options)
+    raise ConfigError(f"{path} expects {names}, got {value!r}")

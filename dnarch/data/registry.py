@@ -1,0 +1,164 @@
+"""Dataset registry. Every loader returns a ``DataBundle`` of float32 inputs (N, C, *S) and int64
+labels (N,), validated by the one shared validator ``from_arrays``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class DataError(ValueError):
+    """Bad or missing data. Its message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """x_*: (N, C, *S) float32; y_*: (N,) int64 in [0, num_classes)."""
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.x_train.shape[2:])
+
+    def limited(self, n_train: int, n_test: int) -> DataBundle:
+        """The first ``n_train`` / ``n_test`` samples (0 = all)."""
+        tr = slice(None) if n_train == 0 else slice(0, n_train)
+        te = slice(None) if n_test == 0 else slice(0, n_test)
+        return from_arrays(
+            self.x_train[tr], self.y_train[tr], self.x_test[te], self.y_test[te],
+            name=self.name, num_classes=self.num_classes,
+        )  # fmt: skip
+
+
+def from_arrays(
+    x_train: Tensor | np.ndarray,
+    y_train: Tensor | np.ndarray,
+    x_test: Tensor | np.ndarray,
+    y_test: Tensor | np.ndarray,
+    name: str = "arrays",
+    num_classes: int | None = None,
+) -> DataBundle:
+    """Validate user arrays and wrap them. x: (N, S) sequences of one channel, (N, C, S) or (N, C, H, W);
+    y: (N,) integer class labels. num_classes defaults to max label + 1."""
+    xs, ys = [], []
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+        y = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y)
+        if not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+            raise DataError(f"{split} inputs must be numeric, got dtype {x.dtype}")
+        x = x.float()
+        if x.ndim == 2:
+            x = x[:, None, :]  # (N, S) -> (N, 1, S)
+        if x.ndim not in (3, 4):
+            raise DataError(
+                f"{split} inputs must be (N, S), (N, C, S) or (N, C, H, W); got shape {tuple(x.shape)}"
+            )
+        if y.ndim != 1 or y.shape[0] != x.shape[0]:
+            raise DataError(f"{split} labels must be (N,) with N={x.shape[0]}, got shape {tuple(y.shape)}")
+        if y.is_floating_point():
+            if not torch.equal(y, y.round()):
+                raise DataError(f"{split} labels must be integers, got non-integer values")
+        y = y.long()
+        if x.shape[0] == 0:
+            raise DataError(f"{split} set is empty")
+        if not torch.isfinite(x).all():
+            raise DataError(f"{split} inputs contain NaN or inf")
+        if (y < 0).any():
+            raise DataError(f"{split} labels must be >= 0, got {int(y.min())}")
+        xs.append(x)
+        ys.append(y)
+    if xs[0].shape[1:] != xs[1].shape[1:]:
+        raise DataError(
+            f"train and test inputs differ in shape: {tuple(xs[0].shape[1:])} vs {tuple(xs[1].shape[1:])}"
+        )
+    if min(xs[0].shape[2:]) < 1:
+        raise DataError(f"spatial sizes must be >= 1, got {tuple(xs[0].shape[2:])}")
+    top = int(max(ys[0].max(), ys[1].max())) + 1
+    k = top if num_classes is None else num_classes
+    if k < 2:
+        raise DataError(f"need at least 2 classes, got {k}")
+    if top > k:
+        raise DataError(f"labels go up to {top - 1} but num_classes is {k}")
+    return DataBundle(name, xs[0], ys[0], xs[1], ys[1], k)
+
+
+def cache_dir() -> Path:
+    """Where generated datasets are cached: $DNARCH_CACHE or ~/.cache/dnarch."""
+    return Path(os.environ.get("DNARCH_CACHE", Path.home() / ".cache" / "dnarch"))
+
+
+def load_mnist1d() -> DataBundle:
+    """MNIST-1D (Greydanus 2020), generated locally by the ``mnist1d`` package with its published
+    defaults: 4,000 train and 1,000 test sequences of length 40, 10 classes. Cached as .npz."""
+    path = cache_dir() / "mnist1d.npz"
+    if not path.exists():
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        d = make_dataset(get_dataset_args())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, x_train=d["x"], y_train=d["y"], x_test=d["x_test"], y_test=d["y_test"])
+        os.replace(tmp, path)
+    return load_npz(path, name="mnist1d")
+
+
+def load_digits() -> DataBundle:
+    """scikit-learn's bundled 8x8 digits as 1x8x8 images (1,437 train / 360 test), for tiny tests."""
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError as err:  # pragma: no cover - dev extra
+        raise DataError("dataset 'digits' needs scikit-learn: pip install scikit-learn") from err
+    d = sk_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    x = (x - x.mean()) / x.std()
+    cut = int(0.8 * len(x))
+    return from_arrays(x[:cut], d.target[:cut], x[cut:], d.target[cut:], name="digits")
+
+
+def load_npz(path: str | os.PathLike[str], name: str | None = None) -> DataBundle:
+    """A user's ``.npz`` with arrays x_train, y_train, x_test, y_test (no pickled objects allowed)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"data file {str(p)!r} does not exist")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
+            if missing:
+                raise DataError(f"{p} lacks arrays {', '.join(missing)} (needs x_train, y_train, x_test, y_test)")
+            arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+    except DataError:
+        raise
+    except Exception as err:
+        raise DataError(f"cannot read {p} as .npz: {err}") from err
+    return from_arrays(*arrays, name=name or p.stem)
+
+
+DATASETS: dict[str, Callable[[], DataBundle]] = {
+    "mnist1d": load_mnist1d,
+    "digits": load_digits,
+}
+
+
+def load_data(name: str) -> DataBundle:
+    """A registered dataset by name, or a path to an ``.npz`` file."""
+    if name in DATASETS:
+        return DATASETS[name]()
+    if name.endswith(".npz") or Path(name).exists():
+        return load_npz(name)
+    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} or give a .npz path")

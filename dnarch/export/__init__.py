@@ -1,0 +1,15 @@
+"""Export: harden the masks into an ArchSpec and build a plain network of standard layers."""
+
+from dnarch.export.spec import ArchSpec, BlockSpec, harden
+from dnarch.export.static import StaticNet, build_static, export_state, load_static, save_static
+
+__all__ = [
+    "ArchSpec",
+    "BlockSpec",
+    "StaticNet",
+    "build_static",
+    "export_state",
+    "harden",
+    "load_static",
+    "save_static",
+]

@@ -1,0 +1,77 @@
+"""ArchSpec: the discrete architecture the masks describe. One place, ``harden``, makes it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dnarch.models import DNArchNet
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block of the maximal network: kept or removed, resolution in/out per axis, kernel taps per
+    axis, hidden width, highest Fourier bin kept per axis, and whether it has a resolution layer."""
+
+    index: int
+    kept: bool
+    resolution_in: tuple[int, ...]
+    resolution_out: tuple[int, ...]
+    kernel: tuple[int, ...]
+    hidden: int
+    keep_bins: tuple[int, ...]
+    resample: bool
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """The learned architecture; round-trips through JSON."""
+
+    ndim: int
+    in_channels: int
+    num_classes: int
+    input_shape: tuple[int, ...]
+    residual_width: int
+    blocks: tuple[BlockSpec, ...]
+    max_width: int
+    max_hidden: int
+
+    @property
+    def kept_blocks(self) -> list[BlockSpec]:
+        return [b for b in self.blocks if b.kept]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchSpec:
+        d: dict[str, Any] = json.loads(text)
+        blocks = tuple(
+            BlockSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in b.items()})
+            for b in d.pop("blocks")
+        )
+        return cls(blocks=blocks, **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def harden(model: DNArchNet) -> ArchSpec:
+    """Turn the model's current masks into discrete decisions."""
+    blocks = []
+    for p in model.hard_plan():
+        blocks.append(
+            BlockSpec(
+                index=p["index"], kept=p["kept"], resolution_in=tuple(p["resolution_in"]),
+                resolution_out=tuple(p["resolution_out"]), kernel=tuple(p["kernel"]),
+                hidden=p["hidden"], keep_bins=tuple(p["keep_bins"]), resample=p["resample"],
+            )  # fmt: skip
+        )
+    return ArchSpec(
+        ndim=model.ndim,
+        in_channels=model.in_channels,
+        num_classes=model.num_classes,
+        input_shape=model.input_shape,
+        residual_width=model.residual_mask.hard_count(),
+        blocks=tuple(blocks),
+        max_width=model.cfg.width,
+        max_hidden=model.cfg.hidden,
+    )

@@ -1,0 +1,193 @@
+"""A plain network of standard layers for an ArchSpec, and the folded weights that make it equal the
+masked network. Loading it needs only PyTorch and this file's ``StaticNet`` (no masks, no kernel net).
+
+Folding (all exact in eval mode):
+- residual width mask m_C: into the stem's rows, the norms' affine parameters and pw2's rows;
+- depth value D_l: into pw2's rows; hidden width mask M_l: into pw2's columns;
+- kernel mask and the Riemann gain: into the depthwise kernel, sampled once on the block's grid;
+- resolution mask: a fixed spectral filter inside ``FourierResample``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dnarch.export.spec import ArchSpec, BlockSpec
+from dnarch.functional import fourier
+
+_CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+class FourierResample(nn.Module):
+    """Fixed low-pass resampling: rFFT, keep bins ``-k..k`` per axis, multiply by a fixed filter, invert
+    at the smaller size. x: (B, C, *S_in) -> (B, C, *S_out)."""
+
+    def __init__(self, sizes_in: tuple[int, ...], keep: tuple[int, ...]) -> None:
+        super().__init__()
+        self.sizes_in, self.keep = sizes_in, keep
+        self.sizes_out = tuple(fourier.output_length(n, k) for n, k in zip(sizes_in, keep, strict=True))
+        idx = [
+            fourier.kept_bins(n, k, last=i == len(sizes_in) - 1)
+            for i, (n, k) in enumerate(zip(sizes_in, keep, strict=True))
+        ]
+        for i, ix in enumerate(idx):
+            self.register_buffer(f"index{i}", ix)
+        self.register_buffer("filter", torch.ones([len(ix) for ix in idx]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = tuple(range(2, x.ndim))
+        spec = torch.fft.rfftn(x, dim=dims, norm="forward")
+        for i in range(len(self.sizes_in)):
+            index = getattr(self, f"index{i}")
+            if index.numel() != spec.shape[2 + i]:
+                spec = spec.index_select(2 + i, index)
+        return torch.fft.irfftn(spec * self.filter, s=self.sizes_out, dim=dims, norm="forward")
+
+
+class StaticBlock(nn.Module):
+    """Resample -> norm -> depthwise conv -> GELU -> 1x1 -> GELU -> 1x1, added to the residual."""
+
+    def __init__(self, spec: BlockSpec, width: int, ndim: int) -> None:
+        super().__init__()
+        conv = _CONV[ndim]
+        self.resample = FourierResample(spec.resolution_in, spec.keep_bins) if spec.resample else None
+        self.norm = _NORM[ndim](width)
+        pad = tuple(k // 2 for k in spec.kernel)
+        self.conv = conv(width, width, spec.kernel, padding=pad, groups=width)
+        self.pw1 = conv(width, spec.hidden, 1)
+        self.pw2 = conv(spec.hidden, width, 1)
+        self.act = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.resample is not None:
+            x = self.resample(x)
+        h = self.act(self.conv(self.norm(x)))
+        return x + self.pw2(self.act(self.pw1(h)))
+
+
+class StaticNet(nn.Module):
+    """The exported classifier. x: (B, in_channels, *input_shape) -> logits (B, num_classes)."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        c, nd = spec.residual_width, spec.ndim
+        self.stem = _CONV[nd](spec.in_channels, c, 1)
+        self.blocks = nn.ModuleList(StaticBlock(b, c, nd) for b in spec.kept_blocks)
+        self.head_norm = _NORM[nd](c)
+        self.head = nn.Linear(c, spec.num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.head_norm(h).flatten(2).mean(-1))
+
+
+@torch.no_grad()
+def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
+    """Folded weights of ``model`` (a DNArchNet) for ``StaticNet(spec)``; ``spec`` from ``harden``."""
+    c, nd = spec.residual_width, spec.ndim
+    ones = [1] * nd
+    m_c = model.residual_mask.values()[:c]
+    state: dict[str, Tensor] = {
+        "stem.weight": (model.stem.weight[:c] * m_c[:, None]).reshape(c, -1, *ones),
+        "stem.bias": model.stem.bias[:c] * m_c,
+    }
+    _norm_state(state, "head_norm", model.head_norm, c, m_c)
+    state["head.weight"] = model.head.weight[:, :c].clone()
+    state["head.bias"] = model.head.bias.clone()
+    depth = model.depth_mask.values()
+    cap = None
+    for j, b in enumerate(spec.kept_blocks):
+        block, pre = model.blocks[b.index], f"blocks.{j}."
+        if block.resolution is not None:
+            mu, keep, factors = block.resolution.factors(b.resolution_in, cap)
+            assert keep == b.keep_bins, "spec does not match the model's current masks"
+            cap = mu
+            filt = factors[0]
+            for f in factors[1:]:
+                filt = filt[..., None] * f
+            state[pre + "resample.filter"] = filt
+            for i in range(nd):
+                state[pre + f"resample.index{i}"] = fourier.kept_bins(
+                    b.resolution_in[i], b.keep_bins[i], last=i == nd - 1
+                )
+        _norm_state(state, pre + "norm", block.norm, c, m_c)
+        state[pre + "conv.weight"] = block.conv.kernel(b.resolution_out, c).unsqueeze(1)
+        state[pre + "conv.bias"] = block.conv.bias[:c].clone()
+        w = b.hidden
+        state[pre + "pw1.weight"] = block.pw1.weight[:w, :c].reshape(w, c, *ones).clone()
+        state[pre + "pw1.bias"] = block.pw1.bias[:w].clone()
+        rows = m_c * depth[b.index]
+        m_w = block.width_mask.values()[:w]
+        state[pre + "pw2.weight"] = (block.pw2.weight[:c, :w] * rows[:, None] * m_w[None, :]).reshape(
+            c, w, *ones
+        )
+        state[pre + "pw2.bias"] = block.pw2.bias[:c] * rows
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def _norm_state(state: dict[str, Tensor], pre: str, norm: nn.BatchNorm1d, c: int, m: Tensor) -> None:
+    assert norm.running_mean is not None and norm.running_var is not None
+    state[pre + ".weight"] = norm.weight[:c] * m
+    state[pre + ".bias"] = norm.bias[:c] * m
+    state[pre + ".running_mean"] = norm.running_mean[:c].clone()
+    state[pre + ".running_var"] = norm.running_var[:c].clone()
+    state[pre + ".num_batches_tracked"] = norm.num_batches_tracked.clone()  # type: ignore[union-attr]
+
+
+def build_static(spec: ArchSpec, state: dict[str, Tensor]) -> StaticNet:
+    """A plain ``StaticNet`` for ``spec`` carrying ``state`` (strict: every tensor must match)."""
+    net = StaticNet(spec)
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+class ExportError(ValueError):
+    """A static model file that cannot be loaded. One line meant for the user."""
+
+
+def save_static(folder: str | os.PathLike[str], spec: ArchSpec, state: dict[str, Tensor]) -> Path:
+    """Write ``architecture.json`` and ``model.pt`` (a plain state dict) into ``folder``, atomically."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(out / "architecture.json", spec.to_json())
+    tmp = out / "model.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, out / "model.pt")
+    return out
+
+
+def load_static(folder: str | os.PathLike[str]) -> StaticNet:
+    """Load a model written by ``save_static`` with ``torch.load(weights_only=True)``."""
+    out = Path(folder)
+    try:
+        spec = ArchSpec.from_json((out / "architecture.json").read_text())
+    except FileNotFoundError as err:
+        raise ExportError(f"{out} has no architecture.json; is it an exported model folder?") from err
+    except (json.JSONDecodeError, TypeError, KeyError) as err:
+        raise ExportError(f"{out / 'architecture.json'} is not a valid architecture: {err}") from err
+    try:
+        state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise ExportError(f"{out} has no model.pt") from err
+    except Exception as err:
+        raise ExportError(f"cannot read {out / 'model.pt'}: {str(err).splitlines()[0]}") from err
+    try:
+        return build_static(spec, state)
+    except RuntimeError as err:
+        raise ExportError(f"{out / 'model.pt'} does not match its architecture.json") from err
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

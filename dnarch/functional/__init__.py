@@ -1,0 +1,1 @@
+"""Pure maths under the layers: masks, Fourier crop/pad and the depthwise convolution backends."""

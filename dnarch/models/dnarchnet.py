@@ -1,0 +1,233 @@
+"""DNArchNet: stem, L_max DNArch blocks and a classification head, with all four masks.
+
+Cropping is on by default (``crop=True``): channels, kernel taps and skipped blocks are sliced away
+and the spectrum is cut. ``crop=False`` runs the maximal tensors multiplied by the thresholded masks,
+the reference that the cropped network must equal. Resolution is cut in both modes: running a block
+below its cut-off *is* the learned downsampling (see ``tests/test_crop.py`` for its layer-level check).
+"""
+
+from __future__ import annotations
+
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dnarch.config import NetConfig
+from dnarch.functional import fourier
+from dnarch.functional import masks as fm
+from dnarch.nn.block import BlockSettings, DNArchBlock, batch_norm, channel_scale, pointwise
+from dnarch.nn.masks import SigmoidStepMask
+
+
+@dataclass
+class ArchSizes:
+    """Sizes of the network the masks describe, soft (differentiable) or hard (cropped), as tensors.
+
+    residual: residual width C; per block l: depth D_l (mask value soft, 0/1 hard), kernel (ndim,) taps
+    per axis, hidden W_l, resolution (ndim,) samples per axis the block runs at.
+    """
+
+    residual: Tensor
+    depth: list[Tensor]
+    kernel: list[Tensor]
+    hidden: list[Tensor]
+    resolution: list[Tensor]
+
+
+class DNArchNet(nn.Module):
+    """The maximal CCNN-style network with DNArch masks. Input (B, in_channels, *input_shape).
+
+    Args:
+        cfg: network settings; in_channels, num_classes, input_shape: from the data.
+    """
+
+    def __init__(
+        self, cfg: NetConfig, in_channels: int, num_classes: int, input_shape: Sequence[int]
+    ) -> None:
+        super().__init__()
+        if len(input_shape) not in (1, 2, 3):
+            raise ValueError(f"input must have 1, 2 or 3 spatial axes, got shape {tuple(input_shape)}")
+        if min(input_shape) < 1 or in_channels < 1 or num_classes < 2:
+            raise ValueError(
+                f"need spatial sizes >= 1, in_channels >= 1 and num_classes >= 2; got "
+                f"{tuple(input_shape)}, {in_channels}, {num_classes}"
+            )
+        self.cfg = cfg
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.ndim = len(self.input_shape)
+        settings = BlockSettings(
+            ndim=self.ndim, width=cfg.width, hidden=cfg.hidden, base=self.input_shape,
+            kernel_hidden=cfg.kernel_hidden, kernel_layers=cfg.kernel_layers, omega0=cfg.omega0,
+            init_cutoff=cfg.init_kernel_cutoff, threshold=cfg.threshold, width_span=cfg.width_span,
+            resolution_span=cfg.resolution_span, dropout=cfg.dropout, backend=cfg.backend,
+            learn_resolution=cfg.learn_resolution,
+        )  # fmt: skip
+        self.stem = nn.Linear(in_channels, cfg.width)
+        self.residual_mask = SigmoidStepMask(cfg.width, cfg.width_span, cfg.threshold)
+        self.depth_mask = SigmoidStepMask(cfg.blocks, cfg.depth_span, cfg.threshold)
+        self.blocks = nn.ModuleList(DNArchBlock(settings) for _ in range(cfg.blocks))
+        self.head_norm = nn.BatchNorm1d(cfg.width)
+        self.head = nn.Linear(cfg.width, num_classes)
+        for p in self._axis_parameters(kernel=True, width=False, resolution=False, depth=False):
+            p.requires_grad_(cfg.learn_kernel)
+        for p in self._axis_parameters(kernel=False, width=True, resolution=False, depth=False):
+            p.requires_grad_(cfg.learn_width)
+        self.depth_mask.mu.requires_grad_(cfg.learn_depth)
+
+    # ---- architecture parameters, found by structure -------------------------------------------
+    def _axis_parameters(
+        self, kernel: bool, width: bool, resolution: bool, depth: bool
+    ) -> list[nn.Parameter]:
+        out: list[nn.Parameter] = []
+        if width:
+            out.append(self.residual_mask.mu)
+        if depth:
+            out.append(self.depth_mask.mu)
+        for b in self.blocks:
+            assert isinstance(b, DNArchBlock)
+            if kernel:
+                out.append(b.conv.mask.sigma)
+            if width:
+                out.append(b.width_mask.mu)
+            if resolution and b.resolution is not None:
+                out.append(b.resolution.mask.mu)
+        return out
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The learnable mask parameters (those of frozen axes excluded)."""
+        every = self._axis_parameters(True, True, True, True)
+        return [p for p in every if p.requires_grad]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every other trainable parameter."""
+        arch = {id(p) for p in self._axis_parameters(True, True, True, True)}
+        return [p for p in self.parameters() if id(p) not in arch and p.requires_grad]
+
+    @torch.no_grad()
+    def project_arch_(self) -> None:
+        """Keep mask parameters inside their floors and ceilings; call after each optimiser step."""
+        self.residual_mask.project_()
+        self.depth_mask.project_()
+        for b in self._blocks():
+            b.project_()
+
+    def _blocks(self) -> list[DNArchBlock]:
+        return [b for b in self.blocks if isinstance(b, DNArchBlock)]
+
+    # ---- forward -------------------------------------------------------------------------------
+    def forward(self, x: Tensor, crop: bool = True) -> Tensor:
+        """x: (B, in_channels, *input_shape) -> logits (B, num_classes)."""
+        if tuple(x.shape[2:]) != self.input_shape or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected input (B, {self.in_channels}, {', '.join(map(str, self.input_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+        m_res = self.residual_mask.values()
+        c = self.residual_mask.hard_count() if crop else m_res.numel()
+        m_res = m_res[:c]
+        h = channel_scale(pointwise(x, self.stem, c, self.in_channels), m_res)  # (B, c, *S0)
+        depth = self.depth_mask.values()
+        n_blocks = self.depth_mask.hard_count()
+        cap: Tensor | None = None
+        for index, block in enumerate(self._blocks()):
+            if index >= n_blocks:
+                if crop:
+                    break
+                # reference path: run the removed block with its (zero) depth value, no resampling
+                h = block(h, m_res, depth[index], cap, crop=False, resample=False)[0]
+                continue
+            h, cap = block(h, m_res, depth[index], cap, crop=crop)
+        h = channel_scale(batch_norm(h, self.head_norm, c, self.training), m_res)
+        pooled = h.flatten(2).mean(-1)  # (B, c)
+        return F.linear(pooled, self.head.weight[:, :c], self.head.bias)
+
+    # ---- sizes ---------------------------------------------------------------------------------
+    def hard_plan(self) -> list[dict]:
+        """Per block: kept, resolution in/out, kernel size and hidden width of the cropped network."""
+        lengths = self.input_shape
+        n_blocks = self.depth_mask.hard_count()
+        cap: Tensor | None = None
+        plan = []
+        for index, b in enumerate(self._blocks()):
+            kept = index < n_blocks
+            out, keep = lengths, tuple(n // 2 for n in lengths)
+            if kept and b.resolution is not None:
+                mu, keep = b.resolution.plan(lengths, cap)
+                cap = mu
+                out = tuple(fourier.output_length(n, k) for n, k in zip(lengths, keep, strict=True))
+            plan.append(
+                {
+                    "index": index,
+                    "kept": kept,
+                    "resolution_in": lengths,
+                    "resolution_out": out,
+                    "kernel": b.conv.mask.hard_sizes(out),
+                    "hidden": b.width_mask.hard_count(),
+                    "keep_bins": keep,
+                    "resample": b.resolution is not None,
+                }
+            )
+            if kept:
+                lengths = out
+        return plan
+
+    def arch_sizes(self, hard: bool) -> ArchSizes:
+        """Soft (differentiable) or hard (as cropped) sizes; see ``ArchSizes``."""
+        dev = self.depth_mask.mu.device
+        if hard:
+            plan = self.hard_plan()
+
+            def t(v: Sequence[int] | int | float) -> Tensor:
+                return torch.tensor(v, dtype=torch.float32, device=dev)
+
+            return ArchSizes(
+                residual=t(self.residual_mask.hard_count()),
+                depth=[t(float(p["kept"])) for p in plan],
+                kernel=[t(p["kernel"]) for p in plan],
+                hidden=[t(p["hidden"]) for p in plan],
+                resolution=[t(p["resolution_out"]) for p in plan],
+            )
+        lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
+        cap: Tensor | None = None
+        sizes = ArchSizes(self.residual_mask.soft_count(), [], [], [], [])
+        depth = self.depth_mask.raw()
+        for index, b in enumerate(self._blocks()):
+            if b.resolution is not None:
+                mu = b.resolution.mask.effective_mu(cap)
+                lengths = b.resolution.mask.soft_sizes(mu, lengths)
+                cap = mu
+            sizes.depth.append(depth[index])
+            sizes.resolution.append(lengths)
+            sizes.kernel.append(b.conv.mask.soft_sizes(lengths))
+            sizes.hidden.append(b.soft_hidden())
+        return sizes
+
+    def max_sizes(self) -> ArchSizes:
+        """Sizes of the maximal network (every mask fully open)."""
+        k = [float(fm.max_kernel_size(n)) for n in self.input_shape]
+        L = self.cfg.blocks
+
+        def t(v: Sequence[float] | float) -> Tensor:
+            return torch.tensor(v, dtype=torch.float32)
+
+        return ArchSizes(
+            residual=t(float(self.cfg.width)),
+            depth=[t(1.0)] * L,
+            kernel=[t(k)] * L,
+            hidden=[t(float(self.cfg.hidden))] * L,
+            resolution=[t([float(n) for n in self.input_shape])] * L,
+        )
+
+
+def build_model(
+    cfg: NetConfig, in_channels: int, num_classes: int, input_shape: Sequence[int]
+) -> DNArchNet:
+    """The one builder from config to model."""
+    return DNArchNet(cfg, in_channels, num_classes, input_shape)
+
+

@@ -1,0 +1,1 @@
+"""Layers: the four masks, the kernel network, the continuous-kernel convolution and the block."""

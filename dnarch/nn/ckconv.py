@@ -1,0 +1,67 @@
+"""Depthwise continuous-kernel convolution with a learnable Gaussian kernel extent (FlexConv-style)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from dnarch.functional import conv as fconv
+from dnarch.functional import masks as fm
+from dnarch.nn.kernelnet import KernelNet
+from dnarch.nn.masks import GaussianKernelMask
+
+
+class DepthwiseCKConv(nn.Module):
+    """Depthwise conv whose kernel is a KernelNet sampled on the layer's current grid, times a mask.
+
+    The kernel is sampled at relative positions ``2 j / N`` (N = current length per axis), so a block after
+    downsampling samples a coarser grid over the same relative extent. It is scaled by ``sqrt(P0) / P``
+    (P = samples in the current map, P0 in the input): a Riemann sum of one continuous kernel, which
+    starts near unit gain at the input resolution.
+
+    Args:
+        ndim: spatial axes; channels: maximal channels; base: input size per axis.
+        kernel_hidden, kernel_layers, omega0: KernelNet settings.
+        init_cutoff, threshold: kernel mask settings; backend: 'auto' | 'direct' | 'fft'.
+    """
+
+    def __init__(
+        self,
+        ndim: int,
+        channels: int,
+        base: Sequence[int],
+        kernel_hidden: int,
+        kernel_layers: int,
+        omega0: float,
+        init_cutoff: float,
+        threshold: float,
+        backend: str,
+    ) -> None:
+        super().__init__()
+        if backend not in fconv.BACKENDS:
+            raise ValueError(f"unknown conv backend {backend!r}; choose one of {fconv.BACKENDS}")
+        self.ndim, self.base, self.backend = ndim, tuple(base), backend
+        self.kernel_net = KernelNet(ndim, channels, kernel_hidden, kernel_layers, omega0)
+        self.mask = GaussianKernelMask(ndim, init_cutoff, 1.0 / max(self.base), threshold)
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def kernel(self, lengths: Sequence[int], channels: int, full: bool = False) -> Tensor:
+        """Masked kernel for a map of ``lengths``: (channels, *K). ``full`` samples the maximal grid
+        with zeros beyond the hard size (the uncropped reference)."""
+        sizes = self.mask.hard_sizes(lengths)
+        grid = [fm.max_kernel_size(n) for n in lengths] if full else list(sizes)
+        axes = [fm.kernel_positions(k, n) for k, n in zip(grid, lengths, strict=True)]
+        pos = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, self.ndim)
+        pos = pos.to(self.bias.device, self.bias.dtype)
+        values = self.kernel_net(pos, channels).T.reshape(channels, *grid)  # (c, *K)
+        gain = math.sqrt(math.prod(self.base)) / math.prod(lengths)
+        return values * self.mask.values(sizes, lengths, full=full) * gain
+
+    def forward(self, x: Tensor, full: bool = False) -> Tensor:
+        """x: (B, c, *S) with c <= channels. Returns (B, c, *S)."""
+        c, lengths = x.shape[1], tuple(x.shape[2:])
+        w = self.kernel(lengths, c, full)
+        return fconv.depthwise_conv(x, w, self.bias[:c], self.backend)

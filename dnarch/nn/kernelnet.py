@@ -1,0 +1,48 @@
+"""Kernel network: a small SIREN mapping relative positions in [-1, 1]^d to one kernel value per channel.
+
+Sitzmann et al. (2020) initialisation; FlexConv/CCNN use such networks to parameterise continuous kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class KernelNet(nn.Module):
+    """SIREN ``pos (P, d) -> values (P, C)``.
+
+    Args:
+        ndim: input dimension d.
+        channels: output channels C (the maximal residual width).
+        hidden: hidden units.
+        layers: number of linear layers (>= 2).
+        omega0: SIREN frequency of the sine activations.
+    """
+
+    def __init__(self, ndim: int, channels: int, hidden: int, layers: int, omega0: float) -> None:
+        super().__init__()
+        if layers < 2 or hidden < 1:
+            raise ValueError(f"kernel net needs layers >= 2 and hidden >= 1, got {layers}, {hidden}")
+        self.omega0 = omega0
+        dims = [ndim] + [hidden] * (layers - 1)
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.out = nn.Linear(hidden, channels)
+        with torch.no_grad():
+            for i, lin in enumerate(self.hidden):
+                bound = 1.0 / lin.in_features if i == 0 else math.sqrt(6 / lin.in_features) / omega0
+                lin.weight.uniform_(-bound, bound)
+            bound = math.sqrt(6 / hidden)  # sin(.) has variance 1/2: unit-variance outputs
+            self.out.weight.uniform_(-bound, bound)
+            self.out.bias.zero_()
+
+    def forward(self, pos: Tensor, channels: int | None = None) -> Tensor:
+        """pos: (P, d). Returns (P, channels) -- only the first ``channels`` outputs are computed."""
+        h = pos
+        for lin in self.hidden:
+            h = torch.sin(self.omega0 * lin(h))
+        c = self.out.out_features if channels is None else channels
+        return F.linear(h, self.out.weight[:c], self.out.bias[:c])

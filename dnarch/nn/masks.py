@@ -1,0 +1,182 @@
+"""The learnable masks as modules: each holds its parameters and exposes values, soft and hard sizes.
+
+``values`` are the mask with the threshold applied: entries beyond the hard (cropped) size are zero. The
+cropped network and the uncropped network that multiplies by these values are therefore one function.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from dnarch.functional import fourier
+from dnarch.functional import masks as fm
+
+
+class GaussianKernelMask(nn.Module):
+    """Kernel-extent mask: a Gaussian over relative kernel positions, one learnable width per axis.
+
+    Args:
+        ndim: number of spatial axes.
+        init_cutoff: initial relative half-extent where the mask equals T (1 = the whole input).
+        min_cutoff: lower bound kept by ``project_``; the kernel never falls below 3 taps anyway.
+        threshold: T.
+    """
+
+    def __init__(self, ndim: int, init_cutoff: float, min_cutoff: float, threshold: float) -> None:
+        super().__init__()
+        if not 0 < min_cutoff <= init_cutoff:
+            raise ValueError(f"need 0 < min_cutoff <= init_cutoff, got {min_cutoff}, {init_cutoff}")
+        self.threshold = threshold
+        self.scale = math.sqrt(-2.0 * math.log(threshold))  # cutoff = sigma * scale
+        self.min_cutoff = min_cutoff
+        self.sigma = nn.Parameter(torch.full((ndim,), init_cutoff / self.scale))
+
+    def cutoff(self) -> Tensor:
+        """Relative half-extent per axis where the mask equals T. (ndim,)."""
+        return fm.gaussian_cutoff(self.sigma, self.threshold)
+
+    def hard_sizes(self, lengths: Sequence[int]) -> tuple[int, ...]:
+        """Odd kernel size per axis on a grid of ``lengths`` samples."""
+        cut = self.cutoff().detach().tolist()
+        return tuple(fm.hard_kernel_size(c, n) for c, n in zip(cut, lengths, strict=True))
+
+    def soft_sizes(self, lengths: Tensor) -> Tensor:
+        """Differentiable kernel size per axis, ``cutoff * N + 1`` (the hard size is its odd floor),
+        at least 3. No upper clip, so the gradient stays alive at the maximal kernel. lengths: (ndim,)."""
+        return torch.clamp(self.cutoff() * lengths + 1.0, min=3.0)
+
+    def values(self, sizes: Sequence[int], lengths: Sequence[int], full: bool = False) -> Tensor:
+        """Mask over a kernel grid: (*K). With ``full`` the grid is the maximal kernel and taps beyond
+        the hard size are zero; otherwise the grid is the hard size itself."""
+        out: Tensor | None = None
+        for axis, (k, n) in enumerate(zip(sizes, lengths, strict=True)):
+            grid = fm.max_kernel_size(n) if full else k
+            pos = fm.kernel_positions(grid, n).to(self.sigma.device)
+            m = fm.gaussian(pos, self.sigma[axis])
+            if full:  # zero beyond the hard size, by integer tap index
+                taps = torch.arange(grid, device=m.device) - grid // 2
+                m = m * (taps.abs() <= k // 2).to(m.dtype)
+            out = m if out is None else out[..., None] * m
+        assert out is not None
+        return out
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Keep the cut-off inside [min_cutoff, 1] so that no gradient path dies."""
+        self.sigma.clamp_(self.min_cutoff / self.scale, 1.0 / self.scale)
+
+    def extra_repr(self) -> str:
+        return f"cutoff={[round(c, 3) for c in self.cutoff().tolist()]}"
+
+
+class SigmoidStepMask(nn.Module):
+    """Step mask ``sigmoid(tau (mu - i/n))`` over ``n`` ordered entries (channels or blocks).
+
+    Args:
+        n: number of entries of the maximal network.
+        span: entries over which the step rises from T to 1-T; sets ``tau`` (fixed).
+        threshold: T.
+        floor: entries always kept (1 channel, 1 block).
+    """
+
+    def __init__(self, n: int, span: float, threshold: float, floor: int = 1) -> None:
+        super().__init__()
+        if n < 1:
+            raise ValueError(f"mask size must be >= 1, got {n}")
+        self.n, self.threshold, self.floor = n, threshold, floor
+        self.tau = fm.step_tau(span, n, threshold)
+        # start with every entry at >= 0.95, i.e. the maximal network
+        init = (n - 1) / n + math.log(0.95 / 0.05) / self.tau
+        self.mu = nn.Parameter(torch.tensor(init))
+        self.mu_max = init + math.log(0.95 / 0.05) / self.tau
+        self.mu_min = -math.log((1 - threshold) / threshold) / self.tau  # first entry at T
+
+    def raw(self) -> Tensor:
+        """Mask values before the threshold. (n,)."""
+        u = torch.arange(self.n, device=self.mu.device, dtype=self.mu.dtype) / self.n
+        return fm.sigmoid_step(u, self.mu, self.tau)
+
+    def hard_count(self) -> int:
+        """Entries kept (mask >= T), at least ``floor``."""
+        return fm.hard_count(self.raw(), self.threshold, self.floor)
+
+    def soft_count(self) -> Tensor:
+        """Differentiable count: the sum of mask values. Scalar."""
+        return self.raw().sum()
+
+    def values(self) -> Tensor:
+        """Thresholded mask: zero beyond the hard count. (n,)."""
+        raw = self.raw()
+        keep = torch.arange(self.n, device=raw.device) < self.hard_count()
+        return raw * keep.to(raw.dtype)
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        self.mu.clamp_(self.mu_min, self.mu_max)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, tau={self.tau:.1f}, kept={self.hard_count()}"
+
+
+class LowpassMask(nn.Module):
+    """Resolution mask: a sigmoid low-pass over normalised frequency, one learnable cut-off per axis.
+
+    Frequencies are in the input's units (``base`` samples per axis). The effective ``mu`` is capped by
+    the previous block's, so resolution never rises along the network.
+
+    Args:
+        base: input size per spatial axis.
+        span: frequency bins over which the step rises from T to 1-T; sets ``tau`` per axis.
+        threshold: T.
+    """
+
+    def __init__(self, base: Sequence[int], span: float, threshold: float) -> None:
+        super().__init__()
+        self.base = tuple(int(b) for b in base)
+        self.threshold = threshold
+        self.tau = [fm.step_tau(span, max(b // 2, 1), threshold) for b in self.base]
+        init = [1.0 + math.log(0.95 / 0.05) / t for t in self.tau]  # every bin at >= 0.95
+        self.mu_max = [i + math.log(0.95 / 0.05) / t for i, t in zip(init, self.tau, strict=True)]
+        self.mu = nn.Parameter(torch.tensor(init))
+
+    def effective_mu(self, cap: Tensor | None) -> Tensor:
+        """mu capped by the previous block's effective mu. (ndim,)."""
+        return self.mu if cap is None else torch.minimum(self.mu, cap)
+
+    def axis_values(self, mu: Tensor, axis: int, length: int) -> Tensor:
+        """Mask over the rFFT bins of a length-``length`` axis (no threshold). (n_bins,)."""
+        last = axis == len(self.base) - 1
+        f = fourier.normalised_frequencies(length, self.base[axis], last=last).to(mu.device)
+        return fm.sigmoid_step(f, mu[axis], self.tau[axis])
+
+    def hard_keep(self, mu: Tensor, lengths: Sequence[int]) -> tuple[int, ...]:
+        """Highest bin kept per axis (mask >= T), at least bin 1 where the axis has it."""
+        keep = []
+        for axis, n in enumerate(lengths):
+            f = fourier.normalised_frequencies(n, self.base[axis], last=True).to(mu.device)
+            m = fm.sigmoid_step(f, mu[axis].detach(), self.tau[axis])  # bins 0..n//2
+            keep.append(fm.hard_count(m, self.threshold, floor=2) - 1)
+        return tuple(keep)
+
+    def soft_sizes(self, mu: Tensor, lengths: Tensor) -> Tensor:
+        """Differentiable output size per axis: ``cutoff * base + 1`` (the hard size is ``2 k_c + 1``
+        with ``k_c = floor(cutoff * base / 2)``), at least min(3, N). No upper clip, so the gradient
+        stays alive at full resolution. (ndim,)."""
+        base = torch.tensor(self.base, dtype=mu.dtype, device=mu.device)
+        cutoff = fm.sigmoid_step_cutoff(mu, self.tau_tensor(mu), self.threshold)
+        return torch.maximum(cutoff * base + 1.0, torch.clamp(lengths, max=3.0))
+
+    def tau_tensor(self, like: Tensor) -> Tensor:
+        return torch.tensor(self.tau, dtype=like.dtype, device=like.device)
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        for axis, hi in enumerate(self.mu_max):
+            self.mu[axis].clamp_(0.0, hi)
+
+    def extra_repr(self) -> str:
+        return f"base={self.base}, mu={[round(m, 3) for m in self.mu.tolist()]}"

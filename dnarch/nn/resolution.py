@@ -1,0 +1,45 @@
+"""Learnable resolution: low-pass mask in the Fourier domain, then a crop of the spectrum (DiffStride-like)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from dnarch.functional import fourier
+from dnarch.nn.masks import LowpassMask
+
+
+class FourierResolution(nn.Module):
+    """Masks the spectrum with a learnable low-pass, crops it where the mask is below T and inverts it
+    at the smaller size. Its cut-off is capped by the previous block's, so resolution never rises.
+
+    Args:
+        base: input size per spatial axis (frequency units); span, threshold: mask settings.
+    """
+
+    def __init__(self, base: Sequence[int], span: float, threshold: float) -> None:
+        super().__init__()
+        self.mask = LowpassMask(base, span, threshold)
+
+    def plan(self, lengths: Sequence[int], cap: Tensor | None) -> tuple[Tensor, tuple[int, ...]]:
+        """Effective mu (ndim,) and highest kept bin per axis for an input of ``lengths``."""
+        mu = self.mask.effective_mu(cap)
+        return mu, self.mask.hard_keep(mu, lengths)
+
+    def factors(
+        self, lengths: Sequence[int], cap: Tensor | None
+    ) -> tuple[Tensor, tuple[int, ...], list[Tensor]]:
+        """Effective mu, kept bins per axis, and per-axis mask factors over the kept bins."""
+        mu, keep = self.plan(lengths, cap)
+        out = []
+        for axis, (n, k) in enumerate(zip(lengths, keep, strict=True)):
+            last = axis == len(lengths) - 1
+            idx = fourier.kept_bins(n, k, last=last).to(mu.device)
+            out.append(self.mask.axis_values(mu, axis, n).index_select(0, idx))
+        return mu, keep, out
+
+    def forward(self, x: Tensor, cap: Tensor | None) -> tuple[Tensor, Tensor]:
+        """x: (B, C, *S). Returns the resampled (B, C, *S') and this block's effective mu (the next cap)."""
+        mu, keep, factors = self.factors(tuple(x.shape[2:]), cap)
+        return fourier.lowpass_crop(x, keep, factors), mu

@@ -1,0 +1,1 @@
+"""Objective, trainer, callbacks and the run that ties them to a folder."""

@@ -1,0 +1,148 @@
+"""One training run into a folder: data, model, objective, trainer, artefacts, export and summary.
+
+The run folder holds: ``config.json`` (resolved), ``metrics.csv``, ``checkpoint.pt`` (every epoch),
+``architecture.json`` + ``model.pt`` (the exported plain network, loadable by ``load_static``) and
+``summary.json`` (maximal vs learned cost, test accuracy).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dnarch.config import RunConfig, to_dict
+from dnarch.cost import model_cost
+from dnarch.data import DataBundle, load_data
+from dnarch.export import ArchSpec, StaticNet, build_static, export_state, harden, save_static
+from dnarch.models import DNArchNet, build_model
+from dnarch.train.callbacks import Checkpointer, CSVLogger, atomic_write_bytes
+from dnarch.train.objective import Objective
+from dnarch.train.trainer import Trainer, evaluate, seed_everything
+
+
+@dataclass
+class RunResult:
+    """What a run produced. ``static`` is the exported plain network (eval mode, on CPU)."""
+
+    model: DNArchNet
+    spec: ArchSpec
+    static: StaticNet
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+    run_dir: Path | None
+
+    @property
+    def test_accuracy(self) -> float:
+        return float(self.summary["test_accuracy"])
+
+
+def prepare_out_dir(out: str | Path) -> Path:
+    """Create the run folder; refuse one that already holds a finished run (nothing is overwritten)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output path {str(path)!r} exists and is not a folder")
+    if (path / "summary.json").exists():
+        raise ValueError(f"{path} already holds a finished run; choose another --out")
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write_test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write to output folder {path}: {err.strerror}") from err
+    return path
+
+
+def run(
+    cfg: RunConfig,
+    data: DataBundle | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Train DNArch as ``cfg`` says on ``data`` (default: ``cfg.data``), writing into ``out_dir`` if given."""
+    seed_everything(cfg.train.seed)
+    if data is None:
+        data = load_data(cfg.data.name)
+    data = data.limited(cfg.data.limit_train, cfg.data.limit_test)
+    path = prepare_out_dir(out_dir) if out_dir is not None else None
+    model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape)
+    objective = Objective(model, cfg.budget)
+    resolved = {
+        **to_dict(cfg),
+        "resolved": {
+            "dataset": data.name, "in_channels": data.in_channels, "num_classes": data.num_classes,
+            "input_shape": list(data.input_shape), "n_train": len(data.x_train),
+            "n_test": len(data.x_test), "budget_absolute": objective.budget,
+            "max_cost": objective.max_cost,
+        },
+    }  # fmt: skip
+    callbacks: list[Any] = []
+    if path is not None:
+        atomic_write_bytes(path / "config.json", json.dumps(resolved, indent=2).encode())
+        callbacks = [CSVLogger(path / "metrics.csv"), Checkpointer(path / "checkpoint.pt", resolved)]
+    trainer = Trainer(model, objective, data, cfg.train, callbacks, progress=progress)
+    start = time.perf_counter()
+    history = trainer.fit()
+    seconds = time.perf_counter() - start
+
+    model.eval()
+    spec = harden(model)
+    static = build_static(spec, export_state(model, spec))
+    test_acc = evaluate(model, data.x_test, data.y_test, trainer.device)
+    static_acc = evaluate(static, data.x_test, data.y_test, torch.device("cpu"))
+    learned, maximal = model_cost(model, "hard"), model_cost(model, "max")
+    summary = {
+        "test_accuracy": test_acc,
+        "static_test_accuracy": static_acc,
+        "macs": int(learned.macs),
+        "params": int(learned.params),
+        "max_macs": int(maximal.macs),
+        "max_params": int(maximal.params),
+        "budget": objective.budget,
+        "budget_metric": cfg.budget.metric,
+        "train_seconds": seconds,
+        "epochs": cfg.train.epochs,
+        "device": str(trainer.device),
+    }
+    if path is not None:
+        save_static(path, spec, export_state(model, spec))
+        atomic_write_bytes(path / "summary.json", json.dumps(summary, indent=2).encode())
+    return RunResult(model, spec, static, summary, history, path)
+
+
+def arch_table(result: RunResult) -> str:
+    """Human-readable learned-vs-maximal architecture table."""
+    spec, s = result.spec, result.summary
+    m = result.model
+    max_k = "x".join(str(n if n % 2 else n - 1) for n in spec.input_shape)
+    lines = [
+        f"{'block':>5}  {'status':<8} {'kernel':>9} {'hidden':>9}  resolution in -> out",
+    ]
+    for b in spec.blocks:
+        status = "kept" if b.kept else "removed"
+        kern = "x".join(map(str, b.kernel)) if b.kept else "-"
+        hid = f"{b.hidden}/{spec.max_hidden}" if b.kept else "-"
+        res = (
+            f"{'x'.join(map(str, b.resolution_in))} -> {'x'.join(map(str, b.resolution_out))}"
+            if b.kept
+            else "-"
+        )
+        lines.append(f"{b.index:>5}  {status:<8} {kern:>9} {hid:>9}  {res}")
+    shape = "x".join(map(str, spec.input_shape))
+    lines += [
+        f"maximal: {m.cfg.blocks} blocks, kernel {max_k}, hidden {spec.max_hidden}, "
+        f"resolution {shape}, residual width {spec.max_width}",
+        f"learned: {len(spec.kept_blocks)} blocks, residual width {spec.residual_width}/{spec.max_width}",
+        f"MACs/sample: learned {s['macs']:,} vs maximal {s['max_macs']:,} "
+        f"({100 * s['macs'] / s['max_macs']:.1f}%)",
+        f"parameters:  learned {s['params']:,} vs maximal {s['max_params']:,} "
+        f"({100 * s['params'] / s['max_params']:.1f}%)",
+        f"test accuracy: {100 * s['test_accuracy']:.2f}% (exported network: "
+        f"{100 * s['static_test_accuracy']:.2f}%)",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+import os
+
+import pytest
+import torch
+
+from dnarch.config import NetConfig
+from dnarch.models import DNArchNet, build_model
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ.setdefault("DNARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def shrunk_model(
+    shape: tuple[int, ...],
+    seed: int,
+    in_channels: int = 2,
+    classes: int = 5,
+    blocks: int = 4,
+    axes: tuple[str, ...] = ("kernel", "width", "resolution", "depth"),
+) -> DNArchNet:
+    """A small model with random mask settings on the chosen axes and trained BN statistics."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    cfg = NetConfig(width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0)
+    m = build_model(cfg, in_channels, classes, shape)
+
+    def r(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+    with torch.no_grad():
+        if "width" in axes:
+            m.residual_mask.mu.fill_(r(0.2, 0.8))
+        if "depth" in axes:
+            m.depth_mask.mu.fill_(r(0.1, 0.4))  # keeps 2 or 3 of 4 blocks
+        for b in m.blocks:
+            if "kernel" in axes:
+                b.conv.mask.sigma.mul_(torch.tensor([r(0.1, 0.9) for _ in shape]))
+            if "width" in axes:
+                b.width_mask.mu.fill_(r(0.1, 0.9))
+            if "resolution" in axes:
+                b.resolution.mask.mu.copy_(torch.tensor([r(0.3, 0.9) for _ in shape]))
+        m.train()
+        for _ in range(3):
+            m(torch.randn(16, in_channels, *shape))
+    return m.eval()

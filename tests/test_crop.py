@@ -1,0 +1,56 @@
+"""Dynamic cropping: the cropped network equals the uncropped masked network (eval mode)."""
+
+import pytest
+import torch
+
+from dnarch.functional import fourier
+from dnarch.nn.resolution import FourierResolution
+from tests.conftest import shrunk_model
+
+AXES = [("kernel",), ("width",), ("depth",), ("resolution",), ("kernel", "width", "resolution", "depth")]
+
+
+@pytest.mark.parametrize("shape", [(40,), (33,), (12, 9), (10, 10)])
+@pytest.mark.parametrize("axes", AXES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cropped_equals_masked(shape, axes, seed) -> None:
+    m = shrunk_model(shape, seed, axes=axes)
+    x = torch.randn(4, 2, *shape)
+    with torch.no_grad():
+        cropped, masked = m(x, crop=True), m(x, crop=False)
+    rel = (cropped - masked).abs().max() / masked.abs().max()
+    assert rel < 1e-5, float(rel)
+
+
+def test_the_test_models_really_are_cropped() -> None:
+    m = shrunk_model((40,), 0)
+    plan = m.hard_plan()
+    assert m.residual_mask.hard_count() < 12
+    assert not all(p["kept"] for p in plan)
+    assert any(p["kernel"][0] < 39 for p in plan) and any(p["hidden"] < 10 for p in plan)
+    assert any(p["resolution_out"] != p["resolution_in"] for p in plan if p["kept"])
+
+
+@pytest.mark.parametrize("shape", [(40,), (41,), (12, 9)])
+def test_resolution_crop_equals_masked_spectrum_at_full_resolution(shape) -> None:
+    """The resolution axis at the layer level: cropping the spectrum and zero-padding it back gives the
+    masked full-resolution signal (in the network, running below the cut-off *is* the learned
+    downsampling, so the layer is where the two can be compared)."""
+    layer = FourierResolution(shape, span=2.5, threshold=0.1)
+    with torch.no_grad():
+        layer.mask.mu.fill_(0.45)
+    x = torch.randn(2, 3, *shape, dtype=torch.float64)
+    y, mu = layer(x, None)
+    assert y.shape[2:] != x.shape[2:]
+    dims = tuple(range(2, x.ndim))
+    spec = torch.fft.rfftn(x, dim=dims, norm="forward")
+    _, keep = layer.plan(shape, None)
+    m = None
+    for axis, n in enumerate(shape):
+        last = axis == len(shape) - 1
+        vals = layer.mask.axis_values(mu, axis, n).double()
+        vals = vals * (fourier.bin_indices(n, last=last).abs() <= keep[axis])
+        m = vals if m is None else m[..., None] * vals
+    ref = torch.fft.irfftn(spec * m, s=shape, dim=dims, norm="forward")
+    back = fourier.fourier_upsample(y, shape)
+    assert torch.allclose(back, ref, atol=1e-10)

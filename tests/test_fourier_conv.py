@@ -1,0 +1,79 @@
+"""Fourier crop/pad and the two depthwise conv backends against references."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dnarch.functional import conv as fconv
+from dnarch.functional import fourier
+
+
+def _masked_full(x: torch.Tensor, keep: tuple[int, ...]) -> torch.Tensor:
+    """Reference: zero every bin above ``keep`` and invert at the full size."""
+    dims = tuple(range(2, x.ndim))
+    spec = torch.fft.rfftn(x, dim=dims, norm="forward")
+    m = torch.ones(spec.shape[2:], dtype=torch.bool)
+    for axis, (n, k) in enumerate(zip(x.shape[2:], keep, strict=True)):
+        idx = fourier.bin_indices(n, last=axis == x.ndim - 3).abs() <= k
+        shape = [1] * m.ndim
+        shape[axis] = -1
+        m = m & idx.reshape(shape)
+    return torch.fft.irfftn(spec * m, s=x.shape[2:], dim=dims, norm="forward")
+
+
+@pytest.mark.parametrize(
+    "shape,keep", [((40,), (7,)), ((41,), (20,)), ((40,), (19,)), ((12, 9), (3, 2)), ((7, 8), (1, 3))]
+)
+def test_crop_then_upsample_equals_masked_full_resolution(shape, keep) -> None:
+    x = torch.randn(2, 3, *shape, dtype=torch.float64)
+    small = fourier.lowpass_crop(x, keep)
+    assert small.shape[2:] == tuple(fourier.output_length(n, k) for n, k in zip(shape, keep))
+    back = fourier.fourier_upsample(small, shape)
+    assert torch.allclose(back, _masked_full(x, keep), atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(40,), (41,), (1,), (2,), (8, 6), (5, 1)])
+def test_crop_keeping_everything_is_identity(shape) -> None:
+    x = torch.randn(2, 3, *shape, dtype=torch.float64)
+    keep = tuple(n // 2 for n in shape)
+    assert torch.allclose(fourier.lowpass_crop(x, keep), x, atol=1e-12)
+
+
+def test_crop_preserves_constants_and_mean() -> None:
+    x = torch.full((1, 2, 30), 3.5, dtype=torch.float64)
+    assert torch.allclose(fourier.lowpass_crop(x, (4,)), torch.full((1, 2, 9), 3.5, dtype=torch.float64))
+    y = torch.randn(1, 2, 30, dtype=torch.float64)
+    assert torch.allclose(fourier.lowpass_crop(y, (4,)).mean(-1), y.mean(-1))
+
+
+@pytest.mark.parametrize(
+    "shape,kernel", [((40,), (39,)), ((40,), (3,)), ((1,), (1,)), ((12, 9), (11, 3)), ((5, 7), (5, 7))]
+)
+def test_backends_agree_with_conv(shape, kernel) -> None:
+    c = 3
+    x = torch.randn(2, c, *shape, dtype=torch.float64)
+    w = torch.randn(c, *kernel, dtype=torch.float64)
+    b = torch.randn(c, dtype=torch.float64)
+    conv = F.conv1d if len(shape) == 1 else F.conv2d
+    ref = conv(x, w.unsqueeze(1), b, padding=[k // 2 for k in kernel], groups=c)
+    for backend in ("direct", "fft", "auto"):
+        out = fconv.depthwise_conv(x, w, b, backend)
+        assert torch.allclose(out, ref, atol=1e-10), backend
+
+
+def test_conv_rejects_even_or_oversized_kernels() -> None:
+    x = torch.randn(1, 2, 5)
+    with pytest.raises(ValueError):
+        fconv.depthwise_direct(x, torch.randn(2, 4))
+    with pytest.raises(ValueError):
+        fconv.depthwise_fft(x, torch.randn(2, 7))
+    with pytest.raises(ValueError):
+        fconv.depthwise_conv(x, torch.randn(2, 3), backend="winograd")
+
+
+def test_auto_backend_is_measured_and_cached() -> None:
+    x, w = torch.randn(4, 8, 64, 64), torch.randn(8, 63, 63)
+    choice = fconv.choose_backend(x, w)
+    assert choice in ("direct", "fft")
+    key = (x.device.type, x.dtype, tuple(x.shape), tuple(w.shape))
+    assert fconv._CHOICE[key] == choice

@@ -1,0 +1,111 @@
+"""Gradients reach every parameter; the cost estimate matches a real FLOP counter on the exported
+network; the exported plain network equals the masked one."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dnarch.config import NetConfig
+from dnarch.cost import budget_penalty, model_cost
+from dnarch.export import ArchSpec, build_static, export_state, harden, load_static, save_static
+from dnarch.export.static import ExportError
+from dnarch.models import build_model
+from tests.conftest import shrunk_model
+
+
+@pytest.mark.parametrize("shape", [(40,), (10, 12)])
+def test_every_parameter_gets_a_finite_gradient(shape) -> None:
+    torch.manual_seed(0)
+    m = build_model(NetConfig(width=8, hidden=8, blocks=3, kernel_hidden=8), 2, 4, shape)
+    x, y = torch.randn(6, 2, *shape), torch.randint(0, 4, (6,))
+    loss = torch.nn.functional.cross_entropy(m(x), y)
+    cost = model_cost(m, "straight_through").macs
+    (loss + budget_penalty(cost, 0.5 * float(cost), 1.0)).backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None]
+    assert not missing, missing
+    bad = [n for n, p in m.named_parameters() if not torch.isfinite(p.grad).all()]
+    assert not bad, bad
+    for p in m.arch_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0  # each mask parameter is really moved
+
+
+def test_arch_parameters_found_by_structure() -> None:
+    m = build_model(NetConfig(blocks=3), 1, 10, (40,))
+    arch = m.arch_parameters()
+    # residual width + depth + per block (kernel sigma, hidden width, resolution cut-off)
+    assert len(arch) == 2 + 3 * 3
+    ids = {id(p) for p in arch}
+    assert not ids & {id(p) for p in m.weight_parameters()}
+    assert len(ids) + len(m.weight_parameters()) == len(list(m.parameters()))
+    frozen = build_model(
+        NetConfig(learn_kernel=False, learn_width=False, learn_resolution=False, learn_depth=False),
+        1, 10, (40,),
+    )  # fmt: skip
+    assert frozen.arch_parameters() == []
+
+
+def _counted(static: torch.nn.Module, spec: ArchSpec) -> float:
+    with FlopCounterMode(display=False) as counter:
+        static(torch.randn(1, spec.in_channels, *spec.input_shape))
+    return counter.get_total_flops() / 2  # FLOPs -> MACs
+
+
+@pytest.mark.parametrize("shape", [(40,), (33,), (12, 9), (10, 10)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cost_estimate_matches_flop_counter_and_params_exactly(shape, seed) -> None:
+    m = shrunk_model(shape, seed)
+    spec = harden(m)
+    static = build_static(spec, export_state(m, spec))
+    hard = model_cost(m, "hard")
+    macs = _counted(static, spec)
+    assert abs(float(hard.macs) - macs) <= 0.10 * macs
+    assert int(hard.params) == sum(p.numel() for p in static.parameters())
+
+
+def test_max_cost_equals_counter_on_the_maximal_network() -> None:
+    m = build_model(NetConfig(width=8, hidden=16, blocks=2), 1, 10, (40,)).eval()
+    spec = harden(m)
+    static = build_static(spec, export_state(m, spec))
+    assert float(model_cost(m, "max").macs) == pytest.approx(_counted(static, spec), rel=1e-9)
+    # hand check of the formula for the maximal network: stem, 2 x (dw 39 taps + 2 pointwise), head
+    assert float(model_cost(m, "max").macs) == 40 * 8 + 2 * (40 * 8 * 39 + 2 * 40 * 8 * 16) + 8 * 10
+
+
+def test_straight_through_cost_has_hard_value_and_pushes_every_mask_the_right_way() -> None:
+    m = shrunk_model((40,), 3)
+    hard = model_cost(m, "hard")
+    st = model_cost(m, "straight_through")
+    assert float(st.macs) == pytest.approx(float(hard.macs))
+    assert float(st.params) == pytest.approx(float(hard.params))
+    st.macs.backward()
+    for p in m.arch_parameters():  # a larger mask parameter never makes the network cheaper
+        assert p.grad is not None and (p.grad >= 0).all()
+    assert sum(float(p.grad.sum()) for p in m.arch_parameters()) > 0
+
+
+@pytest.mark.parametrize("shape", [(40,), (33,), (12, 9), (9, 10)])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_static_equals_masked(shape, seed) -> None:
+    m = shrunk_model(shape, seed)
+    spec = harden(m)
+    static = build_static(spec, export_state(m, spec))
+    x = torch.randn(5, 2, *shape)
+    with torch.no_grad():
+        a, b = m(x), static(x)
+    assert ((a - b).abs().max() / a.abs().max()) < 1e-4
+
+
+def test_save_load_roundtrip_and_bad_files(tmp_path) -> None:
+    m = shrunk_model((40,), 0)
+    spec = harden(m)
+    assert ArchSpec.from_json(spec.to_json()) == spec
+    save_static(tmp_path, spec, export_state(m, spec))
+    loaded = load_static(tmp_path)
+    x = torch.randn(3, 2, 40)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), m(x), rtol=1e-4, atol=1e-6)
+    (tmp_path / "model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ExportError):
+        load_static(tmp_path)
+    with pytest.raises(ExportError):
+        load_static(tmp_path / "missing")
