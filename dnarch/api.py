@@ -1,9 +1,9 @@
 """The Python API: train DNArch on your own tensors in a few lines.
 
-    import dnarch
-    result = dnarch.fit(x_train, y_train, x_test, y_test, budget=0.25, epochs=30)
-    print(result.test_accuracy, result.spec)
-    small = result.static          # a plain torch.nn.Module
+import dnarch
+result = dnarch.fit(x_train, y_train, x_test, y_test, budget=0.25, epochs=30)
+print(result.test_accuracy, result.spec)
+small = result.static          # a plain torch.nn.Module
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ def fit(
     """
     data = from_arrays(x_train, y_train, x_test, y_test, name="arrays")
     cfg = config or RunConfig(net=PRESETS[preset_for(len(data.input_shape))])
-    flat = {"budget.budget": "none" if budget is None else repr(float(budget)), "train.epochs": str(epochs)}
+    flat = {
+        "budget.budget": "none" if budget is None else repr(float(budget)),
+        "train.epochs": str(epochs),
+    }
     flat.update({k.replace("__", "."): str(v) for k, v in overrides.items()})
     return run(with_overrides(cfg, flat), data=data, out_dir=out, progress=progress)

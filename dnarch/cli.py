@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from dnarch.config import ConfigError, RunConfig, from_dict, with_overrides
 from dnarch.data import DataError, load_data
+from dnarch.data.registry import check_data_name
 from dnarch.export.static import ExportError
 from dnarch.models import PRESETS, preset_for
 
@@ -45,7 +46,9 @@ def config_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
 
 
 def _parser() -> _Parser:
-    p = _Parser(prog="dnarch", description="Learn a CNN's architecture and weights together (DNArch).")
+    p = _Parser(
+        prog="dnarch", description="Learn a CNN's architecture and weights together (DNArch)."
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser(
         "train",
@@ -53,7 +56,9 @@ def _parser() -> _Parser:
         epilog="Config keys (set with --KEY=VALUE): " + ", ".join(config_keys()),
     )
     t.add_argument("--data", help="dataset name (mnist1d, digits) or a .npz file (default mnist1d)")
-    t.add_argument("--budget", help="fraction (<=1) of the maximal cost, absolute count (>1) or none")
+    t.add_argument(
+        "--budget", help="fraction (<=1) of the maximal cost, absolute count (>1) or none"
+    )
     t.add_argument("--epochs", help="training epochs (train.epochs)")
     t.add_argument("--seed", help="random seed (train.seed)")
     t.add_argument("--preset", default="auto", help="maximal network: auto, " + ", ".join(PRESETS))
@@ -70,7 +75,9 @@ def _split_overrides(extra: list[str]) -> dict[str, str]:
     while i < len(extra):
         arg = extra[i]
         if not arg.startswith("--") or "." not in arg.split("=")[0]:
-            raise UsageError(f"unrecognised argument {arg!r} (config keys look like --net.width=64)")
+            raise UsageError(
+                f"unrecognised argument {arg!r} (config keys look like --net.width=64)"
+            )
         if "=" in arg:
             key, value = arg[2:].split("=", 1)
         else:
@@ -119,6 +126,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from dnarch.train.run import arch_table, run
 
     probe = build_config(args, extra)  # validates every flag before any data is loaded
+    check_data_name(probe.data.name)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     say(f"dnarch: loading data {probe.data.name!r}")
     data = load_data(probe.data.name)

@@ -53,11 +53,17 @@ class NetConfig:
 
     def __post_init__(self) -> None:
         for name in ("width", "hidden", "blocks", "kernel_hidden"):
-            _require(getattr(self, name) >= 1, f"net.{name} must be >= 1, got {getattr(self, name)}")
-        _require(self.kernel_layers >= 2, f"net.kernel_layers must be >= 2, got {self.kernel_layers}")
+            _require(
+                getattr(self, name) >= 1, f"net.{name} must be >= 1, got {getattr(self, name)}"
+            )
+        _require(
+            self.kernel_layers >= 2, f"net.kernel_layers must be >= 2, got {self.kernel_layers}"
+        )
         _require(self.omega0 > 0, f"net.omega0 must be > 0, got {self.omega0}")
         _require(0 <= self.dropout < 1, f"net.dropout must lie in [0, 1), got {self.dropout}")
-        _require(0 < self.threshold < 0.5, f"net.threshold must lie in (0, 0.5), got {self.threshold}")
+        _require(
+            0 < self.threshold < 0.5, f"net.threshold must lie in (0, 0.5), got {self.threshold}"
+        )
         for name in ("width_span", "depth_span", "resolution_span"):
             _require(getattr(self, name) > 0, f"net.{name} must be > 0, got {getattr(self, name)}")
         _require(
@@ -91,13 +97,20 @@ class BudgetConfig:
     anneal_fraction: float = 0.5
 
     def __post_init__(self) -> None:
+        _require(self.budget is None or self.budget > 0, f"budget must be > 0, got {self.budget}")
         _require(
-            self.budget is None or self.budget > 0, f"budget must be > 0, got {self.budget}"
+            self.metric in ("macs", "params"),
+            f"budget.metric must be macs or params, got {self.metric!r}",
         )
-        _require(self.metric in ("macs", "params"), f"budget.metric must be macs or params, got {self.metric!r}")
-        _require(self.mode in ("two_sided", "upper"), f"budget.mode must be two_sided or upper, got {self.mode!r}")
+        _require(
+            self.mode in ("two_sided", "upper"),
+            f"budget.mode must be two_sided or upper, got {self.mode!r}",
+        )
         _require(self.weight >= 0, f"budget.weight must be >= 0, got {self.weight}")
-        _require(self.anneal in ("cosine", "none"), f"budget.anneal must be cosine or none, got {self.anneal!r}")
+        _require(
+            self.anneal in ("cosine", "none"),
+            f"budget.anneal must be cosine or none, got {self.anneal!r}",
+        )
         _require(
             0 < self.anneal_fraction <= 1,
             f"budget.anneal_fraction must lie in (0, 1], got {self.anneal_fraction}",
@@ -126,8 +139,12 @@ class TrainConfig:
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _require(self.arch_lr >= 0, f"train.arch_lr must be >= 0, got {self.arch_lr}")
-        _require(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
-        _require(self.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        _require(
+            self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}"
+        )
+        _require(
+            self.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {self.warmup_epochs}"
+        )
         _require(
             0 <= self.freeze_arch_fraction < 1,
             f"train.freeze_arch_fraction must lie in [0, 1), got {self.freeze_arch_fraction}",
@@ -199,15 +216,21 @@ def with_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
             names = {f.name for f in fields(cls)}
             if part not in names:
                 where = ".".join(parts[:i]) or "the top level"
-                raise ConfigError(f"unknown config key {dotted!r} ({where} has: {', '.join(sorted(names))})")
+                raise ConfigError(
+                    f"unknown config key {dotted!r} ({where} has: {', '.join(sorted(names))})"
+                )
             typ = typing.get_type_hints(cls)[part]
             if i == len(parts) - 1:
                 if dataclasses.is_dataclass(typ):
-                    raise ConfigError(f"{dotted!r} is a section; set one of its keys, e.g. {dotted}.<key>")
+                    raise ConfigError(
+                        f"{dotted!r} is a section; set one of its keys, e.g. {dotted}.<key>"
+                    )
                 node[part] = parse_value(dotted, text, typ)
             else:
                 if not dataclasses.is_dataclass(typ):
-                    raise ConfigError(f"unknown config key {dotted!r} ({'.'.join(parts[: i + 1])} is not a section)")
+                    raise ConfigError(
+                        f"unknown config key {dotted!r} ({'.'.join(parts[: i + 1])} is not a section)"
+                    )
                 node, cls = node[part], typ
     return from_dict(RunConfig, data)
 

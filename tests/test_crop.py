@@ -7,7 +7,13 @@ from dnarch.functional import fourier
 from dnarch.nn.resolution import FourierResolution
 from tests.conftest import shrunk_model
 
-AXES = [("kernel",), ("width",), ("depth",), ("resolution",), ("kernel", "width", "resolution", "depth")]
+AXES = [
+    ("kernel",),
+    ("width",),
+    ("depth",),
+    ("resolution",),
+    ("kernel", "width", "resolution", "depth"),
+]
 
 
 @pytest.mark.parametrize("shape", [(40,), (33,), (12, 9), (10, 10)])

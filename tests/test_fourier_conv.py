@@ -22,12 +22,15 @@ def _masked_full(x: torch.Tensor, keep: tuple[int, ...]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "shape,keep", [((40,), (7,)), ((41,), (20,)), ((40,), (19,)), ((12, 9), (3, 2)), ((7, 8), (1, 3))]
+    "shape,keep",
+    [((40,), (7,)), ((41,), (20,)), ((40,), (19,)), ((12, 9), (3, 2)), ((7, 8), (1, 3))],
 )
 def test_crop_then_upsample_equals_masked_full_resolution(shape, keep) -> None:
     x = torch.randn(2, 3, *shape, dtype=torch.float64)
     small = fourier.lowpass_crop(x, keep)
-    assert small.shape[2:] == tuple(fourier.output_length(n, k) for n, k in zip(shape, keep))
+    assert small.shape[2:] == tuple(
+        fourier.output_length(n, k) for n, k in zip(shape, keep, strict=True)
+    )
     back = fourier.fourier_upsample(small, shape)
     assert torch.allclose(back, _masked_full(x, keep), atol=1e-12)
 
@@ -41,13 +44,16 @@ def test_crop_keeping_everything_is_identity(shape) -> None:
 
 def test_crop_preserves_constants_and_mean() -> None:
     x = torch.full((1, 2, 30), 3.5, dtype=torch.float64)
-    assert torch.allclose(fourier.lowpass_crop(x, (4,)), torch.full((1, 2, 9), 3.5, dtype=torch.float64))
+    assert torch.allclose(
+        fourier.lowpass_crop(x, (4,)), torch.full((1, 2, 9), 3.5, dtype=torch.float64)
+    )
     y = torch.randn(1, 2, 30, dtype=torch.float64)
     assert torch.allclose(fourier.lowpass_crop(y, (4,)).mean(-1), y.mean(-1))
 
 
 @pytest.mark.parametrize(
-    "shape,kernel", [((40,), (39,)), ((40,), (3,)), ((1,), (1,)), ((12, 9), (11, 3)), ((5, 7), (5, 7))]
+    "shape,kernel",
+    [((40,), (39,)), ((40,), (3,)), ((1,), (1,)), ((12, 9), (11, 3)), ((5, 7), (5, 7))],
 )
 def test_backends_agree_with_conv(shape, kernel) -> None:
     c = 3

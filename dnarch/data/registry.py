@@ -60,7 +60,10 @@ def from_arrays(
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
         y = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y)
-        if not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+        if not (
+            x.is_floating_point()
+            or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+        ):
             raise DataError(f"{split} inputs must be numeric, got dtype {x.dtype}")
         x = x.float()
         if x.ndim == 2:
@@ -70,10 +73,11 @@ def from_arrays(
                 f"{split} inputs must be (N, S), (N, C, S) or (N, C, H, W); got shape {tuple(x.shape)}"
             )
         if y.ndim != 1 or y.shape[0] != x.shape[0]:
-            raise DataError(f"{split} labels must be (N,) with N={x.shape[0]}, got shape {tuple(y.shape)}")
-        if y.is_floating_point():
-            if not torch.equal(y, y.round()):
-                raise DataError(f"{split} labels must be integers, got non-integer values")
+            raise DataError(
+                f"{split} labels must be (N,) with N={x.shape[0]}, got shape {tuple(y.shape)}"
+            )
+        if y.is_floating_point() and not torch.equal(y, y.round()):
+            raise DataError(f"{split} labels must be integers, got non-integer values")
         y = y.long()
         if x.shape[0] == 0:
             raise DataError(f"{split} set is empty")
@@ -140,13 +144,16 @@ def load_npz(path: str | os.PathLike[str], name: str | None = None) -> DataBundl
         with np.load(p, allow_pickle=False) as f:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
             if missing:
-                raise DataError(f"{p} lacks arrays {', '.join(missing)} (needs x_train, y_train, x_test, y_test)")
+                raise DataError(
+                    f"{p} lacks arrays {', '.join(missing)} (needs x_train, y_train, x_test, y_test)"
+                )
             arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
     except DataError:
         raise
     except Exception as err:
         raise DataError(f"cannot read {p} as .npz: {err}") from err
-    return from_arrays(*arrays, name=name or p.stem)
+    x_train, y_train, x_test, y_test = arrays
+    return from_arrays(x_train, y_train, x_test, y_test, name=name or p.stem)
 
 
 DATASETS: dict[str, Callable[[], DataBundle]] = {
@@ -155,10 +162,20 @@ DATASETS: dict[str, Callable[[], DataBundle]] = {
 }
 
 
+def check_data_name(name: str) -> None:
+    """Raise DataError unless ``name`` is a registered dataset or an existing file."""
+    if name in DATASETS:
+        return
+    if name.endswith(".npz") or Path(name).exists():
+        if not Path(name).is_file():
+            raise DataError(f"data file {name!r} does not exist")
+        return
+    raise DataError(
+        f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} or give a .npz path"
+    )
+
+
 def load_data(name: str) -> DataBundle:
     """A registered dataset by name, or a path to an ``.npz`` file."""
-    if name in DATASETS:
-        return DATASETS[name]()
-    if name.endswith(".npz") or Path(name).exists():
-        return load_npz(name)
-    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} or give a .npz path")
+    check_data_name(name)
+    return DATASETS[name]() if name in DATASETS else load_npz(name)

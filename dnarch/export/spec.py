@@ -47,11 +47,12 @@ class ArchSpec:
     @classmethod
     def from_json(cls, text: str) -> ArchSpec:
         d: dict[str, Any] = json.loads(text)
-        blocks = tuple(
-            BlockSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in b.items()})
-            for b in d.pop("blocks")
-        )
-        return cls(blocks=blocks, **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+        def tuples(items: dict[str, Any]) -> dict[str, Any]:
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in items.items()}
+
+        blocks = tuple(BlockSpec(**tuples(b)) for b in d.pop("blocks"))
+        return cls(blocks=blocks, **tuples(d))
 
 
 def harden(model: DNArchNet) -> ArchSpec:
@@ -60,9 +61,14 @@ def harden(model: DNArchNet) -> ArchSpec:
     for p in model.hard_plan():
         blocks.append(
             BlockSpec(
-                index=p["index"], kept=p["kept"], resolution_in=tuple(p["resolution_in"]),
-                resolution_out=tuple(p["resolution_out"]), kernel=tuple(p["kernel"]),
-                hidden=p["hidden"], keep_bins=tuple(p["keep_bins"]), resample=p["resample"],
+                index=p["index"],
+                kept=p["kept"],
+                resolution_in=tuple(p["resolution_in"]),
+                resolution_out=tuple(p["resolution_out"]),
+                kernel=tuple(p["kernel"]),
+                hidden=p["hidden"],
+                keep_bins=tuple(p["keep_bins"]),
+                resample=p["resample"],
             )  # fmt: skip
         )
     return ArchSpec(

@@ -32,7 +32,9 @@ class FourierResample(nn.Module):
     def __init__(self, sizes_in: tuple[int, ...], keep: tuple[int, ...]) -> None:
         super().__init__()
         self.sizes_in, self.keep = sizes_in, keep
-        self.sizes_out = tuple(fourier.output_length(n, k) for n, k in zip(sizes_in, keep, strict=True))
+        self.sizes_out = tuple(
+            fourier.output_length(n, k) for n, k in zip(sizes_in, keep, strict=True)
+        )
         idx = [
             fourier.kept_bins(n, k, last=i == len(sizes_in) - 1)
             for i, (n, k) in enumerate(zip(sizes_in, keep, strict=True))
@@ -57,7 +59,9 @@ class StaticBlock(nn.Module):
     def __init__(self, spec: BlockSpec, width: int, ndim: int) -> None:
         super().__init__()
         conv = _CONV[ndim]
-        self.resample = FourierResample(spec.resolution_in, spec.keep_bins) if spec.resample else None
+        self.resample = (
+            FourierResample(spec.resolution_in, spec.keep_bins) if spec.resample else None
+        )
         self.norm = _NORM[ndim](width)
         pad = tuple(k // 2 for k in spec.kernel)
         self.conv = conv(width, width, spec.kernel, padding=pad, groups=width)
@@ -128,14 +132,16 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
         state[pre + "pw1.bias"] = block.pw1.bias[:w].clone()
         rows = m_c * depth[b.index]
         m_w = block.width_mask.values()[:w]
-        state[pre + "pw2.weight"] = (block.pw2.weight[:c, :w] * rows[:, None] * m_w[None, :]).reshape(
-            c, w, *ones
-        )
+        state[pre + "pw2.weight"] = (
+            block.pw2.weight[:c, :w] * rows[:, None] * m_w[None, :]
+        ).reshape(c, w, *ones)
         state[pre + "pw2.bias"] = block.pw2.bias[:c] * rows
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def _norm_state(state: dict[str, Tensor], pre: str, norm: nn.BatchNorm1d, c: int, m: Tensor) -> None:
+def _norm_state(
+    state: dict[str, Tensor], pre: str, norm: nn.BatchNorm1d, c: int, m: Tensor
+) -> None:
     assert norm.running_mean is not None and norm.running_var is not None
     state[pre + ".weight"] = norm.weight[:c] * m
     state[pre + ".bias"] = norm.bias[:c] * m
@@ -172,9 +178,13 @@ def load_static(folder: str | os.PathLike[str]) -> StaticNet:
     try:
         spec = ArchSpec.from_json((out / "architecture.json").read_text())
     except FileNotFoundError as err:
-        raise ExportError(f"{out} has no architecture.json; is it an exported model folder?") from err
+        raise ExportError(
+            f"{out} has no architecture.json; is it an exported model folder?"
+        ) from err
     except (json.JSONDecodeError, TypeError, KeyError) as err:
-        raise ExportError(f"{out / 'architecture.json'} is not a valid architecture: {err}") from err
+        raise ExportError(
+            f"{out / 'architecture.json'} is not a valid architecture: {err}"
+        ) from err
     try:
         state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     except FileNotFoundError as err:

@@ -8,7 +8,6 @@ below its cut-off *is* the learned downsampling (see ``tests/test_crop.py`` for 
 
 from __future__ import annotations
 
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,7 +49,9 @@ class DNArchNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(input_shape) not in (1, 2, 3):
-            raise ValueError(f"input must have 1, 2 or 3 spatial axes, got shape {tuple(input_shape)}")
+            raise ValueError(
+                f"input must have 1, 2 or 3 spatial axes, got shape {tuple(input_shape)}"
+            )
         if min(input_shape) < 1 or in_channels < 1 or num_classes < 2:
             raise ValueError(
                 f"need spatial sizes >= 1, in_channels >= 1 and num_classes >= 2; got "
@@ -229,5 +230,3 @@ def build_model(
 ) -> DNArchNet:
     """The one builder from config to model."""
     return DNArchNet(cfg, in_channels, num_classes, input_shape)
-
-

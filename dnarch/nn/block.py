@@ -76,7 +76,9 @@ class DNArchBlock(nn.Module):
     def __init__(self, s: BlockSettings) -> None:
         super().__init__()
         self.resolution = (
-            FourierResolution(s.base, s.resolution_span, s.threshold) if s.learn_resolution else None
+            FourierResolution(s.base, s.resolution_span, s.threshold)
+            if s.learn_resolution
+            else None
         )
         self.norm = nn.BatchNorm1d(s.width)  # used through F.batch_norm: any spatial rank
         self.conv = DepthwiseCKConv(

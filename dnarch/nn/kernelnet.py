@@ -26,14 +26,19 @@ class KernelNet(nn.Module):
     def __init__(self, ndim: int, channels: int, hidden: int, layers: int, omega0: float) -> None:
         super().__init__()
         if layers < 2 or hidden < 1:
-            raise ValueError(f"kernel net needs layers >= 2 and hidden >= 1, got {layers}, {hidden}")
+            raise ValueError(
+                f"kernel net needs layers >= 2 and hidden >= 1, got {layers}, {hidden}"
+            )
         self.omega0 = omega0
         dims = [ndim] + [hidden] * (layers - 1)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.hidden = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)
+        )
         self.out = nn.Linear(hidden, channels)
         with torch.no_grad():
-            for i, lin in enumerate(self.hidden):
-                bound = 1.0 / lin.in_features if i == 0 else math.sqrt(6 / lin.in_features) / omega0
+            for i, (fan_in, lin) in enumerate(zip(dims[:-1], self.hidden, strict=True)):
+                bound = 1.0 / fan_in if i == 0 else math.sqrt(6 / fan_in) / omega0
+                assert isinstance(lin, nn.Linear)
                 lin.weight.uniform_(-bound, bound)
             bound = math.sqrt(6 / hidden)  # sin(.) has variance 1/2: unit-variance outputs
             self.out.weight.uniform_(-bound, bound)

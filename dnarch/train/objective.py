@@ -38,7 +38,19 @@ class Objective:
         task = F.cross_entropy(logits, y)
         cost = model_cost(model, "straight_through").get(self.metric)
         if self.schedule is None:
-            return {"task": task, "cost": cost, "penalty": 0.0, "total": task, "target": float("nan")}
+            return {
+                "task": task,
+                "cost": cost,
+                "penalty": 0.0,
+                "total": task,
+                "target": float("nan"),
+            }
         target = self.schedule.target(progress)
         penalty = budget_penalty(cost, target, self.weight, self.mode)
-        return {"task": task, "cost": cost, "penalty": penalty, "total": task + penalty, "target": target}
+        return {
+            "task": task,
+            "cost": cost,
+            "penalty": penalty,
+            "total": task + penalty,
+            "target": target,
+        }

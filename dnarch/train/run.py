@@ -84,7 +84,10 @@ def run(
     callbacks: list[Any] = []
     if path is not None:
         atomic_write_bytes(path / "config.json", json.dumps(resolved, indent=2).encode())
-        callbacks = [CSVLogger(path / "metrics.csv"), Checkpointer(path / "checkpoint.pt", resolved)]
+        callbacks = [
+            CSVLogger(path / "metrics.csv"),
+            Checkpointer(path / "checkpoint.pt", resolved),
+        ]
     trainer = Trainer(model, objective, data, cfg.train, callbacks, progress=progress)
     start = time.perf_counter()
     history = trainer.fit()

@@ -81,7 +81,9 @@ def warmup_cosine(total: int, warmup: int) -> Any:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, device: torch.device, batch: int = 512) -> float:
+def evaluate(
+    model: nn.Module, x: Tensor, y: Tensor, device: torch.device, batch: int = 512
+) -> float:
     """Accuracy of ``model`` on (x, y)."""
     was = model.training
     model.eval()
@@ -145,7 +147,9 @@ class Trainer:
         out: dict[str, Any] = {}
         for step, (xb, yb) in enumerate(self.loader):
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-            progress = (epoch * self.steps_per_epoch + step) / (self.cfg.epochs * self.steps_per_epoch)
+            progress = (epoch * self.steps_per_epoch + step) / (
+                self.cfg.epochs * self.steps_per_epoch
+            )
             logits = model(xb)
             out = self.objective(model, logits, yb, progress)
             self.optimizer.zero_grad(set_to_none=True)
@@ -157,12 +161,16 @@ class Trainer:
             self.scheduler.step()
             model.project_arch_()
             n = len(yb)
-            sums["task"] += float(out["task"].detach()) * n  # type: ignore[union-attr]
+            task, cost = (
+                float(torch.as_tensor(out["task"]).detach()),
+                float(torch.as_tensor(out["cost"]).detach()),
+            )
+            sums["task"] += task * n
             sums["penalty"] += float(torch.as_tensor(out["penalty"]).detach()) * n
             sums["correct"] += float((logits.argmax(-1) == yb).sum())
             sums["n"] += n
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{float(out['task']):.3f}", cost=f"{float(out['cost']):.3g}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{task:.3f}", macs=f"{cost:.3g}")
         test_acc = evaluate(model, self.data.x_test, self.data.y_test, dev)
         return {
             "epoch": epoch + 1,
@@ -170,7 +178,7 @@ class Trainer:
             "train_penalty": sums["penalty"] / sums["n"],
             "train_acc": sums["correct"] / sums["n"],
             "test_acc": test_acc,
-            "cost": float(out["cost"]),
+            "cost": float(torch.as_tensor(out["cost"]).detach()),
             "target": float(out["target"]),
             "arch_frozen": frozen,
         }

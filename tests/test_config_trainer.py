@@ -1,0 +1,86 @@
+"""Config overrides and validation; trainer parameter groups and schedule."""
+
+import pytest
+import torch
+
+from dnarch.config import (
+    ConfigError,
+    NetConfig,
+    RunConfig,
+    TrainConfig,
+    from_dict,
+    to_dict,
+    with_overrides,
+)
+from dnarch.models import build_model
+from dnarch.train.trainer import param_groups, pick_device, warmup_cosine
+
+
+def test_overrides_are_typed() -> None:
+    cfg = with_overrides(
+        RunConfig(),
+        {
+            "net.width": "16",
+            "budget.budget": "none",
+            "train.lr": "1e-3",
+            "net.learn_depth": "false",
+        },
+    )
+    assert cfg.net.width == 16 and cfg.budget.budget is None and cfg.train.lr == 1e-3
+    assert cfg.net.learn_depth is False
+    assert from_dict(RunConfig, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        ({"net.widht": "3"}, "unknown config key 'net.widht'"),
+        ({"nett.width": "3"}, "unknown config key 'nett.width'"),
+        ({"net.width": "abc"}, "net.width expects int"),
+        ({"net.width": "2.5"}, "net.width expects int"),
+        ({"net.width": "0"}, "net.width must be >= 1"),
+        ({"net": "3"}, "is a section"),
+        ({"net.width.x": "3"}, "is not a section"),
+        ({"budget.budget": "-0.5"}, "budget must be > 0"),
+        ({"net.learn_depth": "maybe"}, "expects bool"),
+        ({"net.threshold": "0.7"}, "net.threshold must lie in (0, 0.5)"),
+        ({"train.device": "tpu"}, "train.device"),
+    ],
+)
+def test_bad_overrides_are_one_clear_line(overrides, needle) -> None:
+    with pytest.raises(ConfigError) as err:
+        with_overrides(RunConfig(), overrides)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_from_dict_rejects_unknown_keys_and_wrong_types() -> None:
+    with pytest.raises(ConfigError, match="unknown config key 'net.bogus'"):
+        from_dict(RunConfig, {"net": {"bogus": 1}})
+    with pytest.raises(ConfigError, match="net.width expects int"):
+        from_dict(RunConfig, {"net": {"width": "32"}})
+
+
+def test_param_groups_by_structure() -> None:
+    m = build_model(NetConfig(blocks=2), 1, 10, (40,))
+    cfg = TrainConfig(lr=1e-3, arch_lr=5e-2, weight_decay=0.1)
+    groups = {g["name"]: g for g in param_groups(m, cfg)}
+    arch = groups["arch"]
+    assert arch["params"] and arch["lr"] == 5e-2 and arch["weight_decay"] == 0.0
+    assert {id(p) for p in arch["params"]} == {id(p) for p in m.arch_parameters()}
+    assert groups["weights"]["weight_decay"] == 0.1
+    total = sum(len(g["params"]) for g in groups.values())
+    assert total == len([p for p in m.parameters() if p.requires_grad])
+
+
+def test_warmup_then_cosine() -> None:
+    f = warmup_cosine(total=100, warmup=10)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert (
+        f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+    )
+
+
+def test_device_choice() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert pick_device("auto").type == expected
+    assert pick_device("cpu").type == "cpu"
