@@ -25,7 +25,9 @@ def shrunk_model(
     """A small model with random mask settings on the chosen axes and trained BN statistics."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    cfg = NetConfig(width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0)
+    cfg = NetConfig(
+        width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct"
+    )
     m = build_model(cfg, in_channels, classes, shape)
 
     def r(lo: float, hi: float) -> float:

@@ -119,32 +119,39 @@ def run(
 
 
 def arch_table(result: RunResult) -> str:
-    """Human-readable learned-vs-maximal architecture table."""
-    spec, s = result.spec, result.summary
-    m = result.model
-    max_k = "x".join(str(n if n % 2 else n - 1) for n in spec.input_shape)
+    """The learned architecture next to the maximal one, per block, with costs and accuracy."""
+    spec, s, m = result.spec, result.summary, result.model
+
+    def dims(v: tuple[int, ...]) -> str:
+        return "x".join(map(str, v))
+
+    shape = dims(spec.input_shape)
+    max_kernel = dims(tuple(n if n % 2 else n - 1 for n in spec.input_shape))
     lines = [
-        f"{'block':>5}  {'status':<8} {'kernel':>9} {'hidden':>9}  resolution in -> out",
+        "learned architecture (maximal in brackets)",
+        f"{'block':>5}  {'status':<8} {'kernel':>14} {'hidden':>10}  resolution in -> out",
     ]
     for b in spec.blocks:
-        status = "kept" if b.kept else "removed"
-        kern = "x".join(map(str, b.kernel)) if b.kept else "-"
-        hid = f"{b.hidden}/{spec.max_hidden}" if b.kept else "-"
-        res = (
-            f"{'x'.join(map(str, b.resolution_in))} -> {'x'.join(map(str, b.resolution_out))}"
-            if b.kept
-            else "-"
+        if b.kept:
+            kern = f"{dims(b.kernel)} ({max_kernel})"
+            hid = f"{b.hidden} ({spec.max_hidden})"
+            res = f"{dims(b.resolution_in)} -> {dims(b.resolution_out)} ({shape} -> {shape})"
+        else:
+            kern, hid, res = (
+                f"- ({max_kernel})",
+                f"- ({spec.max_hidden})",
+                f"- ({shape} -> {shape})",
+            )
+        lines.append(
+            f"{b.index:>5}  {'kept' if b.kept else 'removed':<8} {kern:>14} {hid:>10}  {res}"
         )
-        lines.append(f"{b.index:>5}  {status:<8} {kern:>9} {hid:>9}  {res}")
-    shape = "x".join(map(str, spec.input_shape))
     lines += [
-        f"maximal: {m.cfg.blocks} blocks, kernel {max_k}, hidden {spec.max_hidden}, "
-        f"resolution {shape}, residual width {spec.max_width}",
-        f"learned: {len(spec.kept_blocks)} blocks, residual width {spec.residual_width}/{spec.max_width}",
-        f"MACs/sample: learned {s['macs']:,} vs maximal {s['max_macs']:,} "
-        f"({100 * s['macs'] / s['max_macs']:.1f}%)",
-        f"parameters:  learned {s['params']:,} vs maximal {s['max_params']:,} "
-        f"({100 * s['params'] / s['max_params']:.1f}%)",
+        f"blocks: {len(spec.kept_blocks)} ({m.cfg.blocks}), residual width: "
+        f"{spec.residual_width} ({spec.max_width})",
+        f"MACs/sample: {s['macs']:,} ({s['max_macs']:,}) = {100 * s['macs'] / s['max_macs']:.1f}% "
+        f"of maximal" + (f", budget {s['budget']:,.0f}" if s["budget"] is not None else ""),
+        f"parameters:  {s['params']:,} ({s['max_params']:,}) = "
+        f"{100 * s['params'] / s['max_params']:.1f}% of maximal",
         f"test accuracy: {100 * s['test_accuracy']:.2f}% (exported network: "
         f"{100 * s['static_test_accuracy']:.2f}%)",
     ]
