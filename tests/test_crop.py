@@ -38,11 +38,14 @@ def test_the_test_models_really_are_cropped() -> None:
 
 
 @pytest.mark.parametrize("shape", [(40,), (41,), (12, 9)])
-def test_resolution_crop_equals_masked_spectrum_at_full_resolution(shape) -> None:
-    """The resolution axis at the layer level: cropping the spectrum and zero-padding it back gives the
-    masked full-resolution signal (in the network, running below the cut-off *is* the learned
-    downsampling, so the layer is where the two can be compared)."""
-    layer = FourierResolution(shape, span=2.5, threshold=0.1)
+def test_resolution_crop_is_a_band_limited_crop_with_the_masks_gradient(shape) -> None:
+    """The resolution axis at the layer level. Cropping the spectrum and zero-padding it back gives the
+    low-passed full-resolution signal: the kept band passes unchanged. The mask enters straight-through,
+    so for a linear read-out each axis's gradient equals that of multiplying the spectrum by that axis's
+    mask. (In the
+    network, running below the cut-off *is* the learned downsampling, so the layer is where the cropped
+    and uncropped forms can be compared.)"""
+    layer = FourierResolution(shape, span=2.5, threshold=0.1).double()
     with torch.no_grad():
         layer.mask.mu.fill_(0.45)
     x = torch.randn(2, 3, *shape, dtype=torch.float64)
@@ -51,12 +54,24 @@ def test_resolution_crop_equals_masked_spectrum_at_full_resolution(shape) -> Non
     dims = tuple(range(2, x.ndim))
     spec = torch.fft.rfftn(x, dim=dims, norm="forward")
     _, keep = layer.plan(shape, None)
-    m = None
+    band = None
     for axis, n in enumerate(shape):
-        last = axis == len(shape) - 1
-        vals = layer.mask.axis_values(mu, axis, n).double()
-        vals = vals * (fourier.bin_indices(n, last=last).abs() <= keep[axis])
-        m = vals if m is None else m[..., None] * vals
-    ref = torch.fft.irfftn(spec * m, s=shape, dim=dims, norm="forward")
+        inside = (fourier.bin_indices(n, last=axis == len(shape) - 1).abs() <= keep[axis]).double()
+        band = inside if band is None else band[..., None] * inside
+    ref = torch.fft.irfftn(spec * band, s=shape, dim=dims, norm="forward")
     back = fourier.fourier_upsample(y, shape)
     assert torch.allclose(back, ref, atol=1e-10)
+    g = torch.randn_like(back)
+    (grad_st,) = torch.autograd.grad((back * g).sum(), layer.mask.mu)
+    assert grad_st.abs().min() > 0
+    for a in range(len(shape)):  # axis a's cut-off gets the gradient of multiplying by its own mask
+        soft = None
+        for axis, n in enumerate(shape):
+            inside = (
+                fourier.bin_indices(n, last=axis == len(shape) - 1).abs() <= keep[axis]
+            ).double()
+            vals = layer.mask.axis_values(mu, axis, n) * inside if axis == a else inside
+            soft = vals if soft is None else soft[..., None] * vals
+        soft_out = torch.fft.irfftn(spec * soft, s=shape, dim=dims, norm="forward")
+        (grad_soft,) = torch.autograd.grad((soft_out * g).sum(), layer.mask.mu)
+        assert torch.allclose(grad_st[a], grad_soft[a], rtol=1e-8, atol=1e-12)

@@ -2,12 +2,15 @@
 
 Counted as ``torch.utils.flop_counter.FlopCounterMode`` counts the exported network, divided by 2
 (it reports FLOPs = 2 x MACs for convolutions and matrix products): convolutions and linear layers only.
-Not counted, by it or here: biases, norms, activations and the FFT resampling (``O(C N log N)`` per
-block). Per sample, with P_l the number of positions block l runs at and K_l its kernel taps:
+Not counted, by it or here: biases, norms and activations. Per sample, with P_l the number of positions block l runs at and K_l its kernel taps:
 
     stem   P_0 * C_in * C
     block  D_l * (P_l * C * K_l  +  P_l * C * W_l  +  P_l * W_l * C)     depthwise, pointwise x2
+           + D_l * C * sum over downsampled axes of (positions after) * (input length of the axis)
     head   C * classes
+
+The resampling term is the exported network's: a fixed matrix per downsampled axis. (During training
+the masked network resamples by FFT, which is cheaper and which the counter does not see.)
 
 Parameters of the exported network: stem C_in*C + C; per block D_l * (2C norm + C*K_l + C depthwise
 + C*W_l + W_l + W_l*C + C); head 2C + C*classes + classes.
@@ -45,12 +48,32 @@ def estimate_cost(
     p0 = float(math.prod(input_shape))
     macs = p0 * in_channels * c + c * num_classes
     params = in_channels * c + c + 2 * c + c * num_classes + num_classes
-    for d, k, w, r in zip(sizes.depth, sizes.kernel, sizes.hidden, sizes.resolution, strict=True):
+    prev = torch.tensor([float(n) for n in input_shape], device=c.device)
+    blocks = zip(
+        sizes.depth, sizes.kernel, sizes.hidden, sizes.resolution, sizes.resampled, strict=True
+    )
+    for d, k, w, r, resampled in blocks:
         p = torch.prod(r)
         taps = torch.prod(k)
-        macs = macs + d * (p * c * taps + 2 * p * c * w)
+        macs = macs + d * (p * c * taps + 2 * p * c * w + resample_macs(prev, r, resampled, c))
+        prev = r
         params = params + d * (2 * c + c * taps + c + 2 * c * w + w + c)
     return Cost(macs=torch.as_tensor(macs), params=torch.as_tensor(params))
+
+
+def resample_macs(
+    sizes_in: Tensor, sizes_out: Tensor, resampled: tuple[bool, ...], channels: Tensor
+) -> Tensor | float:
+    """MACs of the exported network's resampling: one matrix product per downsampled axis, last axis
+    first, each costing (positions after it) x (input length of that axis) per channel."""
+    total: Tensor | float = 0.0
+    sizes = list(sizes_in.unbind(0))
+    for axis in reversed(range(len(sizes))):
+        if resampled[axis]:
+            after = sizes[:axis] + [sizes_out[axis]] + sizes[axis + 1 :]
+            total = total + channels * torch.prod(torch.stack(after)) * sizes[axis]
+            sizes[axis] = sizes_out[axis]
+    return total
 
 
 def model_cost(model: DNArchNet, kind: str = "straight_through") -> Cost:
@@ -88,4 +111,5 @@ def straight_through(soft: ArchSizes, hard: ArchSizes) -> ArchSizes:
         kernel=each(soft.kernel, hard.kernel),
         hidden=each(soft.hidden, hard.hidden),
         resolution=each(soft.resolution, hard.resolution),
+        resampled=hard.resampled,
     )

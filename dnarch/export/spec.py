@@ -12,7 +12,7 @@ from dnarch.models import DNArchNet
 @dataclass(frozen=True)
 class BlockSpec:
     """One block of the maximal network: kept or removed, resolution in/out per axis, kernel taps per
-    axis, hidden width, highest Fourier bin kept per axis, and whether it has a resolution layer."""
+    axis, hidden width, and the highest Fourier bin kept per axis."""
 
     index: int
     kept: bool
@@ -21,7 +21,6 @@ class BlockSpec:
     kernel: tuple[int, ...]
     hidden: int
     keep_bins: tuple[int, ...]
-    resample: bool
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,6 @@ def harden(model: DNArchNet) -> ArchSpec:
                 kernel=tuple(p["kernel"]),
                 hidden=p["hidden"],
                 keep_bins=tuple(p["keep_bins"]),
-                resample=p["resample"],
             )  # fmt: skip
         )
     return ArchSpec(

@@ -5,7 +5,7 @@ Folding (all exact in eval mode):
 - residual width mask m_C: into the stem's rows, the norms' affine parameters and pw2's rows;
 - depth value D_l: into pw2's rows; hidden width mask M_l: into pw2's columns;
 - kernel mask and the Riemann gain: into the depthwise kernel, sampled once on the block's grid;
-- resolution mask: a fixed spectral filter inside ``FourierResample``.
+- resolution: a band-limited crop (the kept band passes unchanged), one fixed matrix per axis.
 """
 
 from __future__ import annotations
@@ -25,32 +25,25 @@ _CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
-class FourierResample(nn.Module):
-    """Fixed low-pass resampling: rFFT, keep bins ``-k..k`` per axis, multiply by a fixed filter, invert
-    at the smaller size. x: (B, C, *S_in) -> (B, C, *S_out)."""
+class Resample(nn.Module):
+    """Fixed band-limited downsampling, one matrix per spatial axis (last axis first).
 
-    def __init__(self, sizes_in: tuple[int, ...], keep: tuple[int, ...]) -> None:
+    x: (B, C, *S_in) -> (B, C, *S_out); matrix i is (S_out_i, S_in_i), ``fourier.resample_matrix``.
+    """
+
+    def __init__(self, sizes_in: tuple[int, ...], sizes_out: tuple[int, ...]) -> None:
         super().__init__()
-        self.sizes_in, self.keep = sizes_in, keep
-        self.sizes_out = tuple(
-            fourier.output_length(n, k) for n, k in zip(sizes_in, keep, strict=True)
-        )
-        idx = [
-            fourier.kept_bins(n, k, last=i == len(sizes_in) - 1)
-            for i, (n, k) in enumerate(zip(sizes_in, keep, strict=True))
-        ]
-        for i, ix in enumerate(idx):
-            self.register_buffer(f"index{i}", ix)
-        self.register_buffer("filter", torch.ones([len(ix) for ix in idx]))
+        self.ndim = len(sizes_in)
+        for i, (n, m) in enumerate(zip(sizes_in, sizes_out, strict=True)):
+            self.register_buffer(f"matrix{i}", torch.eye(m, n))
 
     def forward(self, x: Tensor) -> Tensor:
-        dims = tuple(range(2, x.ndim))
-        spec = torch.fft.rfftn(x, dim=dims, norm="forward")
-        for i in range(len(self.sizes_in)):
-            index = getattr(self, f"index{i}")
-            if index.numel() != spec.shape[2 + i]:
-                spec = spec.index_select(2 + i, index)
-        return torch.fft.irfftn(spec * self.filter, s=self.sizes_out, dim=dims, norm="forward")
+        for i in reversed(range(self.ndim)):
+            a = getattr(self, f"matrix{i}")
+            if a.shape[0] == a.shape[1]:
+                continue  # this axis keeps its size: the matrix is the identity
+            x = torch.matmul(x.movedim(2 + i, -1), a.T).movedim(-1, 2 + i)
+        return x
 
 
 class StaticBlock(nn.Module):
@@ -60,7 +53,9 @@ class StaticBlock(nn.Module):
         super().__init__()
         conv = _CONV[ndim]
         self.resample = (
-            FourierResample(spec.resolution_in, spec.keep_bins) if spec.resample else None
+            Resample(spec.resolution_in, spec.resolution_out)
+            if spec.resolution_out != spec.resolution_in
+            else None
         )
         self.norm = _NORM[ndim](width)
         pad = tuple(k // 2 for k in spec.kernel)
@@ -113,16 +108,13 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
     for j, b in enumerate(spec.kept_blocks):
         block, pre = model.blocks[b.index], f"blocks.{j}."
         if block.resolution is not None:
-            mu, keep, factors = block.resolution.factors(b.resolution_in, cap)
+            mu, keep = block.resolution.plan(b.resolution_in, cap)
             assert keep == b.keep_bins, "spec does not match the model's current masks"
             cap = mu
-            filt = factors[0]
-            for f in factors[1:]:
-                filt = filt[..., None] * f
-            state[pre + "resample.filter"] = filt
+        if b.resolution_out != b.resolution_in:
             for i in range(nd):
-                state[pre + f"resample.index{i}"] = fourier.kept_bins(
-                    b.resolution_in[i], b.keep_bins[i], last=i == nd - 1
+                state[pre + f"resample.matrix{i}"] = fourier.resample_matrix(
+                    b.resolution_in[i], b.keep_bins[i]
                 )
         _norm_state(state, pre + "norm", block.norm, c, m_c)
         state[pre + "conv.weight"] = block.conv.kernel(b.resolution_out, c).unsqueeze(1)

@@ -105,3 +105,14 @@ def fourier_upsample(x: Tensor, sizes: Sequence[int]) -> Tensor:
             head, tail = spec.narrow(2 + axis, 0, pos), spec.narrow(2 + axis, pos, n - pos)
             spec = torch.cat([head, spec.new_zeros(pad_shape), tail], dim=2 + axis)
     return torch.fft.irfftn(spec, s=list(sizes), dim=spatial, norm="forward")
+
+
+def resample_matrix(length: int, keep: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The real matrix A (n_out, length) with ``lowpass_crop(x, (keep,)) == x @ A.T`` on one axis.
+
+    Band-limited resampling is linear and separable, so an N-d crop is one such matrix per axis. It is
+    how the exported network resamples: a plain matmul that every runtime (and ONNX) supports.
+    """
+    eye = torch.eye(length, dtype=torch.float64)[:, None, :]  # (length, 1, length): basis signals
+    response = lowpass_crop(eye, (keep,))[:, 0, :]  # (length, n_out): row j = response to e_j
+    return response.T.contiguous().to(dtype)

@@ -27,7 +27,8 @@ class ArchSizes:
     """Sizes of the network the masks describe, soft (differentiable) or hard (cropped), as tensors.
 
     residual: residual width C; per block l: depth D_l (mask value soft, 0/1 hard), kernel (ndim,) taps
-    per axis, hidden W_l, resolution (ndim,) samples per axis the block runs at.
+    per axis, hidden W_l, resolution (ndim,) samples per axis the block runs at; resampled: which
+    axes the hard network downsamples at block l (a discrete fact, shared by soft and hard sizes).
     """
 
     residual: Tensor
@@ -35,6 +36,7 @@ class ArchSizes:
     kernel: list[Tensor]
     hidden: list[Tensor]
     resolution: list[Tensor]
+    resampled: list[tuple[bool, ...]]  # per block and axis: does the (hard) network downsample here
 
 
 class DNArchNet(nn.Module):
@@ -170,7 +172,6 @@ class DNArchNet(nn.Module):
                     "kernel": b.conv.mask.hard_sizes(out),
                     "hidden": b.width_mask.hard_count(),
                     "keep_bins": keep,
-                    "resample": b.resolution is not None,
                 }
             )
             if kept:
@@ -192,10 +193,13 @@ class DNArchNet(nn.Module):
                 kernel=[t(p["kernel"]) for p in plan],
                 hidden=[t(p["hidden"]) for p in plan],
                 resolution=[t(p["resolution_out"]) for p in plan],
+                resampled=_resampled(plan),
             )
         lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
         cap: Tensor | None = None
-        sizes = ArchSizes(self.residual_mask.soft_count(), [], [], [], [])
+        sizes = ArchSizes(
+            self.residual_mask.soft_count(), [], [], [], [], _resampled(self.hard_plan())
+        )
         depth = self.depth_mask.raw()
         for index, b in enumerate(self._blocks()):
             if b.resolution is not None:
@@ -222,7 +226,15 @@ class DNArchNet(nn.Module):
             kernel=[t(k)] * L,
             hidden=[t(float(self.cfg.hidden))] * L,
             resolution=[t([float(n) for n in self.input_shape])] * L,
+            resampled=[(False,) * self.ndim] * L,
         )
+
+
+def _resampled(plan: list[dict]) -> list[tuple[bool, ...]]:
+    return [
+        tuple(o != i for o, i in zip(p["resolution_out"], p["resolution_in"], strict=True))
+        for p in plan
+    ]
 
 
 def build_model(

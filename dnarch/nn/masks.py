@@ -150,7 +150,7 @@ class LowpassMask(nn.Module):
     def axis_values(self, mu: Tensor, axis: int, length: int) -> Tensor:
         """Mask over the rFFT bins of a length-``length`` axis (no threshold). (n_bins,)."""
         last = axis == len(self.base) - 1
-        f = fourier.normalised_frequencies(length, self.base[axis], last=last).to(mu.device)
+        f = fourier.normalised_frequencies(length, self.base[axis], last=last).to(mu)
         return fm.sigmoid_step(f, mu[axis], self.tau[axis])
 
     def hard_keep(self, mu: Tensor, lengths: Sequence[int]) -> tuple[int, ...]:

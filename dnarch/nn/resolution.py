@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from dnarch.functional import fourier
@@ -40,6 +41,16 @@ class FourierResolution(nn.Module):
         return mu, keep, out
 
     def forward(self, x: Tensor, cap: Tensor | None) -> tuple[Tensor, Tensor]:
-        """x: (B, C, *S). Returns the resampled (B, C, *S') and this block's effective mu (the next cap)."""
+        """x: (B, C, *S). Returns the resampled (B, C, *S') and this block's effective mu (the next cap).
+
+        The kept band passes with value exactly 1 and the mask enters straight-through (its gradient
+        reaches mu as if it multiplied the spectrum). So the learned downsampling is a pure band-limited
+        crop, which the exported network computes with one small fixed matrix per axis, and a block
+        that does not downsample exports with no resampling at all.
+        """
         mu, keep, factors = self.factors(tuple(x.shape[2:]), cap)
-        return fourier.lowpass_crop(x, keep, factors), mu
+        cropped = tuple(fourier.output_length(n, k) for n, k in zip(x.shape[2:], keep, strict=True))
+        if cropped == tuple(x.shape[2:]) and not (torch.is_grad_enabled() and mu.requires_grad):
+            return x, mu  # nothing to crop and no gradient wanted: the layer is the identity
+        ones = [(f - f.detach()) + 1.0 for f in factors]  # exactly 1 in value: (f - f) is 0
+        return fourier.lowpass_crop(x, keep, ones), mu
