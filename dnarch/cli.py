@@ -1,4 +1,4 @@
-"""Command line: ``dnarch train`` (and ``python -m dnarch train``).
+"""Command line: ``dnarch train`` and ``dnarch export`` (also as ``python -m dnarch ...``).
 
 Typed config keys are set with dotted overrides generated from the config tree, e.g.
 ``--net.width=64 --train.epochs 20 --budget.metric params``. Bad input ends with one line on stderr
@@ -65,7 +65,21 @@ def _parser() -> _Parser:
     t.add_argument("--config", help="JSON file with (part of) the config tree")
     t.add_argument("--out", help="run folder (default runs/<data>-<time>)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    e = sub.add_parser("export", help="export a run's learned network as state, pt2 or onnx")
+    e.add_argument("run_dir", help="a run folder written by dnarch train")
+    e.add_argument("--format", default="state", help="state (default), pt2 or onnx")
+    e.add_argument("--out", help="output file (default RUN_DIR/model.<format>)")
     return p
+
+
+def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
+    from dnarch.export import export_run
+
+    if extra:
+        raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
+    path = export_run(args.run_dir, args.format, args.out)
+    print(f"exported ({args.format}): {path}")
+    return 0
 
 
 def _split_overrides(extra: list[str]) -> dict[str, str]:
@@ -145,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = _parser().parse_known_args(argv)
         if args.command == "train":
             return cmd_train(args, extra)
+        if args.command == "export":
+            return cmd_export(args, extra)
         raise UsageError(f"unknown command {args.command!r}")
     except (UsageError, ConfigError, DataError, ExportError) as err:
         print(f"dnarch: error: {err}", file=sys.stderr)

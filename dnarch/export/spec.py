@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dnarch.models import DNArchNet
+if TYPE_CHECKING:  # loading an exported network must not need the training code
+    from dnarch.models import DNArchNet
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dnarch.config import RunConfig, to_dict
 from dnarch.cost import model_cost
 from dnarch.data import DataBundle, load_data
 from dnarch.export import ArchSpec, StaticNet, build_static, export_state, harden, save_static
+from dnarch.export.summary import before_after, before_after_table
 from dnarch.models import DNArchNet, build_model
 from dnarch.train.callbacks import Checkpointer, CSVLogger, atomic_write_bytes
 from dnarch.train.objective import Objective
@@ -111,6 +112,7 @@ def run(
         "train_seconds": seconds,
         "epochs": cfg.train.epochs,
         "device": str(trainer.device),
+        **before_after(model),
     }
     if path is not None:
         save_static(path, spec, export_state(model, spec))
@@ -155,4 +157,7 @@ def arch_table(result: RunResult) -> str:
         f"test accuracy: {100 * s['test_accuracy']:.2f}% (exported network: "
         f"{100 * s['static_test_accuracy']:.2f}%)",
     ]
+    if "macs_counted" in s:
+        lines += ["per sample, counted by torch.utils.flop_counter on real modules:"]
+        lines += [before_after_table(s)]
     return "\n".join(lines)

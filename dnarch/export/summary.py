@@ -1,0 +1,73 @@
+"""Before/after: parameters and MACs of the maximal and of the exported network, counted by
+``torch.utils.flop_counter`` on real modules, next to the differentiable estimate."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dnarch.export.spec import ArchSpec, harden
+from dnarch.export.static import StaticNet
+from dnarch.functional import masks as fm
+
+
+def count(net: StaticNet) -> tuple[int, int]:
+    """(MACs per sample, parameters) of a static network: FlopCounterMode's FLOPs / 2, and numel."""
+    spec = net.spec
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net.eval()(torch.zeros(1, spec.in_channels, *spec.input_shape))
+    return counter.get_total_flops() // 2, sum(p.numel() for p in net.parameters())
+
+
+def maximal_spec(spec: ArchSpec) -> ArchSpec:
+    """The maximal network of the same family: every block kept, full kernels, widths and resolution."""
+    shape = spec.input_shape
+    blocks = tuple(
+        replace(
+            b,
+            kept=True,
+            resolution_in=shape,
+            resolution_out=shape,
+            hidden=spec.max_hidden,
+            kernel=tuple(fm.max_kernel_size(n) for n in shape),
+            keep_bins=tuple(n // 2 for n in shape),
+        )  # fmt: skip
+        for b in spec.blocks
+    )
+    return replace(spec, blocks=blocks, residual_width=spec.max_width)
+
+
+def before_after(model: Any) -> dict[str, int]:
+    """Counted and estimated MACs and parameters of the maximal and the exported network."""
+    from dnarch.cost import model_cost
+
+    spec = harden(model)
+    max_macs, max_params = count(StaticNet(maximal_spec(spec)))
+    macs, params = count(StaticNet(spec))
+    hard, maximal = model_cost(model, "hard"), model_cost(model, "max")
+    return {
+        "max_macs_counted": max_macs,
+        "max_params_counted": max_params,
+        "macs_counted": macs,
+        "params_counted": params,
+        "max_macs_estimate": int(maximal.macs),
+        "max_params_estimate": int(maximal.params),
+        "macs_estimate": int(hard.macs),
+        "params_estimate": int(hard.params),
+    }
+
+
+def before_after_table(numbers: dict[str, int]) -> str:
+    """The before/after numbers as a small text table."""
+    rows = [
+        f"{'':<10} {'MACs counted':>14} {'MACs estimate':>14} {'params counted':>15} {'params estimate':>16}",
+    ]
+    for label, pre in (("maximal", "max_"), ("exported", "")):
+        rows.append(
+            f"{label:<10} {numbers[pre + 'macs_counted']:>14,} {numbers[pre + 'macs_estimate']:>14,} "
+            f"{numbers[pre + 'params_counted']:>15,} {numbers[pre + 'params_estimate']:>16,}"
+        )
+    return "\n".join(rows)

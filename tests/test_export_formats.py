@@ -1,0 +1,95 @@
+"""Export formats round-trip, ONNX equals PyTorch, the CLI exports, and bad files fail with one line."""
+
+import json
+
+import onnxruntime
+import pytest
+import torch
+
+from dnarch.cli import main
+from dnarch.cost import model_cost
+from dnarch.export import export_run, export_state, harden, load_static, save_static
+from dnarch.export.static import ExportError, StaticNet
+from dnarch.export.summary import before_after, count, maximal_spec
+from tests.conftest import shrunk_model
+
+
+@pytest.fixture(params=[(40,), (12, 9)], ids=["1d", "2d"])
+def saved(request, tmp_path):
+    m = shrunk_model(request.param, 2)
+    spec = harden(m)
+    save_static(tmp_path, spec, export_state(m, spec))
+    return m, tmp_path
+
+
+def test_pt2_round_trip_with_any_batch(saved) -> None:
+    m, folder = saved
+    path = export_run(folder, "pt2")
+    program = torch.export.load(path)
+    x = torch.randn(7, m.in_channels, *m.input_shape)
+    with torch.no_grad():
+        want = m(x)
+    got = program.module()(x)
+    assert ((got - want).abs().max() / want.abs().max()) < 1e-4
+
+
+def test_onnx_equals_pytorch(saved) -> None:
+    m, folder = saved
+    path = export_run(folder, "onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(4, m.in_channels, *m.input_shape)
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = m(x).numpy()
+    assert abs(got - want).max() / abs(want).max() < 1e-4
+
+
+def test_static_model_loads_without_training_code(saved) -> None:
+    _, folder = saved
+    state = torch.load(folder / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    spec = json.loads((folder / "architecture.json").read_text())
+    assert spec["residual_width"] == state["stem.weight"].shape[0]
+
+
+def test_before_after_counts_real_modules() -> None:
+    m = shrunk_model((12, 9), 1)
+    numbers = before_after(m)
+    assert numbers["macs_counted"] == numbers["macs_estimate"]
+    assert numbers["params_counted"] == numbers["params_estimate"]
+    assert (
+        numbers["max_macs_counted"]
+        == numbers["max_macs_estimate"]
+        == int(model_cost(m, "max").macs)
+    )
+    assert numbers["max_params_counted"] == numbers["max_params_estimate"]
+    assert numbers["macs_counted"] < numbers["max_macs_counted"]
+    macs, params = count(StaticNet(maximal_spec(harden(m))))
+    assert (macs, params) == (numbers["max_macs_counted"], numbers["max_params_counted"])
+
+
+def test_mismatched_and_corrupted_files_fail_with_one_line(saved, tmp_path_factory) -> None:
+    m, folder = saved
+    other = tmp_path_factory.mktemp("other")
+    m2 = shrunk_model(m.input_shape, 5)
+    save_static(other, harden(m2), export_state(m2, harden(m2)))
+    (folder / "model.pt").write_bytes((other / "model.pt").read_bytes())
+    with pytest.raises(ExportError, match="does not match"):
+        load_static(folder)
+    (folder / "architecture.json").write_text("{not json")
+    with pytest.raises(ExportError, match="not a valid architecture"):
+        load_static(folder)
+    with pytest.raises(ExportError, match="unknown export format"):
+        export_run(other, "tflite")
+
+
+def test_cli_export(saved, capsys) -> None:
+    _, folder = saved
+    assert main(["export", str(folder), "--format", "onnx"]) == 0
+    assert (folder / "model.onnx").is_file()
+    assert main(["export", str(folder), "--format", "pt2", "--out", str(folder / "x.pt2")]) == 0
+    assert (folder / "x.pt2").is_file()
+    capsys.readouterr()
+    assert main(["export", str(folder / "nope"), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dnarch: error:")
