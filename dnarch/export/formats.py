@@ -64,10 +64,10 @@ def to_onnx(net: StaticNet, path: Path, tolerance: float = 1e-4) -> Path:
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     with torch.no_grad():
         want = net(x).numpy()
-    err = float(abs(got - want).max() / max(abs(want).max(), 1e-12))
-    if err > tolerance:
+    diff = float(abs(got - want).max() / max(abs(want).max(), 1e-12))
+    if diff > tolerance:
         tmp.unlink(missing_ok=True)
-        raise ExportError(f"ONNX output differs from PyTorch's by {err:.2e} (> {tolerance:g})")
+        raise ExportError(f"ONNX output differs from PyTorch's by {diff:.2e} (> {tolerance:g})")
     os.replace(tmp, path)
     return path
 
