@@ -5,7 +5,15 @@ from dnarch.api import fit
 from dnarch.config import BudgetConfig, DataConfig, NetConfig, RunConfig, TrainConfig
 from dnarch.cost import model_cost
 from dnarch.data import DataBundle, from_arrays, load_data
-from dnarch.export import ArchSpec, StaticNet, build_static, export_state, harden, load_static
+from dnarch.export import (
+    ArchSpec,
+    StaticNet,
+    build_static,
+    export_run,
+    export_state,
+    harden,
+    load_static,
+)
 from dnarch.models import DNArchNet, build_model
 from dnarch.train.run import RunResult, run
 
@@ -24,6 +32,7 @@ __all__ = [
     "TrainConfig",
     "build_model",
     "build_static",
+    "export_run",
     "export_state",
     "fit",
     "from_arrays",

@@ -28,8 +28,8 @@ def fit(
     x_test: ArrayLike,
     y_test: ArrayLike,
     *,
-    budget: float | None = 0.5,
-    epochs: int = 40,
+    budget: float | None | str = "default",
+    epochs: int | None = None,
     out: str | Path | None = None,
     progress: bool = True,
     config: RunConfig | None = None,
@@ -38,14 +38,16 @@ def fit(
     """Learn an architecture and its weights on (x, y) and return the run's result.
 
     x_*: (N, S), (N, C, S) or (N, C, H, W); y_*: (N,) integer labels. budget: fraction (<= 1) of the
-    maximal network's MACs, an absolute number (> 1), or None for no complexity loss. ``overrides`` are
-    dotted config keys with ``__`` for the dot, e.g. ``net__width=64``. out: optional run folder.
+    maximal network's MACs, an absolute number (> 1), or None for no complexity loss; left out, the
+    config's (default 0.5). epochs: left out, the config's (default 40). ``overrides`` are dotted config
+    keys with ``__`` for the dot, e.g. ``net__width=64``. out: optional run folder.
     """
     data = from_arrays(x_train, y_train, x_test, y_test, name="arrays")
     cfg = config or RunConfig(net=PRESETS[preset_for(len(data.input_shape))])
-    flat = {
-        "budget.budget": "none" if budget is None else repr(float(budget)),
-        "train.epochs": str(epochs),
-    }
+    flat: dict[str, str] = {}
+    if budget != "default":
+        flat["budget.budget"] = "none" if budget is None else repr(float(budget))  # type: ignore[arg-type]
+    if epochs is not None:
+        flat["train.epochs"] = str(epochs)
     flat.update({k.replace("__", "."): str(v) for k, v in overrides.items()})
     return run(with_overrides(cfg, flat), data=data, out_dir=out, progress=progress)

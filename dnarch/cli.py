@@ -123,8 +123,12 @@ def build_config(args: argparse.Namespace, extra: list[str], ndim: int | None = 
             data = json.loads(Path(args.config).read_text())
         except FileNotFoundError as err:
             raise UsageError(f"config file {args.config!r} does not exist") from err
-        except json.JSONDecodeError as err:
+        except OSError as err:
+            raise UsageError(f"cannot read config file {args.config!r}: {err.strerror}") from err
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UsageError(f"config file {args.config!r} is not valid JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise UsageError(f"config file {args.config!r} must hold a JSON object of sections")
         data.pop("resolved", None)  # a run folder's config.json carries this extra section
         base = dataclasses.asdict(cfg)
         for section, values in data.items():
@@ -137,15 +141,16 @@ def build_config(args: argparse.Namespace, extra: list[str], ndim: int | None = 
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from dnarch.train.run import arch_table, run
+    from dnarch.train.run import arch_table, prepare_out_dir, run
 
     probe = build_config(args, extra)  # validates every flag before any data is loaded
     check_data_name(probe.data.name)
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    out = args.out or f"runs/{Path(probe.data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    prepare_out_dir(out)  # refuse an unusable run folder before any work
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     say(f"dnarch: loading data {probe.data.name!r}")
     data = load_data(probe.data.name)
     cfg = build_config(args, extra, ndim=len(data.input_shape))
-    out = args.out or f"runs/{Path(cfg.data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     say(f"dnarch: training on {data.name} {tuple(data.x_train.shape)} -> run folder {out}")
     result = run(cfg, data=data, out_dir=out, progress=not args.quiet)
     print(arch_table(result))
@@ -167,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ValueError as err:  # validation inside the library (model, run folder)
         print(f"dnarch: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except OSError as err:  # unreadable or unwritable paths, full disks
+        where = f": {err.filename}" if err.filename else ""
+        print(f"dnarch: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dnarch: interrupted; files written so far are kept", file=sys.stderr)

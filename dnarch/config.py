@@ -7,6 +7,8 @@ saved with every run as JSON and read back with unknown keys rejected.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -20,6 +22,14 @@ class ConfigError(ValueError):
 def _require(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
+
+
+def _finite(section: str, obj: Any) -> None:
+    """Every float field of a config section must be finite (inf or nan would poison the loss)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{section}.{f.name} must be finite, got {value}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class NetConfig:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
+        _finite("net", self)
         for name in ("width", "hidden", "blocks", "kernel_hidden"):
             _require(
                 getattr(self, name) >= 1, f"net.{name} must be >= 1, got {getattr(self, name)}"
@@ -97,6 +108,7 @@ class BudgetConfig:
     anneal_fraction: float = 0.5
 
     def __post_init__(self) -> None:
+        _finite("budget", self)
         _require(self.budget is None or self.budget > 0, f"budget must be > 0, got {self.budget}")
         _require(
             self.metric in ("macs", "params"),
@@ -135,6 +147,7 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        _finite("train", self)
         _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
@@ -150,8 +163,8 @@ class TrainConfig:
             f"train.freeze_arch_fraction must lie in [0, 1), got {self.freeze_arch_fraction}",
         )
         _require(
-            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
-            f"train.device must be auto, cpu or cuda[:N], got {self.device!r}",
+            self.device == "auto" or re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None,
+            f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
         )
 
 

@@ -45,6 +45,9 @@ def shrunk_model(
                 b.width_mask.mu.fill_(r(0.1, 0.9))
             if "resolution" in axes:
                 b.resolution.mask.mu.copy_(torch.tensor([r(0.3, 0.9) for _ in shape]))
+        for name, p in m.named_parameters():  # biases start at zero; make them matter
+            if name.endswith("bias"):
+                p.normal_(0, 0.3)
         m.train()
         for _ in range(3):
             m(torch.randn(16, in_channels, *shape))

@@ -57,6 +57,19 @@ def test_api_fit_on_user_arrays(tmp_path) -> None:
         assert torch.allclose(loaded(xt), result.static(xt), atol=1e-5)
 
 
+def test_api_keeps_a_given_config(monkeypatch) -> None:
+    from dnarch import api
+
+    seen = {}
+    monkeypatch.setattr(api, "run", lambda cfg, **kw: seen.update(cfg=cfg))
+    x, y = np.zeros((8, 16), dtype=np.float32), np.arange(8) % 2
+    cfg = RunConfig(budget=BudgetConfig(budget=0.25), train=TrainConfig(epochs=7))
+    dnarch.fit(x, y, x, y, config=cfg)
+    assert seen["cfg"].budget.budget == 0.25 and seen["cfg"].train.epochs == 7
+    dnarch.fit(x, y, x, y, config=cfg, budget=None, epochs=3)
+    assert seen["cfg"].budget.budget is None and seen["cfg"].train.epochs == 3
+
+
 def test_api_rejects_bad_arrays() -> None:
     x = np.zeros((10, 2, 3, 4, 5), dtype=np.float32)
     with pytest.raises(dnarch.data.DataError, match="inputs must be"):

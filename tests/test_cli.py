@@ -69,9 +69,24 @@ def test_npz_data_and_config_file(tmp_path) -> None:
         ["train", "--net.width"],
         ["fly"],
         [],
+        ["train", "--budget", "inf"],
+        ["train", "--train.device=cuda:x"],
+        ["train", "--config", "LIST_JSON"],
+        ["train", "--config", "TMP"],
+        ["train", "--data", "STRING_LABELS"],
+        ["train", "--out", "UNDER_A_FILE", "--epochs=1", "--data.limit_train=64"],
+        ["export", "TMP", "--format", "onnx"],
+        ["export", "TMP", "--format", "gif"],
     ],
 )
-def test_bad_input_exits_2_with_one_line(argv, capsys) -> None:
+def test_bad_input_exits_2_with_one_line(argv, capsys, tmp_path) -> None:
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "file").write_text("x")
+    np.savez(tmp_path / "s.npz", x_train=np.zeros((4, 8)), y_train=np.array(["a", "b", "a", "b"]),
+             x_test=np.zeros((4, 8)), y_test=np.array(["a", "b", "a", "b"]))  # fmt: skip
+    subs = {"LIST_JSON": str(tmp_path / "list.json"), "TMP": str(tmp_path),
+            "STRING_LABELS": str(tmp_path / "s.npz"), "UNDER_A_FILE": str(tmp_path / "file" / "run")}  # fmt: skip
+    argv = [subs.get(a, a) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dnarch: error:") and len(err.splitlines()) == 1, err

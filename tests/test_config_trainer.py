@@ -45,6 +45,9 @@ def test_overrides_are_typed() -> None:
         ({"net.learn_depth": "maybe"}, "expects bool"),
         ({"net.threshold": "0.7"}, "net.threshold must lie in (0, 0.5)"),
         ({"train.device": "tpu"}, "train.device"),
+        ({"train.device": "cuda:x"}, "train.device"),
+        ({"budget.budget": "inf"}, "budget.budget must be finite"),
+        ({"train.lr": "nan"}, "train.lr must be finite"),
     ],
 )
 def test_bad_overrides_are_one_clear_line(overrides, needle) -> None:
@@ -81,6 +84,35 @@ def test_warmup_then_cosine() -> None:
 
 
 def test_device_choice() -> None:
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert pick_device("auto").type == expected
     assert pick_device("cpu").type == "cpu"
+    if torch.cuda.is_available():  # pragma: no cover - no GPU here
+        assert pick_device("auto").type == "cuda"
+    else:
+        assert pick_device("auto").type == "cpu"
+        with pytest.raises(ValueError, match="no such CUDA device"):
+            pick_device("cuda:0")
+
+
+def test_frozen_phase_keeps_the_architecture() -> None:
+    from dnarch.config import BudgetConfig
+    from dnarch.data import load_data
+    from dnarch.train.objective import Objective
+    from dnarch.train.trainer import Trainer
+
+    data = load_data("mnist1d").limited(128, 64)
+    m = build_model(NetConfig(width=8, hidden=8, blocks=2, backend="direct"), 1, 10, (40,))
+    snapshots = []
+
+    class Snap:
+        def on_epoch_end(self, state) -> None:
+            snapshots.append(
+                [p.detach().clone() for p in m._axis_parameters(True, True, True, True)]
+            )
+
+    cfg = TrainConfig(epochs=4, batch_size=32, freeze_arch_fraction=0.5, warmup_epochs=0)
+    Trainer(m, Objective(m, BudgetConfig(budget=0.3)), data, cfg, [Snap()], progress=False).fit()
+    moved = [not torch.equal(a, b) for a, b in zip(snapshots[0], snapshots[1], strict=True)]
+    assert any(moved)  # learning epochs move the masks
+    for a, b in zip(snapshots[1], snapshots[3], strict=True):  # epochs 3-4 are frozen
+        assert torch.equal(a, b)
+    assert m.arch_parameters()  # learnable again after training

@@ -77,9 +77,18 @@ def test_conv_rejects_even_or_oversized_kernels() -> None:
         fconv.depthwise_conv(x, torch.randn(2, 3), backend="winograd")
 
 
-def test_auto_backend_is_measured_and_cached() -> None:
-    x, w = torch.randn(4, 8, 64, 64), torch.randn(8, 63, 63)
-    choice = fconv.choose_backend(x, w)
-    assert choice in ("direct", "fft")
-    key = (x.device.type, x.dtype, tuple(x.shape), tuple(w.shape))
-    assert fconv._CHOICE[key] == choice
+def test_auto_backend_picks_the_measured_faster_one(monkeypatch) -> None:
+    x, w = torch.randn(2, 4, 30), torch.randn(4, 15)
+    for fast in ("direct", "fft"):
+        fconv._CHOICE.clear()
+        calls = []
+
+        def fake_time(fn, device, repeats=3, fast=fast, calls=calls):
+            calls.append(fn)
+            return 1.0 if (len(calls) == 1) == (fast == "direct") else 2.0  # direct is timed first
+
+        monkeypatch.setattr(fconv, "_time", fake_time)
+        assert fconv.choose_backend(x, w) == fast and len(calls) == 2
+        assert fconv.choose_backend(torch.randn(7, 4, 30), w) == fast and len(calls) == 2  # cached
+    fconv._CHOICE.clear()
+    assert fconv.choose_backend(x, torch.randn(4, 3)) == "direct"  # 3 taps: no measurement

@@ -58,8 +58,11 @@ def from_arrays(
     y: (N,) integer class labels. num_classes defaults to max label + 1."""
     xs, ys = [], []
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
-        y = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y)
+        try:
+            x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+            y = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise DataError(f"{split} inputs and labels must be numeric arrays: {err}") from err
         if not (
             x.is_floating_point()
             or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)

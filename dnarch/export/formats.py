@@ -87,4 +87,6 @@ def export_run(run_dir: str | os.PathLike[str], fmt: str, out: str | None = None
     if fmt == "state":
         return folder
     path = Path(out) if out else folder / f"model.{fmt}"
+    if not path.parent.is_dir():
+        raise ExportError(f"output folder {str(path.parent)!r} does not exist")
     return to_pt2(net, path) if fmt == "pt2" else to_onnx(net, path)

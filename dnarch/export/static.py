@@ -173,7 +173,11 @@ def load_static(folder: str | os.PathLike[str]) -> StaticNet:
         raise ExportError(
             f"{out} has no architecture.json; is it an exported model folder?"
         ) from err
-    except (json.JSONDecodeError, TypeError, KeyError) as err:
+    except OSError as err:
+        raise ExportError(
+            f"cannot read {out / 'architecture.json'}: {err.strerror or err}"
+        ) from err
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, AttributeError) as err:
         raise ExportError(
             f"{out / 'architecture.json'} is not a valid architecture: {err}"
         ) from err

@@ -66,7 +66,9 @@ def depthwise_conv(
 
 def choose_backend(x: Tensor, weight: Tensor) -> str:
     """The faster backend for these shapes on this device, measured once and cached."""
-    key = (x.device.type, x.dtype, tuple(x.shape), tuple(weight.shape))
+    # the batch size is left out of the key: it scales both backends alike, and leaving it out means
+    # one measurement per layer shape instead of one per (layer shape, train/eval batch)
+    key = (x.device.type, x.dtype, tuple(x.shape[1:]), tuple(weight.shape))
     if key not in _CHOICE:
         if weight[0].numel() <= 9:  # a 3-tap or 3x3 kernel: nothing for an FFT to win
             _CHOICE[key] = "direct"

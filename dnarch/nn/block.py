@@ -116,7 +116,12 @@ class DNArchBlock(nn.Module):
             x, cap = self.resample(x, cap)
         c = x.shape[1]
         h = channel_scale(batch_norm(x, self.norm, c, self.training), m_res)
-        h = F.gelu(self.conv(h, full=not crop))  # (B, c, *S')
+        h = self.conv(h, full=not crop)  # (B, c, *S')
+        if (
+            not crop
+        ):  # reference path: a cropped residual channel must stay zero despite the conv bias
+            h = channel_scale(h, (m_res > 0).to(h.dtype))
+        h = F.gelu(h)
         m_w = self.width_mask.values()
         w = self.width_mask.hard_count() if crop else m_w.numel()
         h = channel_scale(F.gelu(pointwise(h, self.pw1, w, c)), m_w[:w])  # (B, w, *S')

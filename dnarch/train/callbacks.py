@@ -24,6 +24,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def to_cpu(obj: Any) -> Any:
+    """A copy of nested dicts/lists with every tensor on the CPU (checkpoints load anywhere)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 def arch_columns(model: DNArchNet) -> dict[str, Any]:
     """The learned (hard) architecture as flat CSV columns."""
     hard = model_cost(model, "hard")
@@ -66,8 +77,8 @@ class Checkpointer:
 
     def on_epoch_end(self, state: TrainState) -> None:
         blob = {
-            "model": state.model.state_dict(),
-            "optimizer": state.optimizer.state_dict(),
+            "model": to_cpu(state.model.state_dict()),
+            "optimizer": to_cpu(state.optimizer.state_dict()),
             "scheduler": state.scheduler.state_dict(),
             "epoch": state.epoch,
             "config": self.config,

@@ -49,13 +49,13 @@ def prepare_out_dir(out: str | Path) -> Path:
         raise ValueError(f"output path {str(path)!r} exists and is not a folder")
     if (path / "summary.json").exists():
         raise ValueError(f"{path} already holds a finished run; choose another --out")
-    path.mkdir(parents=True, exist_ok=True)
     probe = path / ".write_test"
     try:
+        path.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise ValueError(f"cannot write to output folder {path}: {err.strerror}") from err
+        raise ValueError(f"cannot write to output folder {path}: {err.strerror or err}") from err
     return path
 
 

@@ -28,7 +28,14 @@ def pick_device(name: str = "auto") -> torch.device:
     """CUDA when present (for 'auto'), else CPU; or the named device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+    ):
+        raise ValueError(
+            f"train.device={name!r} but no such CUDA device is available; use auto or cpu"
+        )
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -119,6 +126,7 @@ class Trainer:
         self.steps_per_epoch = len(self.loader)
         total = cfg.epochs * self.steps_per_epoch
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg))
+        self.arch_group = list(model.arch_parameters())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(total, cfg.warmup_epochs * self.steps_per_epoch)
         )
@@ -137,12 +145,19 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_epoch_end(self.state)
         bar.close()
+        for p in self.arch_group:  # frozen for the last epochs only; the model stays learnable
+            p.requires_grad_(True)
         return history
 
     def _epoch(self, epoch: int, bar: Any) -> dict[str, Any]:
         model, dev = self.model, self.device
         model.train()
         frozen = epoch >= self.freeze_epoch
+        if (
+            frozen
+        ):  # the architecture is final: masks stop learning and skip their gradient-only work
+            for p in self.arch_group:
+                p.requires_grad_(False)
         sums = {"task": 0.0, "penalty": 0.0, "correct": 0.0, "n": 0.0}
         out: dict[str, Any] = {}
         for step, (xb, yb) in enumerate(self.loader):
@@ -154,9 +169,6 @@ class Trainer:
             out = self.objective(model, logits, yb, progress)
             self.optimizer.zero_grad(set_to_none=True)
             out["total"].backward()  # type: ignore[union-attr]
-            if frozen:
-                for p in model.arch_parameters():
-                    p.grad = None  # AdamW skips parameters without gradients
             self.optimizer.step()
             self.scheduler.step()
             model.project_arch_()
