@@ -15,7 +15,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.dnarch-install-$(cat pyproject.toml | sha256sum | cut -c1-16)${EXTRAS:+-$EXTRAS}"
 if [ ! -f "$stamp" ]; then
-  echo "[dnarch] installing dnarch${EXTRAS:+[$EXTRAS]} and its dependencies into $VENV (torch==2.13.0, CPU wheel on CPU machines; first time takes a few minutes)"
+  echo "[dnarch] installing dnarch${EXTRAS:+[$EXTRAS]} and its dependencies into $VENV (torch==2.13.0; the first time takes a few minutes)"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".${EXTRAS:+[$EXTRAS]}"
   touch "$stamp"
 else
