@@ -1,4 +1,4 @@
-"""Command line: ``dnarch train`` and ``dnarch export`` (also as ``python -m dnarch ...``).
+"""Command line: ``dnarch train``, ``dnarch export`` and ``dnarch finetune`` (also ``python -m dnarch``).
 
 Typed config keys are set with dotted overrides generated from the config tree, e.g.
 ``--net.width=64 --train.epochs 20 --budget.metric params``. Bad input ends with one line on stderr
@@ -69,7 +69,30 @@ def _parser() -> _Parser:
     e.add_argument("run_dir", help="a run folder written by dnarch train")
     e.add_argument("--format", default="state", help="state (default), pt2 or onnx")
     e.add_argument("--out", help="output file (default RUN_DIR/model.<format>)")
+    f = sub.add_parser("finetune", help="fine-tune a run's exported network (BN stats recomputed)")
+    f.add_argument("run_dir", help="a run folder written by dnarch train")
+    f.add_argument("--epochs", default="5", help="training epochs (default 5)")
+    f.add_argument("--lr", default="1e-3", help="learning rate (default 1e-3)")
+    f.add_argument("--out", help="output folder (default RUN_DIR/finetuned)")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def cmd_finetune(args: argparse.Namespace, extra: list[str]) -> int:
+    from dnarch.export.finetune import finetune_run
+
+    if extra:
+        raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
+    try:
+        epochs, lr = int(args.epochs), float(args.lr)
+    except ValueError as err:
+        raise UsageError(f"--epochs takes an int and --lr a number: {err}") from err
+    r = finetune_run(args.run_dir, epochs, lr, args.out, progress=not args.quiet)
+    print(
+        f"test accuracy {100 * r['test_accuracy_before']:.2f}% -> {100 * r['test_accuracy_after']:.2f}% "
+        f"after {epochs} epochs; saved in {r['folder']}"
+    )
+    return 0
 
 
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
@@ -166,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args, extra)
         if args.command == "export":
             return cmd_export(args, extra)
+        if args.command == "finetune":
+            return cmd_finetune(args, extra)
         raise UsageError(f"unknown command {args.command!r}")
     except (UsageError, ConfigError, DataError, ExportError) as err:
         print(f"dnarch: error: {err}", file=sys.stderr)

@@ -93,3 +93,33 @@ def test_cli_export(saved, capsys) -> None:
     assert main(["export", str(folder / "nope"), "--format", "onnx"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("dnarch: error:")
+
+
+def test_recompute_bn_stats_is_the_exact_average() -> None:
+    from dnarch.export.finetune import recompute_bn_stats
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 1), torch.nn.BatchNorm1d(3))
+    x = torch.randn(50, 2, 7)
+    recompute_bn_stats(net, x, batch=64)  # one batch: the statistics are that batch's
+    with torch.no_grad():
+        h = net[0](x)
+    assert torch.allclose(net[1].running_mean, h.mean(dim=(0, 2)), atol=1e-6)
+    assert torch.allclose(net[1].running_var, h.var(dim=(0, 2), unbiased=True), atol=1e-5)
+    assert not net.training and net[1].momentum == 0.1
+
+
+def test_cli_finetune(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    quick = ["--epochs", "1", "--data.limit_train=128", "--data.limit_test=64", "--net.blocks=2",
+             "--net.backend=direct", "--quiet"]  # fmt: skip
+    assert main(["train", "--out", str(out), *quick]) == 0
+    capsys.readouterr()
+    assert main(["finetune", str(out), "--epochs", "1", "--quiet"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    result = json.loads((out / "finetuned" / "finetune.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [0, 1]
+    tuned = load_static(out / "finetuned")
+    assert tuned(torch.randn(2, 1, 40)).shape == (2, 10)
+    assert main(["finetune", str(out), "--epochs", "x"]) == 2
+    assert main(["finetune", str(tmp_path / "nope")]) == 2

@@ -1,0 +1,125 @@
+"""Fine-tuning of an exported (static) network: BatchNorm statistics recomputed on the training data for
+the widths it now has, then a few epochs of plain training. No masks, no architecture parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from dnarch.data import DataBundle, load_data
+from dnarch.export.static import ExportError, StaticNet, load_static, save_static
+from dnarch.train.trainer import evaluate, pick_device, seed_everything, warmup_cosine
+
+
+@torch.no_grad()
+def recompute_bn_stats(net: nn.Module, x: torch.Tensor, batch: int = 256) -> None:
+    """Reset every BatchNorm's running statistics and re-estimate them as exact averages over ``x``
+    (N, C, *S), in train mode; the network is left in eval mode."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    net.train()
+    device = next(net.parameters()).device
+    for i in range(0, len(x), batch):
+        net(x[i : i + batch].to(device))
+    for m, mom in zip(norms, momenta, strict=True):
+        m.momentum = mom
+    net.eval()
+
+
+def finetune(
+    net: StaticNet,
+    data: DataBundle,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Recompute BN statistics, then train ``net`` for ``epochs`` (AdamW, cosine). Per-epoch metrics."""
+    if epochs < 0 or lr <= 0 or batch_size < 1:
+        raise ValueError(
+            f"need epochs >= 0, lr > 0, batch_size >= 1; got {epochs}, {lr}, {batch_size}"
+        )
+    if data.input_shape != net.spec.input_shape or data.in_channels != net.spec.in_channels:
+        raise ValueError(
+            f"data {(data.in_channels, *data.input_shape)} does not fit the network's input "
+            f"{(net.spec.in_channels, *net.spec.input_shape)}"
+        )
+    seed_everything(seed)
+    dev = pick_device(device)
+    net.to(dev)
+    recompute_bn_stats(net, data.x_train)
+    history = [{"epoch": 0, "test_acc": evaluate(net, data.x_test, data.y_test, dev)}]
+    if epochs == 0:
+        return history
+    loader = DataLoader(
+        TensorDataset(data.x_train, data.y_train), batch_size=batch_size, shuffle=True,
+        generator=torch.Generator().manual_seed(seed), drop_last=len(data.x_train) > batch_size,
+    )  # fmt: skip
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(epochs * len(loader), 0))
+    bar = tqdm(total=epochs * len(loader), desc="finetune", disable=not progress, unit="step")
+    for epoch in range(epochs):
+        net.train()
+        for xb, yb in loader:
+            loss = F.cross_entropy(net(xb.to(dev)), yb.to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        history.append(
+            {"epoch": epoch + 1, "test_acc": evaluate(net, data.x_test, data.y_test, dev)}
+        )
+    bar.close()
+    net.eval()
+    return history
+
+
+def finetune_run(
+    run_dir: str | os.PathLike[str],
+    epochs: int,
+    lr: float = 1e-3,
+    out: str | os.PathLike[str] | None = None,
+    data: DataBundle | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune the network exported in ``run_dir`` on the run's data (or ``data``) and save it in
+    ``out`` (default ``run_dir/finetuned``). Returns accuracy before and after."""
+    folder = Path(run_dir)
+    net = load_static(folder)
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ExportError(
+            f"{folder} has no readable config.json; is it a dnarch run folder?"
+        ) from err
+    if data is None:
+        data = load_data(cfg["data"]["name"]).limited(
+            cfg["data"]["limit_train"], cfg["data"]["limit_test"]
+        )
+    before = evaluate(net, data.x_test, data.y_test, torch.device("cpu"))
+    train = cfg.get("train", {})
+    history = finetune(
+        net, data, epochs, lr, batch_size=train.get("batch_size", 64), seed=train.get("seed", 0),
+        device=train.get("device", "auto"), progress=progress,
+    )  # fmt: skip
+    target = Path(out) if out is not None else folder / "finetuned"
+    save_static(target, net.spec, {k: v.detach().cpu() for k, v in net.state_dict().items()})
+    result = {"test_accuracy_before": before, "test_accuracy_after": history[-1]["test_acc"],
+              "epochs": epochs, "lr": lr, "history": history, "folder": str(target)}  # fmt: skip
+    (target / "finetune.json").write_text(json.dumps(result, indent=2))
+    return result
