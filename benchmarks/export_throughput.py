@@ -68,19 +68,23 @@ class HandWritten(nn.Module):
         return self.head(self.head_norm(h).flatten(2).mean(-1))
 
 
-def throughput(fn: Callable[[Tensor], Tensor], x: Tensor, seconds: float) -> float:
-    """Samples per second of ``fn`` on batch ``x``: warm-up, then as many calls as fit in ``seconds``,
-    best of three such rounds."""
+def throughputs(
+    nets: dict[str, Callable[[Tensor], Tensor]], x: Tensor, seconds: float
+) -> dict[str, float]:
+    """Samples per second of each network on batch ``x``. Rounds alternate between the networks (so a
+    drift in machine speed hits all alike), each round lasting ``seconds / 5``; the best round counts."""
+    best = dict.fromkeys(nets, 0.0)
     with torch.no_grad():
-        for _ in range(3):
-            fn(x)
-        best = 0.0
-        for _ in range(3):
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds / 3:
-                fn(x)
-                n += 1
-            best = max(best, n * len(x) / (time.perf_counter() - start))
+        for fn in nets.values():
+            for _ in range(3):
+                fn(x)  # warm-up
+        for _ in range(5):
+            for name, fn in nets.items():
+                n, start = 0, time.perf_counter()
+                while time.perf_counter() - start < seconds / 5:
+                    fn(x)
+                    n += 1
+                best[name] = max(best[name], n * len(x) / (time.perf_counter() - start))
     return best
 
 
@@ -93,7 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", help="a finished dnarch run folder to measure instead of short runs")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--seconds", type=float, default=6.0, help="measuring time per network")
+    ap.add_argument("--seconds", type=float, default=10.0, help="measuring time per network")
     ap.add_argument("--epochs", type=int, default=10, help="epochs of the short runs")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
@@ -117,11 +121,11 @@ def main() -> None:
         spec = static.spec
         hand = HandWritten(spec).eval()
         x = torch.randn(args.batch, spec.in_channels, *spec.input_shape)
-        t_static = throughput(static, x, args.seconds)
-        t_hand = throughput(hand, x, args.seconds)
-        t_masked = (
-            throughput(masked.eval(), x, args.seconds) if masked is not None else float("nan")
-        )
+        nets: dict[str, Callable[[Tensor], Tensor]] = {"static": static, "hand": hand}
+        if masked is not None:
+            nets["masked"] = masked.eval()
+        t = throughputs(nets, x, args.seconds)
+        t_static, t_hand, t_masked = t["static"], t["hand"], t.get("masked", float("nan"))
         macs, params = count(static)
         rows.append(
             f"| {name} | {macs:,} | {params:,} | {t_masked:,.0f} | {t_static:,.0f} | {t_hand:,.0f} | "
