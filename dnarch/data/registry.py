@@ -159,9 +159,72 @@ def load_npz(path: str | os.PathLike[str], name: str | None = None) -> DataBundl
     return from_arrays(x_train, y_train, x_test, y_test, name=name or p.stem)
 
 
+def _idx_candidates(name: str, torchvision_name: str, debian: str | None) -> list[Path]:
+    out = []
+    if os.environ.get("DNARCH_DATA"):
+        base = Path(os.environ["DNARCH_DATA"])
+        out += [base / name, base / torchvision_name / "raw", base]
+    if debian:
+        out.append(Path(debian))
+    out.append(cache_dir() / name)
+    return out
+
+
+def _load_idx_images(
+    name: str, torchvision_name: str, debian: str | None, layout: str, how_to_get: str
+) -> DataBundle:
+    """An MNIST-family dataset as 28x28 images ('image'), sequences of 784 ('seq') or sequences under
+    a fixed random permutation ('pseq'), standardised with the training set's mean and std."""
+    from dnarch.data.idx import IDXError, find_idx_folder, load_idx_split
+
+    candidates = _idx_candidates(name, torchvision_name, debian)
+    folder = find_idx_folder(name, candidates)
+    if folder is None:
+        where = ", ".join(str(c) for c in candidates)
+        raise DataError(f"{name} IDX files not found in {where}; {how_to_get}")
+    try:
+        d = load_idx_split(folder)
+    except IDXError as err:
+        raise DataError(str(err)) from err
+    x_tr, x_te = d["x_train"].astype(np.float32) / 255.0, d["x_test"].astype(np.float32) / 255.0
+    mean, std = float(x_tr.mean()), float(x_tr.std())
+    x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+    if layout == "image":
+        x_tr, x_te = x_tr[:, None], x_te[:, None]
+    else:
+        x_tr, x_te = x_tr.reshape(len(x_tr), 1, -1), x_te.reshape(len(x_te), 1, -1)
+        if layout == "pseq":  # the same permutation for every user: a fixed seed
+            perm = np.random.default_rng(0).permutation(x_tr.shape[-1])
+            x_tr, x_te = x_tr[..., perm], x_te[..., perm]
+    suffix = {"image": "", "seq": "-seq", "pseq": "-pseq"}[layout]
+    return from_arrays(x_tr, d["y_train"], x_te, d["y_test"], name=name + suffix, num_classes=10)
+
+
+_FASHION_HELP = (
+    "install Debian's dataset-fashion-mnist, or put the four IDX files (torchvision's layout works) "
+    "under $DNARCH_DATA/fashion-mnist"
+)
+_MNIST_HELP = "put the four MNIST IDX files under $DNARCH_DATA/mnist (torchvision's layout works)"
+
+
+def _fashion(layout: str) -> Callable[[], DataBundle]:
+    debian = "/usr/share/datasets/fashion-mnist"
+    return lambda: _load_idx_images("fashion-mnist", "FashionMNIST", debian, layout, _FASHION_HELP)
+
+
+def _mnist(layout: str) -> Callable[[], DataBundle]:
+    return lambda: _load_idx_images("mnist", "MNIST", None, layout, _MNIST_HELP)
+
+
 DATASETS: dict[str, Callable[[], DataBundle]] = {
     "mnist1d": load_mnist1d,
     "digits": load_digits,
+    "fashion-mnist": _fashion("image"),
+    "fashion-mnist-seq": _fashion("seq"),
+    "fashion-mnist-pseq": _fashion("pseq"),
+    "mnist": _mnist("image"),
+    "mnist-seq": _mnist("seq"),
+    "mnist-pseq": _mnist("pseq"),
 }
 
 
