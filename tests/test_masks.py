@@ -95,16 +95,16 @@ def test_sigmoid_step_mask_counts() -> None:
     assert m.hard_count() == 64 and m.raw().min() >= 0.95 - 1e-6  # starts maximal
     with torch.no_grad():
         m.mu.fill_(0.5)
-    cut = float(fm.sigmoid_step_cutoff(m.mu, m.tau, T))
+    cut = float(fm.sigmoid_step_cutoff(m.mu.detach(), m.tau, T))
     expected = sum(1 for i in range(64) if i / 64 <= cut)
     assert m.hard_count() == expected
     vals = m.values()
     assert (vals[expected:] == 0).all() and (vals[:expected] >= T).all()
-    assert math.isclose(float(m.soft_count()), float(m.raw().sum()), rel_tol=1e-6)
+    assert math.isclose(float(m.soft_count().detach()), float(m.raw().detach().sum()), rel_tol=1e-6)
     with torch.no_grad():
         m.mu.fill_(-5.0)
     m.project_()
-    assert m.hard_count() == 1 and math.isclose(float(m.raw()[0]), T, rel_tol=1e-4)
+    assert m.hard_count() == 1 and math.isclose(float(m.raw().detach()[0]), T, rel_tol=1e-4)
 
 
 @pytest.mark.parametrize("length", [40, 41, 7, 2, 1])
