@@ -91,7 +91,9 @@ def model_cost(model: DNArchNet, kind: str = "straight_through") -> Cost:
         return estimate_cost(model.arch_sizes(hard=False), *args)
     if kind != "straight_through":
         raise ValueError(f"unknown cost kind {kind!r}")
-    return estimate_cost(straight_through(model.arch_sizes(False), model.arch_sizes(True)), *args)
+    plan = model.hard_plan()
+    soft, hard = model.arch_sizes(False, plan), model.arch_sizes(True, plan)
+    return estimate_cost(straight_through(soft, hard), *args)
 
 
 def straight_through(soft: ArchSizes, hard: ArchSizes) -> ArchSizes:

@@ -178,11 +178,12 @@ class DNArchNet(nn.Module):
                 lengths = out
         return plan
 
-    def arch_sizes(self, hard: bool) -> ArchSizes:
-        """Soft (differentiable) or hard (as cropped) sizes; see ``ArchSizes``."""
+    def arch_sizes(self, hard: bool, plan: list[dict] | None = None) -> ArchSizes:
+        """Soft (differentiable) or hard (as cropped) sizes; see ``ArchSizes``. ``plan``: this model's
+        ``hard_plan()``, if the caller has it already."""
         dev = self.depth_mask.mu.device
+        plan = self.hard_plan() if plan is None else plan  # pass it in to compute it once per step
         if hard:
-            plan = self.hard_plan()
 
             def t(v: Sequence[int] | int | float) -> Tensor:
                 return torch.tensor(v, dtype=torch.float32, device=dev)
@@ -197,9 +198,7 @@ class DNArchNet(nn.Module):
             )
         lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
         cap: Tensor | None = None
-        sizes = ArchSizes(
-            self.residual_mask.soft_count(), [], [], [], [], _resampled(self.hard_plan())
-        )
+        sizes = ArchSizes(self.residual_mask.soft_count(), [], [], [], [], _resampled(plan))
         depth = self.depth_mask.raw()
         for index, b in enumerate(self._blocks()):
             if b.resolution is not None:

@@ -20,6 +20,7 @@ from dnarch.cost import model_cost
 from dnarch.data import DataBundle, load_data
 from dnarch.export import ArchSpec, StaticNet, build_static, export_state, harden, save_static
 from dnarch.export.summary import before_after, before_after_table
+from dnarch.functional import masks as fm
 from dnarch.models import DNArchNet, build_model
 from dnarch.train.callbacks import Checkpointer, CSVLogger, atomic_write_bytes
 from dnarch.train.objective import Objective
@@ -128,7 +129,7 @@ def arch_table(result: RunResult) -> str:
         return "x".join(map(str, v))
 
     shape = dims(spec.input_shape)
-    max_kernel = dims(tuple(n if n % 2 else n - 1 for n in spec.input_shape))
+    max_kernel = dims(tuple(fm.max_kernel_size(n) for n in spec.input_shape))
     lines = [
         "learned architecture (maximal in brackets)",
         f"{'block':>5}  {'status':<8} {'kernel':>14} {'hidden':>10}  resolution in -> out",
