@@ -40,11 +40,12 @@ def maximal_spec(spec: ArchSpec) -> ArchSpec:
     return replace(spec, blocks=blocks, residual_width=spec.max_width)
 
 
-def before_after(model: Any) -> dict[str, int]:
-    """Counted and estimated MACs and parameters of the maximal and the exported network."""
+def before_after(model: Any, spec: ArchSpec | None = None) -> dict[str, int]:
+    """Counted and estimated MACs and parameters of the maximal and the exported network.
+    ``spec``: ``harden(model)``, if the caller has it already."""
     from dnarch.cost import model_cost
 
-    spec = harden(model)
+    spec = harden(model) if spec is None else spec
     max_macs, max_params = count(StaticNet(maximal_spec(spec)))
     macs, params = count(StaticNet(spec))
     hard, maximal = model_cost(model, "hard"), model_cost(model, "max")

@@ -37,9 +37,8 @@ def depthwise_fft(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tens
     nd = x.ndim - 2
     spatial = tuple(range(2, x.ndim))
     sizes = [s + k - 1 for s, k in zip(x.shape[2:], weight.shape[1:], strict=True)]
-    flipped = torch.flip(
-        weight, dims=tuple(range(1, nd + 1))
-    )  # correlation = convolution with flip
+    # correlation = convolution with the kernel flipped
+    flipped = torch.flip(weight, dims=tuple(range(1, nd + 1)))
     spec = torch.fft.rfftn(x, s=sizes, dim=spatial) * torch.fft.rfftn(
         flipped, s=sizes, dim=tuple(range(1, nd + 1))
     )

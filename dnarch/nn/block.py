@@ -117,9 +117,8 @@ class DNArchBlock(nn.Module):
         c = x.shape[1]
         h = channel_scale(batch_norm(x, self.norm, c, self.training), m_res)
         h = self.conv(h, full=not crop)  # (B, c, *S')
-        if (
-            not crop
-        ):  # reference path: a cropped residual channel must stay zero despite the conv bias
+        if not crop:
+            # reference path: a cropped residual channel must stay zero despite the conv bias
             h = channel_scale(h, (m_res > 0).to(h.dtype))
         h = F.gelu(h)
         m_w = self.width_mask.values()

@@ -97,7 +97,8 @@ def run(
 
     model.eval()
     spec = harden(model)
-    static = build_static(spec, export_state(model, spec))
+    state = export_state(model, spec)
+    static = build_static(spec, state)
     test_acc = evaluate(model, data.x_test, data.y_test, trainer.device)
     static_acc = evaluate(static, data.x_test, data.y_test, torch.device("cpu"))
     learned, maximal = model_cost(model, "hard"), model_cost(model, "max")
@@ -113,10 +114,10 @@ def run(
         "train_seconds": seconds,
         "epochs": cfg.train.epochs,
         "device": str(trainer.device),
-        **before_after(model),
+        **before_after(model, spec),
     }
     if path is not None:
-        save_static(path, spec, export_state(model, spec))
+        save_static(path, spec, state)
         atomic_write_bytes(path / "summary.json", json.dumps(summary, indent=2).encode())
     return RunResult(model, spec, static, summary, history, path)
 

@@ -153,9 +153,8 @@ class Trainer:
         model, dev = self.model, self.device
         model.train()
         frozen = epoch >= self.freeze_epoch
-        if (
-            frozen
-        ):  # the architecture is final: masks stop learning and skip their gradient-only work
+        if frozen:
+            # the architecture is final: masks stop learning and skip their gradient-only work
             for p in self.arch_group:
                 p.requires_grad_(False)
         sums = {"task": 0.0, "penalty": 0.0, "correct": 0.0, "n": 0.0}
