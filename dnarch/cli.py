@@ -169,11 +169,12 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     probe = build_config(args, extra)  # validates every flag before any data is loaded
     check_data_name(probe.data.name)
     out = args.out or f"runs/{Path(probe.data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    prepare_out_dir(out)  # refuse an unusable run folder before any work
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     say(f"dnarch: loading data {probe.data.name!r}")
     data = load_data(probe.data.name)
     cfg = build_config(args, extra, ndim=len(data.input_shape))
+    # only now create the run folder: bad data or flags must not leave an empty one behind
+    prepare_out_dir(out)
     say(f"dnarch: training on {data.name} {tuple(data.x_train.shape)} -> run folder {out}")
     result = run(cfg, data=data, out_dir=out, progress=not args.quiet)
     print(arch_table(result))

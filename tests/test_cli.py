@@ -79,7 +79,7 @@ def test_npz_data_and_config_file(tmp_path) -> None:
         ["export", "TMP", "--format", "gif"],
     ],
 )
-def test_bad_input_exits_2_with_one_line(argv, capsys, tmp_path) -> None:
+def test_bad_input_exits_2_with_one_line(argv, capsys, tmp_path, monkeypatch) -> None:
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "file").write_text("x")
     np.savez(tmp_path / "s.npz", x_train=np.zeros((4, 8)), y_train=np.array(["a", "b", "a", "b"]),
@@ -87,7 +87,9 @@ def test_bad_input_exits_2_with_one_line(argv, capsys, tmp_path) -> None:
     subs = {"LIST_JSON": str(tmp_path / "list.json"), "TMP": str(tmp_path),
             "STRING_LABELS": str(tmp_path / "s.npz"), "UNDER_A_FILE": str(tmp_path / "file" / "run")}  # fmt: skip
     argv = [subs.get(a, a) for a in argv]
+    monkeypatch.chdir(tmp_path)  # a default run folder would appear here
     assert main(argv) == 2
+    assert not (tmp_path / "runs").exists()  # a rejected run leaves no empty run folder
     err = capsys.readouterr().err.strip()
     assert err.startswith("dnarch: error:") and len(err.splitlines()) == 1, err
 
