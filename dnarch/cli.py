@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from dnarch.config import ConfigError, RunConfig, from_dict, with_overrides
-from dnarch.data import DataError, load_data
+from dnarch.data import DATASETS, DataError, load_data
 from dnarch.data.registry import check_data_name
 from dnarch.export.static import ExportError
 from dnarch.models import PRESETS, preset_for
@@ -55,7 +55,11 @@ def _parser() -> _Parser:
         help="train DNArch and export the learned network",
         epilog="Config keys (set with --KEY=VALUE): " + ", ".join(config_keys()),
     )
-    t.add_argument("--data", help="dataset name (mnist1d, digits) or a .npz file (default mnist1d)")
+    t.add_argument(
+        "--data",
+        help=f"dataset ({', '.join(DATASETS)}) or a .npz file (default mnist1d); "
+        "--data.root=DIR names the folder that holds its files",
+    )
     t.add_argument(
         "--budget", help="fraction (<=1) of the maximal cost, absolute count (>1) or none"
     )
@@ -167,11 +171,12 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from dnarch.train.run import arch_table, prepare_out_dir, run
 
     probe = build_config(args, extra)  # validates every flag before any data is loaded
-    check_data_name(probe.data.name)
+    root = probe.data.root or None
+    check_data_name(probe.data.name, root)
     out = args.out or f"runs/{Path(probe.data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     say(f"dnarch: loading data {probe.data.name!r}")
-    data = load_data(probe.data.name)
+    data = load_data(probe.data.name, root)
     cfg = build_config(args, extra, ndim=len(data.input_shape))
     # only now create the run folder: bad data or flags must not leave an empty one behind
     prepare_out_dir(out)

@@ -171,10 +171,12 @@ class TrainConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Data. name: a registered dataset (see ``dnarch.data.DATASETS``) or a path to an ``.npz`` file
-    with arrays x_train, y_train, x_test, y_test. limit_train/limit_test: use only the first N samples
-    (0 = all), for quick runs."""
+    with arrays x_train, y_train, x_test, y_test. root: the folder that holds a file-based dataset
+    ('' = search $DNARCH_DATA and the usual places); for a generated one, where its cache lives.
+    limit_train/limit_test: use only the first N samples (0 = all), for quick runs."""
 
     name: str = "mnist1d"
+    root: str = ""
     limit_train: int = 0
     limit_test: int = 0
 

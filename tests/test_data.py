@@ -63,3 +63,47 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch) -> None:
     with pytest.raises(DataError, match="not found") as err:
         load_data("mnist")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("layout", ["flat", "torchvision"])
+def test_data_root_names_the_folder(tmp_path, monkeypatch, layout) -> None:
+    monkeypatch.delenv("DNARCH_DATA", raising=False)
+    root = tmp_path / "somewhere"
+    _fake_idx_folder(root if layout == "flat" else root / "FashionMNIST" / "raw", gz=False)
+    d = load_data("fashion-mnist", root=root)
+    assert tuple(d.x_train.shape) == (30, 1, 28, 28)
+    with pytest.raises(DataError, match="not an existing folder"):
+        load_data("fashion-mnist", root=tmp_path / "nowhere")
+    with pytest.raises(DataError, match="not found"):
+        load_data("mnist", root=tmp_path)  # a folder without the files: no fallback search
+
+
+def test_data_root_through_the_cli(tmp_path, monkeypatch, capsys) -> None:
+    from dnarch.cli import main
+
+    monkeypatch.delenv("DNARCH_DATA", raising=False)
+    _fake_idx_folder(tmp_path / "fm", gz=True, n_train=40, n_test=20)
+    code = main(["train", "--data", "fashion-mnist-seq", f"--data.root={tmp_path / 'fm'}",
+                 "--epochs", "1", "--net.blocks=1", "--net.width=4", "--net.hidden=4",
+                 "--net.kernel_hidden=4", "--train.batch_size=20", "--quiet",
+                 "--out", str(tmp_path / "run")])  # fmt: skip
+    assert code == 0
+    assert (tmp_path / "run" / "model.pt").is_file()
+    code = main(["train", "--data", "mnist", f"--data.root={tmp_path / 'none'}", "--quiet",
+                 "--out", str(tmp_path / "run2")])  # fmt: skip
+    assert code == 2 and "not an existing folder" in capsys.readouterr().err
+    assert not (tmp_path / "run2").exists()
+
+
+def test_every_registered_dataset_fails_cleanly_without_its_files(tmp_path, monkeypatch) -> None:
+    from dnarch.data import DATASETS, registry
+
+    monkeypatch.setattr(registry, "FASHION_DEBIAN", str(tmp_path / "debian"))
+    monkeypatch.setenv("DNARCH_DATA", str(tmp_path))
+    monkeypatch.setenv("DNARCH_CACHE", str(tmp_path / "cache"))
+    generated = {"mnist1d", "digits", "spoken-digits", "listops"}
+    for name in sorted(set(DATASETS) - generated):
+        with pytest.raises(DataError) as err:
+            load_data(name)
+        message = str(err.value)
+        assert "\n" not in message and ("DNARCH_DATA" in message or "install" in message), name

@@ -159,25 +159,38 @@ def load_npz(path: str | os.PathLike[str], name: str | None = None) -> DataBundl
     return from_arrays(x_train, y_train, x_test, y_test, name=name or p.stem)
 
 
-def _idx_candidates(name: str, torchvision_name: str, debian: str | None) -> list[Path]:
+def search_folders(
+    name: str, aliases: tuple[str, ...] = (), system: tuple[str, ...] = ()
+) -> list[Path]:
+    """Where a file-based dataset is looked for when the user names no folder, in order:
+    ``$DNARCH_DATA/<name>``, ``$DNARCH_DATA/<alias>`` (other tools' layouts), ``$DNARCH_DATA``, the
+    ``system`` folders (e.g. a Debian package's), and ``cache_dir()/<name>``."""
     out = []
     if os.environ.get("DNARCH_DATA"):
         base = Path(os.environ["DNARCH_DATA"])
-        out += [base / name, base / torchvision_name / "raw", base]
-    if debian:
-        out.append(Path(debian))
+        out += [base / name, *(base / a for a in aliases), base]
+    out += [Path(f) for f in system]
     out.append(cache_dir() / name)
     return out
 
 
 def _load_idx_images(
-    name: str, torchvision_name: str, debian: str | None, layout: str, how_to_get: str
+    name: str,
+    torchvision_name: str,
+    debian: str | None,
+    layout: str,
+    how_to_get: str,
+    root: Path | None,
 ) -> DataBundle:
     """An MNIST-family dataset as 28x28 images ('image'), sequences of 784 ('seq') or sequences under
     a fixed random permutation ('pseq'), standardised with the training set's mean and std."""
     from dnarch.data.idx import IDXError, find_idx_folder, load_idx_split
 
-    candidates = _idx_candidates(name, torchvision_name, debian)
+    candidates = (
+        [root, root / torchvision_name / "raw"]
+        if root is not None
+        else search_folders(name, (f"{torchvision_name}/raw",), (debian,) if debian else ())
+    )
     folder = find_idx_folder(name, candidates)
     if folder is None:
         where = ", ".join(str(c) for c in candidates)
@@ -207,29 +220,96 @@ _FASHION_HELP = (
 _MNIST_HELP = "put the four MNIST IDX files under $DNARCH_DATA/mnist (torchvision's layout works)"
 
 
-def _fashion(layout: str) -> Callable[[], DataBundle]:
-    debian = "/usr/share/datasets/fashion-mnist"
-    return lambda: _load_idx_images("fashion-mnist", "FashionMNIST", debian, layout, _FASHION_HELP)
+Loader = Callable[[Path | None], DataBundle]
 
 
-def _mnist(layout: str) -> Callable[[], DataBundle]:
-    return lambda: _load_idx_images("mnist", "MNIST", None, layout, _MNIST_HELP)
+FASHION_DEBIAN = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 
 
-DATASETS: dict[str, Callable[[], DataBundle]] = {
-    "mnist1d": load_mnist1d,
-    "digits": load_digits,
+def _fashion(layout: str) -> Loader:
+    return lambda root: _load_idx_images(
+        "fashion-mnist", "FashionMNIST", FASHION_DEBIAN, layout, _FASHION_HELP, root
+    )
+
+
+def _mnist(layout: str) -> Loader:
+    return lambda root: _load_idx_images("mnist", "MNIST", None, layout, _MNIST_HELP, root)
+
+
+def _cifar(classes: int) -> Loader:
+    def load(root: Path | None) -> DataBundle:
+        from dnarch.data import cifar
+
+        return cifar.load_cifar10(root) if classes == 10 else cifar.load_cifar100(root)
+
+    return load
+
+
+def _speech(subset: str) -> Loader:
+    def load(root: Path | None) -> DataBundle:
+        from dnarch.data.speech_commands import load_speech_commands
+
+        return load_speech_commands(root, subset)
+
+    return load
+
+
+def _generated(make: Callable[[], DataBundle]) -> Loader:
+    """A generated dataset: ``root``, if given, is where its cache lives instead of ``cache_dir()``."""
+
+    def load(root: Path | None) -> DataBundle:
+        if root is None:
+            return make()
+        old = os.environ.get("DNARCH_CACHE")
+        os.environ["DNARCH_CACHE"] = str(root)
+        try:
+            return make()
+        finally:
+            if old is None:
+                os.environ.pop("DNARCH_CACHE", None)
+            else:
+                os.environ["DNARCH_CACHE"] = old
+
+    return load
+
+
+def _spoken_digits() -> DataBundle:
+    from dnarch.data.spoken_digits import load_spoken_digits
+
+    return load_spoken_digits()
+
+
+def _listops() -> DataBundle:
+    from dnarch.data.listops import load_listops
+
+    return load_listops()
+
+
+DATASETS: dict[str, Loader] = {
+    "mnist1d": _generated(load_mnist1d),
+    "digits": lambda root: load_digits(),
     "fashion-mnist": _fashion("image"),
     "fashion-mnist-seq": _fashion("seq"),
     "fashion-mnist-pseq": _fashion("pseq"),
     "mnist": _mnist("image"),
     "mnist-seq": _mnist("seq"),
     "mnist-pseq": _mnist("pseq"),
+    "cifar10": _cifar(10),
+    "cifar100": _cifar(100),
+    "speech-commands": _speech("all"),
+    "speech-commands-10": _speech("10"),
+    "spoken-digits": _generated(_spoken_digits),
+    "listops": _generated(_listops),
 }
+"""Registered datasets: name -> loader(root). ``root``: the folder holding the files (None: search
+the usual places); for generated sets, where their cache lives."""
 
 
-def check_data_name(name: str) -> None:
-    """Raise DataError unless ``name`` is a registered dataset or an existing file."""
+def check_data_name(name: str, root: str | os.PathLike[str] | None = None) -> None:
+    """Raise DataError unless ``name`` is a registered dataset or an existing file, and ``root`` (if
+    given) an existing folder."""
+    if root is not None and not Path(root).is_dir():
+        raise DataError(f"data root {str(root)!r} is not an existing folder")
     if name in DATASETS:
         return
     if name.endswith(".npz") or Path(name).exists():
@@ -241,7 +321,10 @@ def check_data_name(name: str) -> None:
     )
 
 
-def load_data(name: str) -> DataBundle:
-    """A registered dataset by name, or a path to an ``.npz`` file."""
-    check_data_name(name)
-    return DATASETS[name]() if name in DATASETS else load_npz(name)
+def load_data(name: str, root: str | os.PathLike[str] | None = None) -> DataBundle:
+    """A registered dataset by name (``DATASETS``), or a path to an ``.npz`` file. ``root``: the
+    folder that holds the dataset's files, instead of searching $DNARCH_DATA and the usual places."""
+    check_data_name(name, root)
+    if name not in DATASETS:
+        return load_npz(name)
+    return DATASETS[name](Path(root) if root is not None else None)

@@ -9,14 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
 from dnarch.data import DataBundle, load_data
 from dnarch.export.static import ExportError, StaticNet, load_static, save_static
-from dnarch.train.trainer import evaluate, pick_device, seed_everything, warmup_cosine
+from dnarch.train.plain import train_classifier
+from dnarch.train.trainer import evaluate, pick_device, seed_everything
 
 
 @torch.no_grad()
@@ -61,32 +59,10 @@ def finetune(
     dev = pick_device(device)
     net.to(dev)
     recompute_bn_stats(net, data.x_train)
-    history = [{"epoch": 0, "test_acc": evaluate(net, data.x_test, data.y_test, dev)}]
-    if epochs == 0:
-        return history
-    loader = DataLoader(
-        TensorDataset(data.x_train, data.y_train), batch_size=batch_size, shuffle=True,
-        generator=torch.Generator().manual_seed(seed), drop_last=len(data.x_train) > batch_size,
+    return train_classifier(
+        net, data, epochs, lr, batch_size=batch_size, seed=seed, device=device,
+        progress=progress, desc="finetune",
     )  # fmt: skip
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(epochs * len(loader), 0))
-    bar = tqdm(total=epochs * len(loader), desc="finetune", disable=not progress, unit="step")
-    for epoch in range(epochs):
-        net.train()
-        for xb, yb in loader:
-            loss = F.cross_entropy(net(xb.to(dev)), yb.to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        history.append(
-            {"epoch": epoch + 1, "test_acc": evaluate(net, data.x_test, data.y_test, dev)}
-        )
-    bar.close()
-    net.eval()
-    return history
 
 
 def finetune_run(
@@ -108,7 +84,7 @@ def finetune_run(
             f"{folder} has no readable config.json; is it a dnarch run folder?"
         ) from err
     if data is None:
-        data = load_data(cfg["data"]["name"]).limited(
+        data = load_data(cfg["data"]["name"], cfg["data"].get("root") or None).limited(
             cfg["data"]["limit_train"], cfg["data"]["limit_test"]
         )
     before = evaluate(net, data.x_test, data.y_test, torch.device("cpu"))

@@ -69,7 +69,7 @@ def run(
     """Train DNArch as ``cfg`` says on ``data`` (default: ``cfg.data``), writing into ``out_dir`` if given."""
     seed_everything(cfg.train.seed)
     if data is None:
-        data = load_data(cfg.data.name)
+        data = load_data(cfg.data.name, cfg.data.root or None)
     data = data.limited(cfg.data.limit_train, cfg.data.limit_test)
     path = prepare_out_dir(out_dir) if out_dir is not None else None
     model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape)

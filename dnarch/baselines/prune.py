@@ -1,0 +1,122 @@
+"""Baseline: prune-then-finetune with Torch-Pruning (Fang et al., CVPR 2023, pip ``torch-pruning``).
+
+The pipeline a user would run instead of DNArch: train the maximal network (architecture frozen), export
+it as a plain network, remove whole channels by L2 magnitude over Torch-Pruning's dependency groups (the
+residual stream's channels are pruned together through every block) until the counted MACs reach the
+target, then fine-tune. Its compute is all three steps; the benchmark adds them up.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from dnarch.data import DataBundle
+from dnarch.export.finetune import recompute_bn_stats
+from dnarch.models.plain_cnn import counted_macs
+from dnarch.train.plain import train_classifier
+from dnarch.train.trainer import evaluate, pick_device
+
+
+@dataclass
+class PruneResult:
+    """The pruned and fine-tuned network, its counted cost, and the seconds each step took."""
+
+    net: nn.Module
+    macs: int
+    params: int
+    test_accuracy: float
+    accuracy_after_prune: float
+    prune_seconds: float
+    finetune_seconds: float
+    history: list[dict[str, Any]]
+
+
+def prune_to_macs(
+    net: nn.Module,
+    in_channels: int,
+    input_shape: tuple[int, ...],
+    target_macs: float,
+    steps: int = 50,
+    ignored: list[nn.Module] | None = None,
+) -> nn.Module:
+    """A pruned copy of ``net`` whose counted MACs per sample are at most ``target_macs``.
+
+    Channels are removed in up to ``steps`` equal rounds (uniform ratio per layer, L2 magnitude
+    importance per dependency group); the loop stops at the first round at or under the target, so the
+    result lands within one round's step of it. ``ignored``: layers whose outputs must stay (the head).
+    """
+    try:
+        import torch_pruning as tp
+    except ImportError as err:  # pragma: no cover - the bench extra
+        raise ImportError(
+            "the prune baseline needs Torch-Pruning: pip install 'dnarch[bench]'"
+        ) from err
+    pruned = copy.deepcopy(net).cpu().eval()
+    example = torch.zeros(1, in_channels, *input_shape)
+    keep: list[nn.Module]
+    if ignored is None:
+        keep = [m for m in pruned.modules() if isinstance(m, nn.Linear)]
+        keep = keep[-1:]
+    else:  # the caller named layers of ``net``; find their copies by name
+        names = {id(m): n for n, m in net.named_modules()}
+        wanted = {names[id(m)] for m in ignored}
+        keep = [m for n, m in pruned.named_modules() if n in wanted]
+    pruner = tp.pruner.MetaPruner(
+        pruned,
+        example,
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=0.98,
+        iterative_steps=steps,
+        ignored_layers=keep,
+    )
+    for _ in range(steps):
+        if counted_macs(pruned, in_channels, input_shape) <= target_macs:
+            break
+        pruner.step()
+    return pruned
+
+
+def prune_then_finetune(
+    net: nn.Module,
+    data: DataBundle,
+    target_macs: float,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> PruneResult:
+    """Prune a trained plain ``net`` (x: (B, C, *S) -> logits) to ``target_macs``, recompute its BN
+    statistics, and fine-tune it for ``epochs``. ``net`` itself is left untouched."""
+    shape = data.input_shape
+    start = time.perf_counter()
+    pruned = prune_to_macs(net, data.in_channels, shape, target_macs)
+    dev = pick_device(device)
+    pruned.to(dev)
+    recompute_bn_stats(pruned, data.x_train)
+    after_prune = evaluate(pruned, data.x_test, data.y_test, dev)
+    prune_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    history = train_classifier(
+        pruned, data, epochs, lr, batch_size=batch_size, seed=seed, device=device,
+        progress=progress, desc="finetune pruned",
+    )  # fmt: skip
+    finetune_seconds = time.perf_counter() - start
+    pruned.cpu().eval()
+    return PruneResult(
+        net=pruned,
+        macs=counted_macs(pruned, data.in_channels, shape),
+        params=sum(p.numel() for p in pruned.parameters()),
+        test_accuracy=float(history[-1]["test_acc"]),
+        accuracy_after_prune=after_prune,
+        prune_seconds=prune_seconds,
+        finetune_seconds=finetune_seconds,
+        history=history,
+    )

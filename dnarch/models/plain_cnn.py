@@ -1,0 +1,110 @@
+"""Baseline: a plain ResNet-style CNN of standard 3-tap (1D) or 3x3 (2D) convolutions with fixed
+stride-2 downsampling, scaled in width to match a MACs budget.
+
+Stages: a 3x3 stem, then one basic residual block (conv-BN-ReLU-conv-BN + skip) per stage; every stage
+after the first halves the resolution (stride 2, with a strided 1x1 projection on the skip) and doubles the
+width up to 4x the base width. Stages continue until the smallest spatial size would fall below 5, so
+long sequences get a receptive field that spans them (784 -> 7 in 8 stages).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+_CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d}
+_NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
+
+
+def stage_count(input_shape: tuple[int, ...]) -> int:
+    """Stages such that the smallest spatial size stays >= 5 after halving (at least 1); 32x32 gets
+    ResNet-CIFAR's three (32, 16, 8)."""
+    n, stages = min(input_shape), 1
+    while (n + 1) // 2 >= 5:
+        n, stages = (n + 1) // 2, stages + 1
+    return stages
+
+
+class BasicBlock(nn.Module):
+    """x: (B, C_in, *S) -> (B, C_out, *S / stride)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, ndim: int) -> None:
+        super().__init__()
+        conv, norm = _CONV[ndim], _NORM[ndim]
+        self.conv1 = conv(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = norm(c_out)
+        self.conv2 = conv(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = norm(c_out)
+        self.act = nn.ReLU()
+        self.skip: nn.Module = (
+            nn.Sequential(conv(c_in, c_out, 1, stride=stride, bias=False), norm(c_out))
+            if stride != 1 or c_in != c_out
+            else nn.Identity()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.act(self.bn1(self.conv1(x)))
+        return self.act(self.bn2(self.conv2(h)) + self.skip(x))
+
+
+class PlainCNN(nn.Module):
+    """x: (B, in_channels, *input_shape) -> logits (B, num_classes). 1D or 2D."""
+
+    def __init__(
+        self, in_channels: int, num_classes: int, input_shape: tuple[int, ...], width: int
+    ) -> None:
+        super().__init__()
+        ndim = len(input_shape)
+        if ndim not in _CONV:
+            raise ValueError(f"PlainCNN supports 1D and 2D inputs, got {ndim}D")
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        self.input_shape, self.width = tuple(input_shape), width
+        self.stem = nn.Sequential(
+            _CONV[ndim](in_channels, width, 3, padding=1, bias=False), _NORM[ndim](width), nn.ReLU()
+        )
+        blocks, c = [], width
+        for s in range(stage_count(self.input_shape)):
+            c_out = width * min(2**s, 4)
+            blocks.append(BasicBlock(c, c_out, 1 if s == 0 else 2, ndim))
+            c = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(c, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.blocks(self.stem(x))  # (B, C, *S')
+        return self.head(h.flatten(2).mean(-1))
+
+
+def counted_macs(net: nn.Module, in_channels: int, input_shape: tuple[int, ...]) -> int:
+    """MACs per sample of ``net``, counted by ``torch.utils.flop_counter`` (FLOPs / 2) in eval mode."""
+    was = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, in_channels, *input_shape, device=device))
+    net.train(was)
+    return int(counter.get_total_flops() // 2)
+
+
+def plain_cnn_for_budget(
+    in_channels: int, num_classes: int, input_shape: tuple[int, ...], macs: float
+) -> PlainCNN:
+    """The widest ``PlainCNN`` whose counted MACs per sample do not exceed ``macs`` (width >= 1).
+
+    MACs grow monotonically with the width, so a bisection over the width finds it.
+    """
+
+    def cost(w: int) -> int:
+        return counted_macs(
+            PlainCNN(in_channels, num_classes, input_shape, w), in_channels, input_shape
+        )
+
+    lo, hi = 1, 2
+    while cost(hi) <= macs and hi < 4096:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if cost(mid) <= macs else (lo, mid)
+    return PlainCNN(in_channels, num_classes, input_shape, lo)

@@ -1,0 +1,112 @@
+"""Baselines: the plain 3x3 CNN's cost against a hand count, budget matching, Torch-Pruning to a MACs
+target, and the plain training loop."""
+
+import pytest
+import torch
+from torch import nn
+
+from dnarch.baselines import AXES, ablation_net, frozen_net
+from dnarch.baselines.prune import prune_then_finetune, prune_to_macs
+from dnarch.config import NetConfig
+from dnarch.data import from_arrays
+from dnarch.export import build_static, export_state, harden
+from dnarch.models.plain_cnn import PlainCNN, counted_macs, plain_cnn_for_budget, stage_count
+from dnarch.train.plain import train_classifier
+from tests.conftest import shrunk_model
+
+
+@pytest.mark.parametrize(
+    ("shape", "stages"),
+    [((40,), 4), ((28, 28), 3), ((32, 32), 3), ((784,), 8), ((10, 10), 2), ((8, 8), 1)],
+)
+def test_stage_count_stops_before_size_four(shape, stages) -> None:
+    assert stage_count(shape) == stages
+
+
+def test_plain_cnn_macs_match_a_hand_count() -> None:
+    # L=10, in=1, width=2, 3 classes: stages 10 -> 5 (2 stages)
+    net = PlainCNN(1, 3, (10,), width=2)
+    stem = 1 * 2 * 3 * 10
+    block0 = 2 * (2 * 2 * 3 * 10)
+    block1 = 2 * 4 * 3 * 5 + 4 * 4 * 3 * 5 + 2 * 4 * 5  # conv1 (stride 2), conv2, 1x1 skip
+    head = 4 * 3
+    assert counted_macs(net, 1, (10,)) == stem + block0 + block1 + head
+
+
+@pytest.mark.parametrize("shape", [(40,), (12, 12)])
+def test_plain_cnn_is_the_widest_under_the_budget(shape) -> None:
+    target = 200_000
+    net = plain_cnn_for_budget(2, 4, shape, target)
+    assert counted_macs(net, 2, shape) <= target
+    wider = PlainCNN(2, 4, shape, net.width + 1)
+    assert counted_macs(wider, 2, shape) > target
+    assert net(torch.randn(3, 2, *shape)).shape == (3, 4)
+
+
+def test_ablation_configs_learn_one_axis_each() -> None:
+    base = NetConfig()
+    assert not frozen_net(base).learns_anything
+    for axis in AXES:
+        cfg = ablation_net(base, axis)
+        learned = [a for a in AXES if getattr(cfg, f"learn_{a}")]
+        assert learned == [axis]
+    with pytest.raises(ValueError, match="unknown axis"):
+        ablation_net(base, "stride")
+
+
+def _static(shape: tuple[int, ...]) -> nn.Module:
+    m = shrunk_model(shape, 3, axes=())
+    spec = harden(m)
+    return build_static(spec, export_state(m, spec))
+
+
+@pytest.mark.parametrize("shape", [(24,), (10, 10)])
+def test_prune_lands_at_or_under_the_target_and_keeps_the_original(shape) -> None:
+    net = _static(shape)
+    full = counted_macs(net, 2, shape)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    pruned = prune_to_macs(net, 2, shape, 0.4 * full)
+    macs = counted_macs(pruned, 2, shape)
+    assert 0.3 * full <= macs <= 0.4 * full  # 50 rounds: lands within a step under the target
+    assert pruned(torch.randn(3, 2, *shape)).shape == (3, 5)  # the head keeps every class
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_prune_with_a_target_above_the_cost_changes_nothing() -> None:
+    net = _static((24,))
+    pruned = prune_to_macs(net, 2, (24,), 10 * counted_macs(net, 2, (24,)))
+    x = torch.randn(4, 2, 24)
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), net.eval()(x))
+
+
+def _blobs(shape: tuple[int, ...], n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 2, *shape, generator=g) * 0.5 + y.float()[:, None, *([None] * len(shape))]
+    return x, y
+
+
+def test_train_classifier_learns_an_easy_task() -> None:
+    x, y = _blobs((16,))
+    data = from_arrays(x[:192], y[:192], x[192:], y[192:])
+    history = train_classifier(
+        PlainCNN(2, 3, (16,), 4), data, epochs=6, batch_size=32, progress=False
+    )
+    assert [h["epoch"] for h in history] == list(range(7))
+    assert history[-1]["test_acc"] >= 0.9
+
+
+def test_prune_then_finetune_reports_its_cost_and_recovers() -> None:
+    x, y = _blobs((24,))
+    data = from_arrays(x[:192], y[:192], x[192:], y[192:])
+    net = _static((24,))
+    full = counted_macs(net, 2, (24,))
+    result = prune_then_finetune(
+        net, data, 0.5 * full, epochs=5, lr=3e-3, batch_size=16, progress=False
+    )
+    assert result.macs == counted_macs(result.net, 2, (24,)) <= 0.5 * full
+    assert result.params == sum(p.numel() for p in result.net.parameters())
+    assert result.test_accuracy >= 0.9
+    assert result.prune_seconds > 0 and result.finetune_seconds > 0
