@@ -67,7 +67,7 @@ def test_prune_lands_at_or_under_the_target_and_keeps_the_original(shape) -> Non
     before = {k: v.clone() for k, v in net.state_dict().items()}
     pruned = prune_to_macs(net, 2, shape, 0.4 * full)
     macs = counted_macs(pruned, 2, shape)
-    assert 0.3 * full <= macs <= 0.4 * full  # 50 rounds: lands within a step under the target
+    assert 0.3 * full <= macs <= 0.4 * full  # lands within a round's step under the target
     assert pruned(torch.randn(3, 2, *shape)).shape == (3, 5)  # the head keeps every class
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -110,3 +110,22 @@ def test_prune_then_finetune_reports_its_cost_and_recovers() -> None:
     assert result.params == sum(p.numel() for p in result.net.parameters())
     assert result.test_accuracy >= 0.9
     assert result.prune_seconds > 0 and result.finetune_seconds > 0
+
+
+def test_fast_depthwise_is_the_same_function_and_trains_the_same_parameters() -> None:
+    from dnarch.baselines.prune import fast_depthwise
+
+    net = _static((24,))
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv1d) and m.groups > 1]
+    assert convs
+    x = torch.randn(4, 2, 24)
+    with torch.no_grad():
+        want = net(x)
+    with fast_depthwise(net):
+        wrappers = [m for m in net.modules() if type(m).__name__ == "_AutoDepthwise"]
+        assert [w.conv for w in wrappers] == convs  # every depthwise conv runs through the wrapper
+        got = net(x)
+        got.sum().backward()
+    assert torch.allclose(got, want, atol=1e-5)
+    assert all(c.weight.grad is not None for c in convs)
+    assert [m for m in net.modules() if isinstance(m, nn.Conv1d) and m.groups > 1] == convs

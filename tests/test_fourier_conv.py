@@ -92,3 +92,40 @@ def test_auto_backend_picks_the_measured_faster_one(monkeypatch) -> None:
         assert fconv.choose_backend(torch.randn(7, 4, 30), w) == fast and len(calls) == 2  # cached
     fconv._CHOICE.clear()
     assert fconv.choose_backend(x, torch.randn(4, 3)) == "direct"  # 3 taps: no measurement
+
+
+def test_fft_conv_is_exact_for_every_small_size() -> None:
+    # the circular length S + K//2 (rounded up to a fast length) must never alias into the output
+    for s in range(1, 24):
+        for k in range(1, s + 1, 2):
+            x = torch.randn(1, 2, s, dtype=torch.float64)
+            w = torch.randn(2, k, dtype=torch.float64)
+            ref = F.conv1d(x, w.unsqueeze(1), padding=k // 2, groups=2)
+            assert torch.allclose(fconv.depthwise_fft(x, w), ref, atol=1e-10), (s, k)
+
+
+def test_fast_length_is_the_next_5_smooth_number() -> None:
+    def smooth(n: int) -> bool:
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        return n == 1
+
+    for n in range(1, 2000):
+        m = fconv.fast_length(n)
+        assert m >= n and smooth(m) and not any(smooth(j) for j in range(n, m)), n
+
+
+def test_auto_backend_skips_timing_when_the_count_decides(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(fconv, "_time", lambda *a, **k: calls.append(1) or 1.0)
+    fconv._CHOICE.clear()
+    assert fconv.choose_backend(torch.randn(2, 4, 784), torch.randn(4, 773)) == "fft"
+    assert fconv.choose_backend(torch.randn(2, 4, 28, 28), torch.randn(4, 3, 3)) == "direct"
+    assert calls == []
+    # kernel sizes within a quarter octave share one verdict: one measurement for 15 and 17 taps
+    x = torch.randn(2, 4, 30)
+    fconv.choose_backend(x, torch.randn(4, 15))
+    fconv.choose_backend(x, torch.randn(4, 17))
+    assert len(calls) == 2  # direct and fft, timed once
+    fconv._CHOICE.clear()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ from torch import nn
 
 from dnarch.data import DataBundle
 from dnarch.export.finetune import recompute_bn_stats
+from dnarch.functional.conv import depthwise_conv
 from dnarch.models.plain_cnn import counted_macs
 from dnarch.train.plain import train_classifier
 from dnarch.train.trainer import evaluate, pick_device
@@ -42,7 +45,7 @@ def prune_to_macs(
     in_channels: int,
     input_shape: tuple[int, ...],
     target_macs: float,
-    steps: int = 50,
+    steps: int = 100,
     ignored: list[nn.Module] | None = None,
 ) -> nn.Module:
     """A pruned copy of ``net`` whose counted MACs per sample are at most ``target_macs``.
@@ -82,6 +85,44 @@ def prune_to_macs(
     return pruned
 
 
+class _AutoDepthwise(nn.Module):
+    """A depthwise 'same' conv run by dnarch's measured backend choice (FFT for long kernels), with
+    the wrapped conv's own parameters: training it trains the conv."""
+
+    def __init__(self, conv: nn.modules.conv._ConvNd) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depthwise_conv(x, self.conv.weight.squeeze(1), self.conv.bias, "auto")
+
+
+@contextmanager
+def fast_depthwise(net: nn.Module) -> Iterator[None]:
+    """Within the block, every depthwise 'same' convolution of ``net`` with more than 3 taps per axis
+    runs through ``depthwise_conv(..., "auto")``: PyTorch's direct CPU kernel takes seconds per batch
+    for a 783-tap kernel, an FFT milliseconds. Same function, same parameters; restored on exit."""
+    swapped = []
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if (
+                isinstance(child, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+                and child.groups == child.in_channels == child.out_channels
+                and all(k % 2 == 1 and k > 3 for k in child.kernel_size)
+                and child.padding == tuple(k // 2 for k in child.kernel_size)
+                and all(s == 1 for s in child.stride)
+                and all(d == 1 for d in child.dilation)
+                and child.padding_mode == "zeros"
+            ):
+                setattr(parent, name, _AutoDepthwise(child))
+                swapped.append((parent, name, child))
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
 def prune_then_finetune(
     net: nn.Module,
     data: DataBundle,
@@ -100,14 +141,16 @@ def prune_then_finetune(
     pruned = prune_to_macs(net, data.in_channels, shape, target_macs)
     dev = pick_device(device)
     pruned.to(dev)
-    recompute_bn_stats(pruned, data.x_train)
-    after_prune = evaluate(pruned, data.x_test, data.y_test, dev)
+    with fast_depthwise(pruned):
+        recompute_bn_stats(pruned, data.x_train)
+        after_prune = evaluate(pruned, data.x_test, data.y_test, dev)
     prune_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    history = train_classifier(
-        pruned, data, epochs, lr, batch_size=batch_size, seed=seed, device=device,
-        progress=progress, desc="finetune pruned",
-    )  # fmt: skip
+    with fast_depthwise(pruned):
+        history = train_classifier(
+            pruned, data, epochs, lr, batch_size=batch_size, seed=seed, device=device,
+            progress=progress, desc="finetune pruned",
+        )  # fmt: skip
     finetune_seconds = time.perf_counter() - start
     pruned.cpu().eval()
     return PruneResult(

@@ -1,0 +1,447 @@
+"""Issue 4's benchmark: DNArch against the alternatives a user would pick, side by side in one run.
+
+For every dataset, seed and budget (a fraction of the maximal network's MACs) it trains:
+- dnarch      DNArch, all four axes learned, at the budget;
+- kernel, width, resolution, depth
+              ablations: that axis learned alone, at the budget (it may not be able to reach it);
+- plain       a ResNet-style CNN of 3x3 convolutions with stride-2 stages, as wide as the budget allows;
+- prune       prune-then-finetune with Torch-Pruning: the frozen maximal network pruned to the budget,
+              then fine-tuned; its compute includes training the maximal network;
+- frozen      the maximal network with its architecture frozen (once per dataset and seed, at 100%).
+
+Every accuracy is the exported (or plain) network's on the test set; MACs and parameters are counted
+by ``torch.utils.flop_counter`` and ``numel`` on the real final module. Compute is the process CPU time
+(robust to other jobs on the machine), the wall time, and the nominal training MACs (3 x forward MACs
+per sample seen, from each epoch's cost; FFT and kernel-network overheads not included).
+
+    python benchmarks/compare.py --quick                     # smoke run: minutes
+    python benchmarks/compare.py --seeds 0 1 2 --epochs 20 --limit-train 10000   # hours
+    python benchmarks/compare.py ... --resume                # continue an interrupted run
+
+Results are saved after every single run (``<out>/<name>.json``), so an interrupted benchmark loses at
+most one run, and ``--resume`` skips what is done. The table (``<name>.md``) and the accuracy-vs-MACs plot
+(``<name>.png``) are rewritten after every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import dnarch
+from dnarch.baselines import AXES, ablation_net, frozen_net
+from dnarch.baselines.prune import prune_then_finetune
+from dnarch.config import BudgetConfig, DataConfig, RunConfig, TrainConfig
+from dnarch.data import DataBundle
+from dnarch.export.summary import count
+from dnarch.models import PRESETS, preset_for
+from dnarch.models.plain_cnn import counted_macs, plain_cnn_for_budget
+from dnarch.train.plain import train_classifier
+
+METHODS = ("dnarch", *AXES, "plain", "prune", "frozen")
+LABELS = {
+    "dnarch": "DNArch (all axes)",
+    "kernel": "kernel only",
+    "width": "width only",
+    "resolution": "resolution only",
+    "depth": "depth only",
+    "plain": "plain 3x3 CNN",
+    "prune": "prune-then-finetune",
+    "frozen": "maximal, frozen",
+}
+
+
+class Clock:
+    """Process CPU seconds and wall seconds of a block of work."""
+
+    def __enter__(self) -> Clock:
+        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu = time.process_time() - self.cpu0
+        self.wall = time.perf_counter() - self.wall0
+
+
+def per_dataset(values: list[str], dataset: str, flag: str) -> int:
+    """``--flag 20 fashion-mnist=10``: the value for ``dataset`` (a bare number is the default)."""
+    found = None
+    for v in values:
+        name, sep, number = v.rpartition("=")
+        if not number.isdigit():
+            raise SystemExit(f"compare.py: error: --{flag} takes N or DATASET=N, got {v!r}")
+        if (sep and name == dataset) or (not sep and found is None):
+            found = int(number)
+    if found is None:
+        raise SystemExit(f"compare.py: error: --{flag} gives no value for {dataset}")
+    return found
+
+
+def run_dnarch(
+    data: DataBundle,
+    net: Any,
+    budget: float | None,
+    epochs: int,
+    args: argparse.Namespace,
+    seed: int,
+) -> dict[str, Any]:
+    cfg = RunConfig(
+        net=net,
+        budget=BudgetConfig(budget=budget),
+        train=TrainConfig(epochs=epochs, seed=seed, device=args.device),
+        data=DataConfig(name=data.name),
+    )
+    with Clock() as clock:
+        result = dnarch.run(cfg, data=data, progress=args.progress)
+    macs, params = count(result.static)
+    n = len(data.x_train)
+    train_macs = 3 * n * sum(float(h["cost"]) for h in result.history)
+    return {
+        "accuracy": result.summary["static_test_accuracy"],
+        "macs": macs,
+        "params": params,
+        "cpu_seconds": clock.cpu,
+        "wall_seconds": clock.wall,
+        "train_macs": train_macs,
+        "max_macs": result.summary["max_macs_counted"],
+        "architecture": json.loads(result.spec.to_json()),
+        "_static": result.static,
+    }
+
+
+def run_plain(
+    data: DataBundle, target: float, epochs: int, args: argparse.Namespace, seed: int
+) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    with Clock() as clock:
+        net = plain_cnn_for_budget(data.in_channels, data.num_classes, data.input_shape, target)
+        history = train_classifier(
+            net, data, epochs, seed=seed, device=args.device, warmup_epochs=2,
+            progress=args.progress, desc="plain",
+        )  # fmt: skip
+    net.cpu()
+    macs = counted_macs(net, data.in_channels, data.input_shape)
+    return {
+        "accuracy": history[-1]["test_acc"],
+        "macs": macs,
+        "params": sum(p.numel() for p in net.parameters()),
+        "cpu_seconds": clock.cpu,
+        "wall_seconds": clock.wall,
+        "train_macs": 3 * len(data.x_train) * epochs * macs,
+        "width": net.width,
+    }
+
+
+def run_prune(
+    data: DataBundle,
+    frozen: dict[str, Any],
+    target: float,
+    epochs: int,
+    args: argparse.Namespace,
+    seed: int,
+) -> dict[str, Any]:
+    with Clock() as clock:
+        r = prune_then_finetune(
+            frozen["_static"], data, target, epochs, seed=seed, device=args.device,
+            progress=args.progress,
+        )  # fmt: skip
+    return {
+        "accuracy": r.test_accuracy,
+        "accuracy_after_prune": r.accuracy_after_prune,
+        "prune_seconds": r.prune_seconds,
+        "finetune_seconds": r.finetune_seconds,
+        "macs": r.macs,
+        "params": r.params,
+        # the whole pipeline: training the maximal network, pruning, fine-tuning
+        "cpu_seconds": frozen["cpu_seconds"] + clock.cpu,
+        "wall_seconds": frozen["wall_seconds"] + clock.wall,
+        "train_macs": frozen["train_macs"] + 3 * len(data.x_train) * epochs * r.macs,
+    }
+
+
+def load(args: argparse.Namespace, name: str) -> DataBundle:
+    data = dnarch.load_data(name)
+    return data.limited(
+        per_dataset(args.limit_train, name, "limit-train"),
+        per_dataset(args.limit_test, name, "limit-test"),
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--datasets", nargs="+", default=["mnist1d", "fashion-mnist", "fashion-mnist-seq"]
+    )
+    ap.add_argument("--budgets", nargs="+", type=float, default=[1.0, 0.5, 0.25, 0.1])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument(
+        "--epochs", nargs="+", default=["20"],
+        help="epochs of every training run: N, and/or DATASET=N for one dataset",
+    )  # fmt: skip
+    ap.add_argument(
+        "--finetune-epochs", nargs="+", default=None,
+        help="prune's fine-tuning epochs, N and/or DATASET=N (default: half the epochs)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--limit-train", nargs="+", default=["0"],
+        help="first N training samples (0 = all): N and/or DATASET=N",
+    )  # fmt: skip
+    ap.add_argument(
+        "--limit-test", nargs="+", default=["0"], help="as --limit-train, for the test set"
+    )
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="2 epochs, 256/256 samples, 25%%, seed 0")
+    ap.add_argument("--resume", action="store_true", help="skip runs already in the JSON file")
+    ap.add_argument("--progress", action="store_true", help="progress bars for every run")
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--name", default=None, help="file stem (default compare, compare-quick)")
+    args = ap.parse_args()
+    if args.quick:
+        args.epochs, args.limit_train, args.limit_test = ["2"], ["256"], ["256"]
+        args.budgets, args.seeds = [0.25], [0]
+    if any(not 0 < b <= 1 for b in args.budgets):
+        ap.error("budgets are fractions of the maximal MACs in (0, 1]")
+    torch.set_num_threads(args.threads)
+    name = args.name or ("compare-quick" if args.quick else "compare")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw_path = out / f"{name}.json"
+    command = "python benchmarks/compare.py " + " ".join(sys.argv[1:])
+    rows: list[dict[str, Any]] = []
+    if args.resume and raw_path.exists():
+        rows = json.loads(raw_path.read_text())["runs"]
+    done = {(r["dataset"], r["method"], r["budget"], r["seed"]) for r in rows}
+
+    def save() -> None:
+        meta = {
+            "command": command.strip(), "epochs": args.epochs,
+            "finetune_epochs": args.finetune_epochs or "half the epochs",
+            "limit_train": args.limit_train, "limit_test": args.limit_test,
+            "n_train": {d: len(b.x_train) for d, b in datasets.items()},
+            "n_test": {d: len(b.x_test) for d, b in datasets.items()},
+            "machine": platform.machine(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+        }  # fmt: skip
+        tmp = raw_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"meta": meta, "runs": rows}, indent=1))
+        os.replace(tmp, raw_path)
+        write_table(out / f"{name}.md", rows, meta)
+        write_plot(out / f"{name}.png", rows)
+
+    def record(
+        dataset: str,
+        method: str,
+        budget: float,
+        seed: int,
+        epochs: int,
+        fn: Callable[..., dict],
+        *fn_args: Any,
+    ) -> dict:
+        key = (dataset, method, budget, seed)
+        if key in done:
+            return next(
+                r for r in rows if (r["dataset"], r["method"], r["budget"], r["seed"]) == key
+            )
+        result = fn(*fn_args)
+        row = {
+            "dataset": dataset,
+            "method": method,
+            "budget": budget,
+            "seed": seed,
+            "epochs": epochs,
+        }
+        row.update({k: v for k, v in result.items() if not k.startswith("_")})
+        rows.append(row)
+        done.add(key)
+        save()
+        print(
+            f"{dataset:<18} {method:<10} budget {budget:>4.0%} seed {seed}: "
+            f"{100 * row['accuracy']:.2f}% at {row['macs']:,} MACs, {row['cpu_seconds']:.0f} s CPU",
+            flush=True,
+        )
+        return {**row, **{k: v for k, v in result.items() if k.startswith("_")}}
+
+    def run_one_seed(
+        dataset: str, data: DataBundle, base: Any, epochs: int, ft: int, seed: int
+    ) -> None:
+        frozen: dict[str, Any] | None = None
+        prune_todo = "prune" in args.methods and any(
+            (dataset, "prune", b, seed) not in done for b in args.budgets if b < 1
+        )
+        if "frozen" in args.methods or prune_todo:
+            key = (dataset, "frozen", 1.0, seed)
+            if key in done and prune_todo:  # pruning needs the trained network itself
+                done.discard(key)
+                rows[:] = [
+                    r for r in rows if (r["dataset"], r["method"], r["budget"], r["seed"]) != key
+                ]
+            frozen = record(
+                dataset, "frozen", 1.0, seed, epochs,
+                run_dnarch, data, frozen_net(base), None, epochs, args, seed,
+            )  # fmt: skip
+        max_macs = frozen["max_macs"] if frozen else maximal_macs(data, base)
+        for budget in args.budgets:
+            if "dnarch" in args.methods:
+                record(
+                    dataset, "dnarch", budget, seed, epochs,
+                    run_dnarch, data, base, budget, epochs, args, seed,
+                )  # fmt: skip
+            for axis in AXES:
+                if axis in args.methods:
+                    record(
+                        dataset, axis, budget, seed, epochs,
+                        run_dnarch, data, ablation_net(base, axis), budget, epochs, args, seed,
+                    )  # fmt: skip
+            if "plain" in args.methods:
+                record(
+                    dataset, "plain", budget, seed, epochs,
+                    run_plain, data, budget * max_macs, epochs, args, seed,
+                )  # fmt: skip
+            if "prune" in args.methods and frozen is not None and budget < 1:
+                record(
+                    dataset, "prune", budget, seed, ft,
+                    run_prune, data, frozen, budget * max_macs, ft, args, seed,
+                )  # fmt: skip
+
+    datasets: dict[str, DataBundle] = {}
+    for seed in args.seeds:  # seed-major: an interrupted run holds whole seeds of every dataset
+        for dataset in args.datasets:
+            if dataset not in datasets:
+                datasets[dataset] = load(args, dataset)
+            data = datasets[dataset]
+            base = PRESETS[preset_for(len(data.input_shape))]
+            epochs = per_dataset(args.epochs, dataset, "epochs")
+            ft = (
+                per_dataset(args.finetune_epochs, dataset, "finetune-epochs")
+                if args.finetune_epochs
+                else max(1, epochs // 2)
+            )
+            run_one_seed(dataset, data, base, epochs, ft, seed)
+    save()
+    print((out / f"{name}.md").read_text())
+
+
+def maximal_macs(data: DataBundle, net: Any) -> int:
+    """Counted MACs of the maximal network for ``data`` (no training)."""
+    model = dnarch.build_model(net, data.in_channels, data.num_classes, data.input_shape)
+    spec = dnarch.harden(model)
+    from dnarch.export.summary import maximal_spec
+
+    return count(dnarch.StaticNet(maximal_spec(spec)))[0]
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (dataset, method, budget): means and standard deviations over seeds."""
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["method"], r["budget"]), []).append(r)
+    out = []
+    for (dataset, method, budget), rs in groups.items():
+        acc, acc_sd = _mean_sd([100 * r["accuracy"] for r in rs])
+        out.append({
+            "dataset": dataset, "method": method, "budget": budget, "n": len(rs),
+            "accuracy": acc, "accuracy_sd": acc_sd,
+            "macs": statistics.mean(r["macs"] for r in rs),
+            "params": statistics.mean(r["params"] for r in rs),
+            "cpu_seconds": statistics.mean(r["cpu_seconds"] for r in rs),
+            "wall_seconds": statistics.mean(r["wall_seconds"] for r in rs),
+            "train_macs": statistics.mean(r["train_macs"] for r in rs),
+        })  # fmt: skip
+    order = {m: i for i, m in enumerate(METHODS)}
+    out.sort(key=lambda s: (s["dataset"], -s["budget"], order[s["method"]]))
+    return out
+
+
+def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    max_macs = {r["dataset"]: r["max_macs"] for r in rows if "max_macs" in r}
+    lines = [
+        f"Made by: `{meta['command']}`",
+        f"{meta['machine']}, {meta['threads']} threads, torch {meta['torch']}.",
+        "",
+        "Accuracy: mean ± std over seeds (n = seeds). MACs and parameters: counted on the final "
+        "exported module. CPU s: process CPU time to the final network (prune includes training the "
+        "maximal network). Training MACs: nominal, 3 x forward MACs per sample seen.",
+    ]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        epochs = sorted(
+            {r["epochs"] for r in rows if r["dataset"] == dataset and r["method"] != "prune"}
+        )
+        ft = sorted(
+            {r["epochs"] for r in rows if r["dataset"] == dataset and r["method"] == "prune"}
+        )
+        n_train, n_test = meta["n_train"].get(dataset, "?"), meta["n_test"].get(dataset, "?")
+        lines += [
+            "",
+            f"**{dataset}**: {n_train:,} training / {n_test:,} test samples; "
+            f"{'/'.join(map(str, epochs))} epochs"
+            + (f" (prune: + {'/'.join(map(str, ft))} fine-tuning epochs)" if ft else "")
+            + f"; maximal network {max_macs.get(dataset, 0):,} MACs.",
+            "",
+            "| budget | method | n | test accuracy (%) | MACs (% of maximal) | parameters | CPU s | "
+            "wall s | training MACs |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for s in summarise([r for r in rows if r["dataset"] == dataset]):
+            share = (
+                f" ({100 * s['macs'] / max_macs[dataset]:.1f}%)" if max_macs.get(dataset) else ""
+            )
+            lines.append(
+                f"| {s['budget']:.0%} | {LABELS[s['method']]} | {s['n']} | "
+                f"{s['accuracy']:.2f} ± {s['accuracy_sd']:.2f} | {s['macs']:,.0f}{share} | "
+                f"{s['params']:,.0f} | {s['cpu_seconds']:,.0f} | {s['wall_seconds']:,.0f} | "
+                f"{s['train_macs']:.3g} |"
+            )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plot(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Accuracy vs counted MACs, one panel per dataset, one series per method (mean ± std)."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        stats = summarise([r for r in rows if r["dataset"] == dataset])
+        for method in METHODS:
+            pts = sorted((s["macs"], s["accuracy"], s["accuracy_sd"]) for s in stats
+                         if s["method"] == method)  # fmt: skip
+            if not pts:
+                continue
+            x, y, e = zip(*pts, strict=True)
+            style = {"dnarch": "-o", "plain": "-s", "prune": "-^", "frozen": "*"}.get(method, ":.")
+            ax.errorbar(x, y, yerr=e, fmt=style, label=LABELS[method], capsize=2,
+                        markersize=10 if method == "frozen" else 5)  # fmt: skip
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("MACs per sample (counted, exported network)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(dataset)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
