@@ -21,6 +21,8 @@ from dnarch.data import DATASETS, DataError, load_data
 from dnarch.data.registry import check_data_name
 from dnarch.export.static import ExportError
 from dnarch.models import PRESETS, preset_for
+from dnarch.train.callbacks import CheckpointError
+from dnarch.train.trainer import TrainingInterrupted
 
 
 class UsageError(Exception):
@@ -69,6 +71,10 @@ def _parser() -> _Parser:
     t.add_argument("--config", help="JSON file with (part of) the config tree")
     t.add_argument("--out", help="run folder (default runs/<data>-<time>)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--resume", metavar="RUN_DIR",
+        help="continue a stopped run from its last checkpoint (takes no other config flags)",
+    )  # fmt: skip
     e = sub.add_parser("export", help="export a run's learned network as state, pt2 or onnx")
     e.add_argument("run_dir", help="a run folder written by dnarch train")
     e.add_argument("--format", default="state", help="state (default), pt2 or onnx")
@@ -167,13 +173,35 @@ def build_config(args: argparse.Namespace, extra: list[str], ndim: int | None = 
     return with_overrides(cfg, overrides)
 
 
+def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
+    from dnarch.train.run import arch_table, resume_config, run
+
+    given = [
+        f"--{f}" for f in ("data", "budget", "epochs", "seed", "config", "out") if getattr(args, f)
+    ]
+    if extra or given or args.preset != "auto":
+        flags = " ".join(given + extra + (["--preset"] if args.preset != "auto" else []))
+        raise UsageError(f"--resume continues a run with its own config; drop {flags}")
+    cfg = resume_config(args.resume)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    say(f"dnarch: resuming {args.resume} (data {cfg.data.name!r})")
+    data = load_data(cfg.data.name, cfg.data.root or None)
+    result = run(cfg, data=data, out_dir=args.resume, progress=not args.quiet, resume=True)
+    print(arch_table(result))
+    print(f"run folder: {result.run_dir}  (exported network: architecture.json + model.pt)")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from dnarch.train.run import arch_table, prepare_out_dir, run
 
+    if args.resume:
+        return cmd_resume(args, extra)
     probe = build_config(args, extra)  # validates every flag before any data is loaded
     root = probe.data.root or None
     check_data_name(probe.data.name, root)
     out = args.out or f"runs/{Path(probe.data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    args.out = out  # named in the hint if the user stops the run
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     say(f"dnarch: loading data {probe.data.name!r}")
     data = load_data(probe.data.name, root)
@@ -198,7 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "finetune":
             return cmd_finetune(args, extra)
         raise UsageError(f"unknown command {args.command!r}")
-    except (UsageError, ConfigError, DataError, ExportError) as err:
+    except TrainingInterrupted as err:
+        folder = getattr(args, "resume", None) or getattr(args, "out", None)
+        hint = f"; continue with: dnarch train --resume {folder}" if folder else ""
+        print(f"dnarch: {err}; checkpoint saved{hint}", file=sys.stderr)
+        return 130
+    except (UsageError, ConfigError, DataError, ExportError, CheckpointError) as err:
         print(f"dnarch: error: {err}", file=sys.stderr)
         return 2
     except ValueError as err:  # validation inside the library (model, run folder)

@@ -133,7 +133,9 @@ class BudgetConfig:
 class TrainConfig:
     """Optimisation. lr/weight_decay: weights; arch_lr: mask parameters (no weight decay).
     freeze_arch_fraction: the last fraction of epochs trains the weights with the architecture frozen.
-    device: 'auto' picks CUDA when present, else CPU.
+    device: 'auto' picks CUDA when present, else CPU. deterministic: PyTorch's deterministic
+    algorithms, and the conv backend chosen by operation count instead of timing, so that a run (and
+    a resumed run) repeats bit for bit on CPU.
     """
 
     epochs: int = 40
@@ -145,6 +147,7 @@ class TrainConfig:
     freeze_arch_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         _finite("train", self)

@@ -11,6 +11,7 @@ import torch
 
 from dnarch.cli import main
 from dnarch.export import load_static
+from dnarch.train.callbacks import load_checkpoint
 
 QUICK = ["--epochs", "1", "--data.limit_train=256", "--data.limit_test=128", "--net.backend=direct",
          "--net.blocks=3", "--quiet"]  # fmt: skip
@@ -29,8 +30,8 @@ def test_one_epoch_run_writes_every_artefact(tmp_path, capsys) -> None:
     assert cfg["net"]["blocks"] == 3 and cfg["budget"]["budget"] == 0.5
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert len(rows) == 1 and {"test_acc", "macs", "b0_kernel", "b2_hidden"} <= set(rows[0])
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert ckpt["epoch"] == 1 and "optimizer" in ckpt
+    ckpt = load_checkpoint(out / "checkpoint.pt", cfg)["trainer"]
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 0 and "optimizer" in ckpt
     summary = json.loads((out / "summary.json").read_text())
     assert 0 < summary["macs"] <= summary["max_macs"]
     static = load_static(out)

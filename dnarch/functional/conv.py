@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +93,8 @@ def choose_backend(x: Tensor, weight: Tensor) -> str:
     over (a direct 773-tap conv costs a second per call on a CPU). Instead: kernel sizes are bucketed
     by quarter octaves (one verdict covers sizes within ~19%); a shape where one backend does 16x fewer
     operations by the textbook count is decided without timing; and the rest are timed on a slice of
-    at most 4 samples of the batch.
+    at most 4 samples of the batch. Under ``torch.use_deterministic_algorithms(True)`` the count
+    alone decides, so that runs repeat exactly.
     """
     # the batch size is left out of the key: it scales both backends alike
     buckets = tuple(round(4 * math.log2(k)) for k in weight.shape[1:])
@@ -103,7 +105,9 @@ def choose_backend(x: Tensor, weight: Tensor) -> str:
             fast_length(s + k // 2) for s, k in zip(x.shape[2:], weight.shape[1:], strict=True)
         )
         fft_ops = 3 * n * max(1.0, math.log2(n))  # forward, product, inverse
-        if weight[0].numel() <= 9 or direct_ops * 16 < fft_ops:
+        if torch.are_deterministic_algorithms_enabled():  # no timing: the same verdict every run
+            _CHOICE[key] = "fft" if fft_ops < direct_ops else "direct"
+        elif weight[0].numel() <= 9 or direct_ops * 16 < fft_ops:
             _CHOICE[key] = "direct"  # short kernels: nothing for an FFT to win
         elif fft_ops * 16 < direct_ops:
             _CHOICE[key] = "fft"
@@ -114,6 +118,24 @@ def choose_backend(x: Tensor, weight: Tensor) -> str:
                 t_fft = _time(lambda: depthwise_fft(xd, wd), x.device)
             _CHOICE[key] = "fft" if t_fft < t_direct else "direct"
     return _CHOICE[key]
+
+
+def conv_choices() -> list[list[Any]]:
+    """The cached backend verdicts as plain lists (for a checkpoint: a resumed run must compute with
+    the same backends to continue bit for bit)."""
+    return [[k[0], str(k[1]), list(k[2]), list(k[3]), v] for k, v in _CHOICE.items()]
+
+
+def set_conv_choices(choices: list[list[Any]]) -> None:
+    """Restore verdicts saved by ``conv_choices`` (they take precedence over new measurements)."""
+    for device, dtype, shape, buckets, choice in choices:
+        key = (
+            device,
+            getattr(torch, str(dtype).removeprefix("torch.")),
+            tuple(shape),
+            tuple(buckets),
+        )
+        _CHOICE[key] = choice
 
 
 def _time(fn: Callable[[], Tensor], device: torch.device, repeats: int = 3) -> float:

@@ -6,7 +6,9 @@ Every file is written to a temporary name and renamed, so a crash mid-write leav
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,17 +24,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def to_cpu(obj: Any) -> Any:
-    """A copy of nested dicts/lists with every tensor on the CPU (checkpoints load anywhere)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(to_cpu(v) for v in obj)
-    return obj
 
 
 def arch_columns(model: DNArchNet) -> dict[str, Any]:
@@ -54,35 +45,80 @@ def arch_columns(model: DNArchNet) -> dict[str, Any]:
 
 
 class CSVLogger:
-    """metrics.csv: one row per epoch, the trainer's metrics plus the architecture columns."""
+    """metrics.csv: one row per epoch, the trainer's metrics plus the architecture columns. The columns
+    are added to the epoch's row in the trainer state, so a checkpoint carries them and a resumed run
+    rewrites the whole file from its history."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.rows: list[dict[str, Any]] = []
 
     def on_epoch_end(self, state: TrainState) -> None:
-        self.rows.append({**state.row, **arch_columns(state.model)})
+        state.row.update(arch_columns(state.model))  # the same dict as state.history[-1]
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(self.rows[0]))
+        writer = csv.DictWriter(buf, fieldnames=list(state.history[0]))
         writer.writeheader()
-        writer.writerows(self.rows)
+        writer.writerows(state.history)
         atomic_write_bytes(self.path, buf.getvalue().encode())
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (corrupted, truncated, or from another config). One line."""
+
+
+_FOOTER = b"\nDNARCH-CHECKPOINT-SHA256:"
+
+
+def save_checkpoint(path: Path, trainer_state: dict[str, Any], config: dict[str, Any]) -> None:
+    """Write ``checkpoint.pt`` atomically: a ``torch.save`` payload (tensors and plain data only),
+    followed by a footer with its SHA-256, so a truncated or altered file is detected on load."""
+    buf = io.BytesIO()
+    torch.save({"format": 1, "config": config, "trainer": trainer_state}, buf)
+    payload = buf.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    atomic_write_bytes(path, payload + _FOOTER + digest)
+
+
+def load_checkpoint(path: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The trainer state saved by ``save_checkpoint``, after checking its checksum and, if given,
+    that it belongs to ``config``. Loaded with ``weights_only=True``: no code can run."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path} does not exist: nothing to resume") from err
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from err
+    payload, sep, digest = raw.rpartition(_FOOTER)
+    if not sep:
+        raise CheckpointError(f"{path} is not a dnarch checkpoint (no checksum footer)")
+    if hashlib.sha256(payload).hexdigest().encode() != digest.strip():
+        raise CheckpointError(f"{path} is corrupted (checksum mismatch); it cannot be resumed")
+    try:
+        blob = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path} cannot be loaded: {str(err).splitlines()[0]}") from err
+    if not isinstance(blob, dict) or blob.get("format") != 1 or "trainer" not in blob:
+        raise CheckpointError(f"{path} is not a dnarch checkpoint of a known format")
+    if config is not None and _comparable(blob.get("config")) != _comparable(config):
+        raise CheckpointError(
+            f"{path} belongs to a different config than its run folder's config.json"
+        )
+    return blob
+
+
+def _comparable(config: Any) -> Any:
+    """The config as JSON sees it (tuples become lists), for comparing a saved one with a read one."""
+    return json.loads(json.dumps(config))
+
+
 class Checkpointer:
-    """checkpoint.pt after every epoch: model, optimiser, scheduler, epoch and the resolved config."""
+    """checkpoint.pt after every epoch, and when the user stops the run: the trainer's whole state
+    (weights, masks, optimiser, scheduler, data order, RNGs) and the resolved config."""
 
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
         self.path, self.config = path, config
 
     def on_epoch_end(self, state: TrainState) -> None:
-        blob = {
-            "model": to_cpu(state.model.state_dict()),
-            "optimizer": to_cpu(state.optimizer.state_dict()),
-            "scheduler": state.scheduler.state_dict(),
-            "epoch": state.epoch,
-            "config": self.config,
-        }
-        buf = io.BytesIO()
-        torch.save(blob, buf)
-        atomic_write_bytes(self.path, buf.getvalue())
+        save_checkpoint(self.path, state.snapshot(), self.config)
+
+    def on_interrupt(self, state: TrainState) -> None:
+        save_checkpoint(self.path, state.snapshot(), self.config)

@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 
-from dnarch.config import RunConfig, to_dict
+from dnarch.config import RunConfig, from_dict, to_dict
 from dnarch.cost import model_cost
 from dnarch.data import DataBundle, load_data
 from dnarch.export import ArchSpec, StaticNet, build_static, export_state, harden, save_static
 from dnarch.export.summary import before_after, before_after_table
 from dnarch.functional import masks as fm
 from dnarch.models import DNArchNet, build_model
-from dnarch.train.callbacks import Checkpointer, CSVLogger, atomic_write_bytes
+from dnarch.train.callbacks import Checkpointer, CSVLogger, atomic_write_bytes, load_checkpoint
 from dnarch.train.objective import Objective
 from dnarch.train.trainer import Trainer, evaluate, seed_everything
 
@@ -60,18 +60,48 @@ def prepare_out_dir(out: str | Path) -> Path:
     return path
 
 
+def resume_config(run_dir: str | Path) -> RunConfig:
+    """The config of the run in ``run_dir``, to continue it; refuses a folder with nothing to resume."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ValueError(f"{path} is not a folder; --resume takes a run folder")
+    if (path / "summary.json").exists():
+        raise ValueError(f"{path} holds a finished run; there is nothing to resume")
+    for name in ("config.json", "checkpoint.pt"):
+        if not (path / name).is_file():
+            raise ValueError(f"{path} has no {name}; is it a dnarch run folder that ran an epoch?")
+    try:
+        saved = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {path / 'config.json'}: {err}") from err
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path / 'config.json'} does not hold a config")
+    saved.pop("resolved", None)
+    return from_dict(RunConfig, saved)  # type: ignore[no-any-return]
+
+
 def run(
     cfg: RunConfig,
     data: DataBundle | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> RunResult:
-    """Train DNArch as ``cfg`` says on ``data`` (default: ``cfg.data``), writing into ``out_dir`` if given."""
+    """Train DNArch as ``cfg`` says on ``data`` (default: ``cfg.data``), writing into ``out_dir`` if given.
+
+    ``resume``: continue the run in ``out_dir`` from its checkpoint (``cfg`` must be its config, see
+    ``resume_config``); the result equals an uninterrupted run's. A user's stop (Ctrl-C, SIGTERM)
+    raises ``TrainingInterrupted`` after the checkpoint is written.
+    """
+    if resume and out_dir is None:
+        raise ValueError("resume needs the run folder (out_dir)")
     seed_everything(cfg.train.seed)
     if data is None:
         data = load_data(cfg.data.name, cfg.data.root or None)
     data = data.limited(cfg.data.limit_train, cfg.data.limit_test)
-    path = prepare_out_dir(out_dir) if out_dir is not None else None
+    path = None
+    if out_dir is not None:
+        path = Path(out_dir) if resume else prepare_out_dir(out_dir)
     model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape)
     objective = Objective(model, cfg.budget)
     resolved = {
@@ -85,12 +115,22 @@ def run(
     }  # fmt: skip
     callbacks: list[Any] = []
     if path is not None:
-        atomic_write_bytes(path / "config.json", json.dumps(resolved, indent=2).encode())
+        if resume:
+            on_disk = json.loads((path / "config.json").read_text())
+            if on_disk.get("resolved") != json.loads(json.dumps(resolved["resolved"])):
+                raise ValueError(
+                    f"the data differ from those {path} was trained on (see its config.json)"
+                )
+        else:
+            atomic_write_bytes(path / "config.json", json.dumps(resolved, indent=2).encode())
         callbacks = [
-            CSVLogger(path / "metrics.csv"),
+            CSVLogger(path / "metrics.csv"),  # first: the checkpoint carries its columns
             Checkpointer(path / "checkpoint.pt", resolved),
         ]
     trainer = Trainer(model, objective, data, cfg.train, callbacks, progress=progress)
+    if resume and path is not None:
+        blob = load_checkpoint(path / "checkpoint.pt", resolved)
+        trainer.load_state_dict(blob["trainer"])
     start = time.perf_counter()
     history = trainer.fit()
     seconds = time.perf_counter() - start

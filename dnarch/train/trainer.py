@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +23,7 @@ from tqdm.auto import tqdm
 
 from dnarch.config import TrainConfig
 from dnarch.data import DataBundle
+from dnarch.functional.conv import conv_choices, set_conv_choices
 from dnarch.models import DNArchNet
 from dnarch.train.objective import Objective
 
@@ -46,16 +50,96 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class TrainState:
-    """What callbacks see. ``row`` holds the last epoch's metrics."""
+    """What callbacks see, and everything a checkpoint needs to continue the run bit for bit.
+
+    ``epoch``: epochs completed; ``step``: batches done in the epoch under way (0 between epochs);
+    ``sums``: that epoch's running metric sums; ``row``: the last finished epoch's metrics;
+    ``history``: every finished epoch's row.
+    """
 
     model: DNArchNet
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     epoch: int = 0
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
     row: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    snapshot: Callable[[], dict[str, Any]] = dict  # the trainer's state_dict, for checkpoints
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a user's request (Ctrl-C or SIGTERM) at a step boundary, after the
+    callbacks' ``on_interrupt`` (the checkpoint) ran."""
+
+
+def _to_cpu(obj: Any) -> Any:
+    """A copy of nested dicts/lists with every tensor on the CPU (checkpoints load anywhere)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+@contextmanager
+def _stop_on_signals(request_stop: Callable[[], None]) -> Iterator[None]:
+    """While training: the first Ctrl-C or SIGTERM asks for a clean stop at the next step boundary;
+    a second Ctrl-C interrupts at once. Signal handlers can only be set in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    asked: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if asked and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        request_stop()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def rng_states() -> dict[str, Any]:
+    """Every random generator the run may draw from (torch CPU and CUDA, numpy, Python)."""
+    np_state: Any = np.random.get_state()  # ('MT19937', keys, pos, has_gauss, cached_gaussian)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what ``rng_states`` returned."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    n = states["numpy"]
+    key = n["key"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", key, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 class Callback(Protocol):
+    """``on_epoch_end`` after every epoch; ``on_interrupt`` (optional) when the user stops the run."""
+
     def on_epoch_end(self, state: TrainState) -> None: ...
 
 
@@ -103,7 +187,12 @@ def evaluate(
 
 
 class Trainer:
-    """Trains ``model`` on ``data`` under ``objective``; raises ``on_epoch_end`` to callbacks."""
+    """Trains ``model`` on ``data`` under ``objective``; raises ``on_epoch_end`` to callbacks.
+
+    ``state_dict()`` / ``load_state_dict()`` hold everything needed to continue a run exactly where
+    it stopped, between epochs or in the middle of one: weights and masks, optimiser, scheduler, the
+    data order and every RNG. A continued run equals an uninterrupted one bit for bit on CPU.
+    """
 
     def __init__(
         self,
@@ -118,10 +207,10 @@ class Trainer:
         self.callbacks, self.progress = list(callbacks), progress
         self.device = pick_device(cfg.device)
         self.model.to(self.device)
-        g = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # the data order, and only that
         self.loader = DataLoader(
             TensorDataset(data.x_train, data.y_train), batch_size=cfg.batch_size, shuffle=True,
-            generator=g, drop_last=len(data.x_train) > cfg.batch_size,
+            generator=self.generator, drop_last=len(data.x_train) > cfg.batch_size,
         )  # fmt: skip
         self.steps_per_epoch = len(self.loader)
         total = cfg.epochs * self.steps_per_epoch
@@ -131,35 +220,99 @@ class Trainer:
             self.optimizer, warmup_cosine(total, cfg.warmup_epochs * self.steps_per_epoch)
         )
         self.freeze_epoch = cfg.epochs - int(round(cfg.freeze_arch_fraction * cfg.epochs))
-        self.state = TrainState(model, self.optimizer, self.scheduler)
+        self.state = TrainState(model, self.optimizer, self.scheduler, snapshot=self.state_dict)
+        # the data-order generator as it stood when the epoch under way began
+        self.epoch_order = self.generator.get_state()
+        self._stop_requested = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to continue this run (tensors on the CPU; loads with ``weights_only=True``)."""
+        st = self.state
+        return {
+            "model": _to_cpu(self.model.state_dict()),
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": st.epoch,
+            "step": st.step,
+            "sums": dict(st.sums),
+            "row": dict(st.row),
+            "history": [dict(r) for r in st.history],
+            "data_order": self.epoch_order if st.step else self.generator.get_state(),
+            "rng": rng_states(),
+            "backend_choices": conv_choices(),
+        }
+
+    def load_state_dict(self, blob: dict[str, Any]) -> None:
+        """Continue from ``state_dict()``'s output: the next ``fit()`` picks up at its step."""
+        self.model.load_state_dict(blob["model"])
+        self.model.to(self.device)
+        self.optimizer.load_state_dict(blob["optimizer"])
+        self.scheduler.load_state_dict(blob["scheduler"])
+        st = self.state
+        st.epoch, st.step, st.sums = int(blob["epoch"]), int(blob["step"]), dict(blob["sums"])
+        st.row, st.history = dict(blob["row"]), [dict(r) for r in blob["history"]]
+        self.generator.set_state(blob["data_order"])
+        self.epoch_order = blob["data_order"]
+        set_rng_states(blob["rng"])
+        set_conv_choices(blob["backend_choices"])
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the step under way (safe from a signal handler)."""
+        self._stop_requested = True
 
     def fit(self) -> list[dict[str, Any]]:
-        """Run every epoch; returns the per-epoch metric rows."""
-        history = []
+        """Run every remaining epoch; returns all per-epoch metric rows (earlier ones included).
+
+        Ctrl-C or SIGTERM stops after the step under way: callbacks' ``on_interrupt`` runs (the
+        checkpoint is written) and ``TrainingInterrupted`` is raised.
+        """
         total = self.cfg.epochs * self.steps_per_epoch
-        bar = tqdm(total=total, desc="train", disable=not self.progress, unit="step", leave=True)
-        for epoch in range(self.state.epoch, self.cfg.epochs):
-            row = self._epoch(epoch, bar)
-            self.state.epoch, self.state.row = epoch + 1, row
-            history.append(row)
-            for cb in self.callbacks:
-                cb.on_epoch_end(self.state)
-        bar.close()
-        for p in self.arch_group:  # frozen for the last epochs only; the model stays learnable
-            p.requires_grad_(True)
-        return history
+        done = self.state.epoch * self.steps_per_epoch + self.state.step
+        bar = tqdm(total=total, initial=done, desc="train", disable=not self.progress, unit="step")
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        if self.cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        with _stop_on_signals(self.request_stop):
+            try:
+                for epoch in range(self.state.epoch, self.cfg.epochs):
+                    row = self._epoch(epoch, bar)
+                    st = self.state
+                    st.epoch, st.step, st.sums, st.row = epoch + 1, 0, {}, row
+                    st.history.append(row)
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(st)
+                    if self._stop_requested and epoch + 1 < self.cfg.epochs:
+                        self._interrupt()
+            finally:
+                torch.use_deterministic_algorithms(deterministic)
+                bar.close()
+                for p in self.arch_group:  # frozen for the last epochs only; stays learnable
+                    p.requires_grad_(True)
+        return list(self.state.history)
 
     def _epoch(self, epoch: int, bar: Any) -> dict[str, Any]:
-        model, dev = self.model, self.device
+        model, dev, st = self.model, self.device, self.state
         model.train()
         frozen = epoch >= self.freeze_epoch
-        if frozen:
+        for p in self.arch_group:
             # the architecture is final: masks stop learning and skip their gradient-only work
-            for p in self.arch_group:
-                p.requires_grad_(False)
-        sums = {"task": 0.0, "penalty": 0.0, "correct": 0.0, "n": 0.0}
+            p.requires_grad_(not frozen)
+        resume_at = st.step
+        if resume_at:
+            # mid-epoch resume: the same data order, fast-forwarded past the batches already done
+            rng = torch.get_rng_state()
+            self.generator.set_state(self.epoch_order)
+        else:
+            self.epoch_order = self.generator.get_state()
+            st.sums = {"task": 0.0, "penalty": 0.0, "correct": 0.0, "n": 0.0}
+        batches = iter(self.loader)
+        if resume_at:
+            for _ in range(resume_at):
+                next(batches)
+            torch.set_rng_state(rng)  # building the order drew nothing from it; keep it exact
         out: dict[str, Any] = {}
-        for step, (xb, yb) in enumerate(self.loader):
+        sums = st.sums
+        for step, (xb, yb) in enumerate(batches, start=resume_at):
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             progress = (epoch * self.steps_per_epoch + step) / (
                 self.cfg.epochs * self.steps_per_epoch
@@ -172,16 +325,17 @@ class Trainer:
             self.scheduler.step()
             model.project_arch_()
             n = len(yb)
-            task, cost = (
-                float(torch.as_tensor(out["task"]).detach()),
-                float(torch.as_tensor(out["cost"]).detach()),
-            )
+            task = float(torch.as_tensor(out["task"]).detach())
             sums["task"] += task * n
             sums["penalty"] += float(torch.as_tensor(out["penalty"]).detach()) * n
             sums["correct"] += float((logits.argmax(-1) == yb).sum())
             sums["n"] += n
+            st.step = step + 1
             bar.update(1)
+            cost = float(torch.as_tensor(out["cost"]).detach())
             bar.set_postfix(epoch=epoch + 1, loss=f"{task:.3f}", macs=f"{cost:.3g}")
+            if self._stop_requested and st.step < self.steps_per_epoch:
+                self._interrupt()
         test_acc = evaluate(model, self.data.x_test, self.data.y_test, dev)
         return {
             "epoch": epoch + 1,
@@ -189,7 +343,16 @@ class Trainer:
             "train_penalty": sums["penalty"] / sums["n"],
             "train_acc": sums["correct"] / sums["n"],
             "test_acc": test_acc,
-            "cost": float(torch.as_tensor(out["cost"]).detach()),
-            "target": float(out["target"]),
+            "cost": float(torch.as_tensor(out["cost"]).detach()) if out else float("nan"),
+            "target": float(out["target"]) if out else float("nan"),
             "arch_frozen": frozen,
         }
+
+    def _interrupt(self) -> None:
+        for cb in self.callbacks:
+            hook = getattr(cb, "on_interrupt", None)
+            if hook is not None:
+                hook(self.state)
+        raise TrainingInterrupted(
+            f"stopped at epoch {self.state.epoch + 1}, step {self.state.step}"
+        )

@@ -1,0 +1,136 @@
+"""Resume: a run stopped at any step (by a real SIGINT) and continued ends bit-identical to an
+uninterrupted run; checkpoints are checksummed, tied to their config, and loaded without pickle code."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from dnarch.cli import main
+from dnarch.train import run as run_module
+from dnarch.train.callbacks import CheckpointError, load_checkpoint
+from dnarch.train.objective import Objective
+
+FLAGS = [
+    "--epochs", "3", "--net.blocks=2", "--net.width=6", "--net.hidden=6", "--net.kernel_hidden=6",
+    "--train.batch_size=32", "--data.limit_train=128", "--data.limit_test=64",
+    "--train.deterministic=true", "--train.warmup_epochs=1", "--budget", "0.4", "--quiet",
+]  # fmt: skip
+
+
+def _stop_after(monkeypatch, steps: int) -> None:
+    """Send this process a real SIGINT when the objective has run ``steps`` times."""
+    calls = []
+
+    class Stopping(Objective):
+        def __call__(self, *a, **k):
+            calls.append(1)
+            if len(calls) == steps:
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().__call__(*a, **k)
+
+    monkeypatch.setattr(run_module, "Objective", Stopping)
+
+
+def _outputs(folder):
+    summary = json.loads((folder / "summary.json").read_text())
+    summary.pop("train_seconds")
+    state = torch.load(folder / "model.pt", weights_only=True)
+    return (
+        summary,
+        (folder / "metrics.csv").read_text(),
+        (folder / "architecture.json").read_text(),
+        state,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ref") / "run"
+    assert main(["train", *FLAGS, "--out", str(folder)]) == 0
+    return _outputs(folder)
+
+
+@pytest.mark.parametrize("stop_at", [2, 4, 7], ids=["mid-epoch-1", "epoch-boundary", "mid-epoch-2"])
+def test_stopped_and_resumed_equals_uninterrupted(
+    tmp_path, monkeypatch, capsys, reference, stop_at
+):
+    folder = tmp_path / "run"
+    _stop_after(monkeypatch, stop_at)  # 4 steps per epoch
+    assert main(["train", *FLAGS, "--out", str(folder)]) == 130
+    err = capsys.readouterr().err
+    assert "checkpoint saved" in err and f"--resume {folder}" in err and err.count("\n") == 1
+    assert not (folder / "summary.json").exists()
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(folder), "--quiet"]) == 0
+    summary, csv, arch, state = _outputs(folder)
+    want_summary, want_csv, want_arch, want_state = reference
+    assert summary == want_summary and csv == want_csv and arch == want_arch
+    assert state.keys() == want_state.keys()
+    for k in state:
+        assert torch.equal(state[k], want_state[k]), k
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_bad_checkpoints_are_refused_with_one_line(tmp_path, monkeypatch, capsys) -> None:
+    folder = tmp_path / "run"
+    _stop_after(monkeypatch, 5)
+    assert main(["train", *FLAGS, "--out", str(folder)]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    ckpt = folder / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    blob = load_checkpoint(ckpt)
+    assert blob["trainer"]["epoch"] == 1 and blob["trainer"]["step"] == 1
+
+    cases = {
+        "corrupted": good[:100] + bytes([good[100] ^ 1]) + good[101:],
+        "truncated": good[: len(good) // 2],
+        "not a dnarch checkpoint": b"hello",
+    }
+    for what, data in cases.items():
+        ckpt.write_bytes(data)
+        assert main(["train", "--resume", str(folder), "--quiet"]) == 2, what
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("checkpoint" in err or "corrupted" in err), (what, err)
+    ckpt.write_bytes(good)
+
+    # a checkpoint of another config (same data, other budget) is refused
+    config = json.loads((folder / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="different config"):
+        load_checkpoint(ckpt, {**config, "budget": {**config["budget"], "budget": 0.3}})
+
+    # a checkpoint whose payload holds code is refused by weights_only loading
+    import hashlib
+    import io
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    buf = io.BytesIO()
+    pickle.dump({"format": 1, "trainer": Evil()}, buf)
+    payload = buf.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    ckpt.write_bytes(payload + b"\nDNARCH-CHECKPOINT-SHA256:" + digest)
+    with pytest.raises(CheckpointError, match="cannot be loaded"):
+        load_checkpoint(ckpt)
+
+
+def test_resume_rejects_what_it_cannot_continue(tmp_path, capsys) -> None:
+    finished = tmp_path / "done"
+    assert main(["train", *FLAGS[:-3], "--epochs", "1", "--quiet", "--out", str(finished)]) == 0
+    capsys.readouterr()
+    for argv, message in [
+        (["train", "--resume", str(finished)], "finished run"),
+        (["train", "--resume", str(tmp_path / "nowhere")], "not a folder"),
+        (["train", "--resume", str(tmp_path)], "no config.json"),
+        (["train", "--resume", str(finished), "--epochs", "5"], "drop --epochs"),
+        (["train", "--resume", str(finished), "--net.width=8"], "drop --net.width=8"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)
