@@ -131,7 +131,8 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation. lr/weight_decay: weights; arch_lr: mask parameters (no weight decay).
+    """Optimisation. lr/weight_decay: weights; arch_lr: mask parameters (no weight decay);
+    resolution_lr_scale: the resolution cut-offs learn at arch_lr times this.
     freeze_arch_fraction: the last fraction of epochs trains the weights with the architecture frozen.
     device: 'auto' picks CUDA when present, else CPU. deterministic: PyTorch's deterministic
     algorithms, and the conv backend chosen by operation count instead of timing, so that a run (and
@@ -142,6 +143,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     arch_lr: float = 2e-2
+    resolution_lr_scale: float = 1.0
     weight_decay: float = 1e-2
     warmup_epochs: int = 2
     freeze_arch_fraction: float = 0.2
@@ -155,6 +157,10 @@ class TrainConfig:
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _require(self.arch_lr >= 0, f"train.arch_lr must be >= 0, got {self.arch_lr}")
+        _require(
+            self.resolution_lr_scale >= 0,
+            f"train.resolution_lr_scale must be >= 0, got {self.resolution_lr_scale}",
+        )
         _require(
             self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}"
         )

@@ -106,6 +106,11 @@ class DNArchNet(nn.Module):
         every = self._axis_parameters(True, True, True, True)
         return [p for p in every if p.requires_grad]
 
+    def resolution_parameters(self) -> list[nn.Parameter]:
+        """The learnable resolution cut-offs (a subset of ``arch_parameters``)."""
+        every = self._axis_parameters(False, False, True, False)
+        return [p for p in every if p.requires_grad]
+
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every other trainable parameter."""
         arch = {id(p) for p in self._axis_parameters(True, True, True, True)}

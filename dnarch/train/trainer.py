@@ -147,7 +147,9 @@ def param_groups(model: DNArchNet, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Weights with decay (matrices), weights without (biases, norms), and mask parameters at arch_lr
     without decay. Groups are found through the model's API, never by names."""
     weights = model.weight_parameters()
-    arch = model.arch_parameters()
+    resolution = model.resolution_parameters()
+    ids = {id(p) for p in resolution}
+    arch = [p for p in model.arch_parameters() if id(p) not in ids]
     decay = [p for p in weights if p.ndim >= 2]
     no_decay = [p for p in weights if p.ndim < 2]
     groups: list[dict[str, Any]] = [
@@ -156,6 +158,9 @@ def param_groups(model: DNArchNet, cfg: TrainConfig) -> list[dict[str, Any]]:
     ]
     if arch:
         groups.append({"params": arch, "lr": cfg.arch_lr, "weight_decay": 0.0, "name": "arch"})
+    if resolution:
+        lr = cfg.arch_lr * cfg.resolution_lr_scale
+        groups.append({"params": resolution, "lr": lr, "weight_decay": 0.0, "name": "resolution"})
     return groups
 
 
