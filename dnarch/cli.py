@@ -22,7 +22,7 @@ from dnarch.data.registry import check_data_name
 from dnarch.export.static import ExportError
 from dnarch.models import PRESETS, preset_for
 from dnarch.train.callbacks import CheckpointError
-from dnarch.train.trainer import TrainingInterrupted
+from dnarch.train.trainer import NumericalError, TrainingInterrupted
 
 
 class UsageError(Exception):
@@ -231,7 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         hint = f"; continue with: dnarch train --resume {folder}" if folder else ""
         print(f"dnarch: {err}; checkpoint saved{hint}", file=sys.stderr)
         return 130
-    except (UsageError, ConfigError, DataError, ExportError, CheckpointError) as err:
+    except (
+        UsageError,
+        ConfigError,
+        DataError,
+        ExportError,
+        CheckpointError,
+        NumericalError,
+    ) as err:
         print(f"dnarch: error: {err}", file=sys.stderr)
         return 2
     except ValueError as err:  # validation inside the library (model, run folder)

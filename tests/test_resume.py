@@ -134,3 +134,63 @@ def test_resume_rejects_what_it_cannot_continue(tmp_path, capsys) -> None:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (argv, err)
+
+
+def _nan_at(monkeypatch, steps: set[int]) -> None:
+    """Make the objective's loss NaN at the given (1-based) step numbers."""
+    calls = []
+
+    class Faulty(Objective):
+        def __call__(self, *a, **k):
+            calls.append(1)
+            out = super().__call__(*a, **k)
+            if len(calls) in steps:
+                out = {**out, "total": out["total"] * float("nan")}
+            return out
+
+    monkeypatch.setattr(run_module, "Objective", Faulty)
+
+
+def test_one_nan_step_is_skipped_and_the_learning_rate_halved(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    _nan_at(monkeypatch, {6})
+    folder = tmp_path / "run"
+    assert main(["train", *FLAGS, "--out", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert "non-finite loss at epoch 2, step 2: step skipped, learning rates halved" in err
+    state = torch.load(folder / "model.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    blob = load_checkpoint(folder / "checkpoint.pt")["trainer"]
+    assert blob["faults"] == 1
+    lrs = blob["scheduler"]["base_lrs"]
+    assert lrs[0] == pytest.approx(3e-3 / 2)  # the default lr, halved once
+
+
+def test_a_second_nan_ends_the_run_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    _nan_at(monkeypatch, {6, 10})  # epoch 2 step 2, epoch 3 step 2
+    folder = tmp_path / "run"
+    assert main(["train", *FLAGS, "--out", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "non-finite loss again at epoch 3, step 2" in err[-1]
+    assert "checkpoint (epoch 2) is intact" in err[-1]
+    blob = load_checkpoint(folder / "checkpoint.pt")["trainer"]
+    assert blob["epoch"] == 2 and blob["step"] == 0
+    assert not (folder / "summary.json").exists()
+
+
+def test_a_nan_gradient_is_caught_too(tmp_path, monkeypatch) -> None:
+    from dnarch.train import trainer as trainer_module
+
+    calls = []
+    real = trainer_module.Trainer._finite_gradients
+
+    def flaky(self):
+        calls.append(1)
+        return False if len(calls) == 3 else real(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_finite_gradients", flaky)
+    assert main(["train", *FLAGS, "--out", str(tmp_path / "run")]) == 0
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["trainer"]["faults"] == 1

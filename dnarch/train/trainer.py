@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -65,7 +66,12 @@ class TrainState:
     sums: dict[str, float] = field(default_factory=dict)
     row: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    faults: int = 0  # NaN/inf steps met so far (the first is survived, the second ends the run)
     snapshot: Callable[[], dict[str, Any]] = dict  # the trainer's state_dict, for checkpoints
+
+
+class NumericalError(ArithmeticError):
+    """Training met a second NaN or inf loss or gradient. One line meant for the user."""
 
 
 class TrainingInterrupted(Exception):
@@ -242,6 +248,7 @@ class Trainer:
             "sums": dict(st.sums),
             "row": dict(st.row),
             "history": [dict(r) for r in st.history],
+            "faults": st.faults,
             "data_order": self.epoch_order if st.step else self.generator.get_state(),
             "rng": rng_states(),
             "backend_choices": conv_choices(),
@@ -256,6 +263,7 @@ class Trainer:
         st = self.state
         st.epoch, st.step, st.sums = int(blob["epoch"]), int(blob["step"]), dict(blob["sums"])
         st.row, st.history = dict(blob["row"]), [dict(r) for r in blob["history"]]
+        st.faults = int(blob.get("faults", 0))
         self.generator.set_state(blob["data_order"])
         self.epoch_order = blob["data_order"]
         set_rng_states(blob["rng"])
@@ -325,16 +333,26 @@ class Trainer:
             logits = model(xb)
             out = self.objective(model, logits, yb, progress)
             self.optimizer.zero_grad(set_to_none=True)
-            out["total"].backward()  # type: ignore[union-attr]
-            self.optimizer.step()
+            total = out["total"]
+            assert isinstance(total, torch.Tensor)
+            if torch.isfinite(total):
+                total.backward()
+            faulty = not torch.isfinite(total) or not self._finite_gradients()
+            if faulty:
+                # nothing was applied: the weights are still the last good ones
+                self._numerical_fault(epoch, step, total)
+                self.optimizer.zero_grad(set_to_none=True)
+            else:
+                self.optimizer.step()
             self.scheduler.step()
             model.project_arch_()
-            n = len(yb)
             task = float(torch.as_tensor(out["task"]).detach())
-            sums["task"] += task * n
-            sums["penalty"] += float(torch.as_tensor(out["penalty"]).detach()) * n
-            sums["correct"] += float((logits.argmax(-1) == yb).sum())
-            sums["n"] += n
+            if not faulty:  # a skipped step adds nothing to the epoch's metrics
+                n = len(yb)
+                sums["task"] += task * n
+                sums["penalty"] += float(torch.as_tensor(out["penalty"]).detach()) * n
+                sums["correct"] += float((logits.argmax(-1) == yb).sum())
+                sums["n"] += n
             st.step = step + 1
             bar.update(1)
             cost = float(torch.as_tensor(out["cost"]).detach())
@@ -344,14 +362,36 @@ class Trainer:
         test_acc = evaluate(model, self.data.x_test, self.data.y_test, dev)
         return {
             "epoch": epoch + 1,
-            "train_loss": sums["task"] / sums["n"],
-            "train_penalty": sums["penalty"] / sums["n"],
-            "train_acc": sums["correct"] / sums["n"],
+            "train_loss": sums["task"] / max(sums["n"], 1),
+            "train_penalty": sums["penalty"] / max(sums["n"], 1),
+            "train_acc": sums["correct"] / max(sums["n"], 1),
             "test_acc": test_acc,
             "cost": float(torch.as_tensor(out["cost"]).detach()) if out else float("nan"),
             "target": float(out["target"]) if out else float("nan"),
             "arch_frozen": frozen,
         }
+
+    def _finite_gradients(self) -> bool:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return bool(torch.isfinite(torch.stack([g.abs().amax() for g in grads])).all())
+
+    def _numerical_fault(self, epoch: int, step: int, total: torch.Tensor) -> None:
+        """A NaN or inf loss or gradient: skip the step and halve every learning rate, once; a second
+        fault ends the run (``NumericalError``) with the last epoch's checkpoint left as it was."""
+        st = self.state
+        st.faults += 1
+        what = "loss" if not torch.isfinite(total) else "gradient"
+        where = f"epoch {epoch + 1}, step {step + 1}"
+        if st.faults > 1:
+            raise NumericalError(
+                f"non-finite {what} again at {where}; stopped. The last checkpoint (epoch "
+                f"{st.epoch}) is intact; try a lower --train.lr or --train.arch_lr"
+            )
+        self.scheduler.base_lrs = [lr / 2 for lr in self.scheduler.base_lrs]
+        tqdm.write(
+            f"dnarch: non-finite {what} at {where}: step skipped, learning rates halved",
+            file=sys.stderr,
+        )
 
     def _interrupt(self) -> None:
         for cb in self.callbacks:
