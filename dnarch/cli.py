@@ -193,7 +193,7 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from dnarch.train.run import arch_table, prepare_out_dir, run
+    from dnarch.train.run import arch_table, check_budget, prepare_out_dir, run
 
     if args.resume:
         return cmd_resume(args, extra)
@@ -206,6 +206,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     say(f"dnarch: loading data {probe.data.name!r}")
     data = load_data(probe.data.name, root)
     cfg = build_config(args, extra, ndim=len(data.input_shape))
+    check_budget(cfg, data.limited(cfg.data.limit_train, cfg.data.limit_test))
     # only now create the run folder: bad data or flags must not leave an empty one behind
     prepare_out_dir(out)
     say(f"dnarch: training on {data.name} {tuple(data.x_train.shape)} -> run folder {out}")

@@ -94,8 +94,13 @@ def from_arrays(
         raise DataError(
             f"train and test inputs differ in shape: {tuple(xs[0].shape[1:])} vs {tuple(xs[1].shape[1:])}"
         )
-    if min(xs[0].shape[2:]) < 1:
-        raise DataError(f"spatial sizes must be >= 1, got {tuple(xs[0].shape[2:])}")
+    if min(xs[0].shape[2:]) < 2:
+        raise DataError(
+            f"inputs of spatial size {tuple(xs[0].shape[2:])} have nothing to convolve; every "
+            "spatial axis needs at least 2 samples (a 1-sample axis can be dropped: (N, C, S))"
+        )
+    if xs[0].shape[0] < 2:
+        raise DataError(f"the training set needs at least 2 samples, got {xs[0].shape[0]}")
     top = int(max(ys[0].max(), ys[1].max())) + 1
     k = top if num_classes is None else num_classes
     if k < 2:

@@ -8,8 +8,10 @@ below its cut-off *is* the learned downsampling (see ``tests/test_crop.py`` for 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +117,25 @@ class DNArchNet(nn.Module):
         """Every other trainable parameter."""
         arch = {id(p) for p in self._axis_parameters(True, True, True, True)}
         return [p for p in self.parameters() if id(p) not in arch and p.requires_grad]
+
+    @torch.no_grad()
+    def floor_copy(self) -> DNArchNet:
+        """A copy with every learned axis at its floor: the smallest network this search can reach
+        (axes that are not learned stay as they are)."""
+        small = copy.deepcopy(self)
+        masks: list[Any] = []
+        if self.cfg.learn_width:
+            masks += [small.residual_mask, *(b.width_mask for b in small._blocks())]
+        if self.cfg.learn_depth:
+            masks.append(small.depth_mask)
+        for b in small._blocks():
+            if self.cfg.learn_kernel:
+                masks.append(b.conv.mask)
+            if self.cfg.learn_resolution and b.resolution is not None:
+                masks.append(b.resolution.mask)
+        for m in masks:
+            m.to_floor_()
+        return small
 
     @torch.no_grad()
     def project_arch_(self) -> None:

@@ -69,6 +69,11 @@ class GaussianKernelMask(nn.Module):
         """Keep the cut-off inside [min_cutoff, 1] so that no gradient path dies."""
         self.sigma.clamp_(self.min_cutoff / self.scale, 1.0 / self.scale)
 
+    @torch.no_grad()
+    def to_floor_(self) -> None:
+        """The smallest kernel ``project_`` allows (for the smallest reachable network)."""
+        self.sigma.fill_(self.min_cutoff / self.scale)
+
     def extra_repr(self) -> str:
         return f"cutoff={[round(c, 3) for c in self.cutoff().tolist()]}"
 
@@ -117,6 +122,11 @@ class SigmoidStepMask(nn.Module):
     @torch.no_grad()
     def project_(self) -> None:
         self.mu.clamp_(self.mu_min, self.mu_max)
+
+    @torch.no_grad()
+    def to_floor_(self) -> None:
+        """The fewest entries ``project_`` allows (for the smallest reachable network)."""
+        self.mu.fill_(self.mu_min)
 
     def extra_repr(self) -> str:
         return f"n={self.n}, tau={self.tau:.1f}, kept={self.hard_count()}"
@@ -177,6 +187,11 @@ class LowpassMask(nn.Module):
     def project_(self) -> None:
         for axis, hi in enumerate(self.mu_max):
             self.mu[axis].clamp_(0.0, hi)
+
+    @torch.no_grad()
+    def to_floor_(self) -> None:
+        """The lowest resolution ``project_`` allows (for the smallest reachable network)."""
+        self.mu.fill_(0.0)
 
     def extra_repr(self) -> str:
         return f"base={self.base}, mu={[round(m, 3) for m in self.mu.tolist()]}"

@@ -21,9 +21,15 @@ from dnarch.train.trainer import TrainState
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: a crash or a full disk
+    mid-write leaves the previous file whole (and no half-written temporary behind)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def arch_columns(model: DNArchNet) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from dnarch.config import BudgetConfig
+from dnarch.config import BudgetConfig, ConfigError
 from dnarch.cost import BudgetSchedule, budget_penalty, model_cost
 from dnarch.models import DNArchNet
 
@@ -25,6 +25,19 @@ class Objective:
         self.max_cost = float(model_cost(model, "max").get(cfg.metric))
         budget = resolve_budget(cfg, self.max_cost)
         self.budget = budget
+        self.floor_cost = float(model_cost(model.floor_copy(), "hard").get(cfg.metric))
+        unit = "MACs" if cfg.metric == "macs" else "parameters"
+        if budget is not None and budget > self.max_cost * (1 + 1e-9):
+            raise ConfigError(
+                f"budget {budget:,.0f} {unit} is above the maximal network's {self.max_cost:,.0f}: "
+                "nothing to learn; give a smaller budget or --budget none"
+            )
+        if budget is not None and budget < self.floor_cost:
+            raise ConfigError(
+                f"budget {budget:,.0f} {unit} is below the smallest network the learned axes can "
+                f"reach ({self.floor_cost:,.0f}, {100 * self.floor_cost / self.max_cost:.1f}% of the "
+                "maximal); raise the budget or learn more axes"
+            )
         self.schedule = (
             BudgetSchedule(budget, self.max_cost, cfg.anneal, cfg.anneal_fraction)
             if budget is not None

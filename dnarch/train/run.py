@@ -60,6 +60,12 @@ def prepare_out_dir(out: str | Path) -> Path:
     return path
 
 
+def check_budget(cfg: RunConfig, data: DataBundle) -> None:
+    """Raise ``ConfigError`` if ``cfg``'s budget cannot be met on ``data`` (cheap: no training)."""
+    model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape)
+    Objective(model, cfg.budget)
+
+
 def resume_config(run_dir: str | Path) -> RunConfig:
     """The config of the run in ``run_dir``, to continue it; refuses a folder with nothing to resume."""
     path = Path(run_dir)
@@ -99,11 +105,11 @@ def run(
     if data is None:
         data = load_data(cfg.data.name, cfg.data.root or None)
     data = data.limited(cfg.data.limit_train, cfg.data.limit_test)
+    model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape)
+    objective = Objective(model, cfg.budget)  # checks the budget: before any folder is made
     path = None
     if out_dir is not None:
         path = Path(out_dir) if resume else prepare_out_dir(out_dir)
-    model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape)
-    objective = Objective(model, cfg.budget)
     resolved = {
         **to_dict(cfg),
         "resolved": {

@@ -1,0 +1,203 @@
+"""Bad input, the second suite (issue 5): every case ends in one line naming the problem and exit code
+2 from the CLI, or a clear exception from the API, and nothing already saved is lost."""
+
+import errno
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dnarch
+from dnarch.cli import main
+from dnarch.config import ConfigError
+from dnarch.data import DataError
+
+TINY = ["--epochs", "1", "--data.limit_train=64", "--data.limit_test=32", "--net.blocks=2",
+        "--net.width=4", "--net.hidden=4", "--net.kernel_hidden=4", "--quiet"]  # fmt: skip
+
+
+def _npz(path: Path, x_train, y_train, x_test=None, y_test=None) -> str:
+    x_test = x_train if x_test is None else x_test
+    y_test = y_train if y_test is None else y_test
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return str(path)
+
+
+def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    rng = np.random.default_rng(0)
+    y = np.arange(16) % 2
+    return {
+        "zero budget": (["--budget", "0"], "budget must be > 0"),
+        "unreachable absolute budget": (["--budget", "5"], "below the smallest network"),
+        "budget above the maximal": (["--budget", "1e12"], "above the maximal network"),
+        "budget with no axis learned": (
+            [
+                "--budget",
+                "0.5",
+                "--net.learn_kernel=false",
+                "--net.learn_width=false",
+                "--net.learn_resolution=false",
+                "--net.learn_depth=false",
+            ],
+            "learn more axes",
+        ),  # fmt: skip
+        "negative epochs": (["--epochs", "-3"], "train.epochs must be >= 1"),
+        "zero blocks": (["--net.blocks=0"], "net.blocks must be >= 1"),
+        "negative width": (["--net.width=-4"], "net.width must be >= 1"),
+        "zero batch size": (["--train.batch_size=0"], "train.batch_size must be >= 1"),
+        "zero learning rate": (["--train.lr=0"], "train.lr must be > 0"),
+        "threshold out of range": (["--net.threshold=0.7"], "net.threshold must lie in"),
+        "nan weight": (["--budget.weight=nan"], "budget.weight must be finite"),
+        "typo in a section": (["--trian.lr=1"], "unknown config key 'trian.lr'"),
+        "bool expected": (["--net.learn_depth=maybe"], "net.learn_depth expects bool"),
+        "rank-5 inputs": (
+            ["--data", _npz(tmp / "r5.npz", rng.normal(size=(16, 1, 4, 4, 4, 4)), y)],
+            "inputs must be (N, S), (N, C, S) or (N, C, H, W)",
+        ),
+        "negative labels": (
+            ["--data", _npz(tmp / "neg.npz", rng.normal(size=(16, 8)), y - 1)],
+            "labels must be >= 0",
+        ),
+        "empty training set": (
+            [
+                "--data",
+                _npz(
+                    tmp / "empty.npz",
+                    np.zeros((0, 8)),
+                    np.zeros(0, int),
+                    rng.normal(size=(4, 8)),
+                    y[:4],
+                ),
+            ],
+            "train set is empty",
+        ),  # fmt: skip
+        "one training sample": (
+            [
+                "--data",
+                _npz(
+                    tmp / "one.npz", rng.normal(size=(1, 8)), y[:1], rng.normal(size=(4, 8)), y[:4]
+                ),
+            ],
+            "at least 2 samples",
+        ),  # fmt: skip
+        "1x1 images": (
+            ["--data", _npz(tmp / "1x1.npz", rng.normal(size=(16, 3, 1, 1)), y)],
+            "nothing to convolve",
+        ),
+        "length-1 sequences": (
+            ["--data", _npz(tmp / "len1.npz", rng.normal(size=(16, 1)), y)],
+            "nothing to convolve",
+        ),
+        "NaN in the data": (
+            ["--data", _npz(tmp / "nan.npz", np.full((16, 8), np.nan), y)],
+            "contain NaN or inf",
+        ),
+        "train and test shapes differ": (
+            [
+                "--data",
+                _npz(tmp / "mix.npz", rng.normal(size=(16, 8)), y, rng.normal(size=(16, 9)), y),
+            ],
+            "differ in shape",
+        ),  # fmt: skip
+        "one class only": (
+            ["--data", _npz(tmp / "oneclass.npz", rng.normal(size=(16, 8)), y * 0)],
+            "at least 2 classes",
+        ),
+        "a .npz that is not one": (
+            ["--data", str(tmp / "fake.npz")],
+            "cannot read",
+        ),
+        "missing data root": (
+            ["--data", "fashion-mnist", f"--data.root={tmp / 'nowhere'}"],
+            "not an existing folder",
+        ),
+        "data root without the files": (
+            ["--data", "mnist", f"--data.root={tmp}"],
+            "not found",
+        ),
+    }
+
+
+with tempfile.TemporaryDirectory() as _tmp:
+    CASES = list(_cases(Path(_tmp)))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_train_input(name, tmp_path, monkeypatch, capsys) -> None:
+    (tmp_path / "fake.npz").write_text("not a zip")
+    argv, message = _cases(tmp_path)[name]
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *TINY, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dnarch: error:") and len(err.splitlines()) == 1, err
+    assert message in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_not_a_run_folder(tmp_path, capsys) -> None:
+    for argv in (
+        ["finetune", str(tmp_path)],
+        ["export", str(tmp_path)],
+        ["finetune", str(tmp_path / "x")],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("dnarch: error:") and len(err.splitlines()) == 1, err
+
+
+def test_read_only_output_folder(tmp_path, monkeypatch, capsys) -> None:
+    real = Path.write_bytes
+
+    def read_only(self, data):
+        if ".write_test" in self.name:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to output folder" in err and "Read-only" in err
+
+
+def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys) -> None:
+    from dnarch.train import callbacks
+    from dnarch.train.callbacks import load_checkpoint
+
+    folder = tmp_path / "run"
+    writes = []
+    real = Path.write_bytes
+
+    def filling_up(self, data):
+        if self.name == "checkpoint.pt.tmp":
+            writes.append(1)
+            if len(writes) == 2:  # the second epoch's checkpoint hits a full disk half-way
+                real(self, data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", filling_up)
+    argv = ["train", *TINY, "--epochs", "3", "--out", str(folder)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err
+    blob = load_checkpoint(folder / "checkpoint.pt")  # epoch 1's, whole and valid
+    assert blob["trainer"]["epoch"] == 1
+    assert not (folder / "checkpoint.pt.tmp").exists()  # no half-written file left behind
+    assert callbacks  # (imported for the patch target's module)
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(folder), "--quiet"]) == 0  # and the run can go on
+
+
+def test_api_raises_clear_exceptions() -> None:
+    x, y = np.random.default_rng(0).normal(size=(16, 8)), np.arange(16) % 2
+    with pytest.raises(DataError, match="labels must be"):
+        dnarch.fit(x, y[:8], x, y, epochs=1, progress=False)
+    with pytest.raises(DataError, match="nothing to convolve"):
+        dnarch.fit(x[:, :1], y, x[:, :1], y, epochs=1, progress=False)
+    with pytest.raises(ConfigError, match="below the smallest network"):
+        dnarch.fit(x, y, x, y, budget=3.0, epochs=1, progress=False)
+    with pytest.raises(ConfigError, match="unknown config key"):
+        dnarch.fit(x, y, x, y, epochs=1, progress=False, net__widht=3)
+    assert json.dumps  # keep the import honest
