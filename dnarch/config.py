@@ -136,7 +136,8 @@ class TrainConfig:
     freeze_arch_fraction: the last fraction of epochs trains the weights with the architecture frozen.
     device: 'auto' picks CUDA when present, else CPU. deterministic: PyTorch's deterministic
     algorithms, and the conv backend chosen by operation count instead of timing, so that a run (and
-    a resumed run) repeats bit for bit on CPU.
+    a resumed run) repeats bit for bit on CPU. tensorboard: with a run folder, also write TensorBoard
+    event files into RUN_DIR/tensorboard.
     """
 
     epochs: int = 40
@@ -150,6 +151,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     deterministic: bool = False
+    tensorboard: bool = True
 
     def __post_init__(self) -> None:
         _finite("train", self)

@@ -133,12 +133,21 @@ def run(
             CSVLogger(path / "metrics.csv"),  # first: the checkpoint carries its columns
             Checkpointer(path / "checkpoint.pt", resolved),
         ]
+        if cfg.train.tensorboard:
+            from dnarch.train.tensorboard import TensorBoardLogger
+
+            callbacks.append(TensorBoardLogger(path / "tensorboard"))
     trainer = Trainer(model, objective, data, cfg.train, callbacks, progress=progress)
     if resume and path is not None:
         blob = load_checkpoint(path / "checkpoint.pt", resolved)
         trainer.load_state_dict(blob["trainer"])
     start = time.perf_counter()
-    history = trainer.fit()
+    try:
+        history = trainer.fit()
+    finally:
+        for cb in callbacks:
+            if hasattr(cb, "close"):
+                cb.close()
     seconds = time.perf_counter() - start
 
     model.eval()
