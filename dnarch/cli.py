@@ -75,6 +75,8 @@ def _parser() -> _Parser:
         "--resume", metavar="RUN_DIR",
         help="continue a stopped run from its last checkpoint (takes no other config flags)",
     )  # fmt: skip
+    r = sub.add_parser("report", help="write a run's HTML report (RUN_DIR/report/index.html)")
+    r.add_argument("run_dir", help="a run folder written by dnarch train")
     e = sub.add_parser("export", help="export a run's learned network as state, pt2 or onnx")
     e.add_argument("run_dir", help="a run folder written by dnarch train")
     e.add_argument("--format", default="state", help="state (default), pt2 or onnx")
@@ -102,6 +104,15 @@ def cmd_finetune(args: argparse.Namespace, extra: list[str]) -> int:
         f"test accuracy {100 * r['test_accuracy_before']:.2f}% -> {100 * r['test_accuracy_after']:.2f}% "
         f"after {epochs} epochs; saved in {r['folder']}"
     )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
+    from dnarch.report import write_report
+
+    if extra:
+        raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
+    print(f"report: {write_report(args.run_dir)}")
     return 0
 
 
@@ -189,6 +200,7 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
     result = run(cfg, data=data, out_dir=args.resume, progress=not args.quiet, resume=True)
     print(arch_table(result))
     print(f"run folder: {result.run_dir}  (exported network: architecture.json + model.pt)")
+    print(f"report: {Path(args.resume) / 'report' / 'index.html'}")
     return 0
 
 
@@ -213,6 +225,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     result = run(cfg, data=data, out_dir=out, progress=not args.quiet)
     print(arch_table(result))
     print(f"run folder: {result.run_dir}  (exported network: architecture.json + model.pt)")
+    print(f"report: {Path(out) / 'report' / 'index.html'}")
     return 0
 
 
@@ -226,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args, extra)
         if args.command == "finetune":
             return cmd_finetune(args, extra)
+        if args.command == "report":
+            return cmd_report(args, extra)
         raise UsageError(f"unknown command {args.command!r}")
     except TrainingInterrupted as err:
         folder = getattr(args, "resume", None) or getattr(args, "out", None)

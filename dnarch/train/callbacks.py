@@ -50,6 +50,25 @@ def arch_columns(model: DNArchNet) -> dict[str, Any]:
     return row
 
 
+@torch.no_grad()
+def soft_sizes(model: Any) -> dict[str, float]:
+    """The differentiable architecture as flat scalars: ``residual_width`` and, per block ``l``,
+    ``block{l}/depth`` (the mask value), ``block{l}/kernel_axis{a}``, ``block{l}/hidden`` and
+    ``block{l}/resolution_axis{a}`` (sizes in taps, channels and samples)."""
+    sizes = model.arch_sizes(hard=False)
+    out = {"residual_width": float(sizes.residual)}
+    for i, (d, k, h, r) in enumerate(
+        zip(sizes.depth, sizes.kernel, sizes.hidden, sizes.resolution, strict=True)
+    ):
+        out[f"block{i}/depth"] = float(d)
+        out[f"block{i}/hidden"] = float(h)
+        for a, v in enumerate(k.reshape(-1).tolist()):
+            out[f"block{i}/kernel_axis{a}"] = v
+        for a, v in enumerate(r.reshape(-1).tolist()):
+            out[f"block{i}/resolution_axis{a}"] = v
+    return out
+
+
 class CSVLogger:
     """metrics.csv: one row per epoch, the trainer's metrics plus the architecture columns. The columns
     are added to the epoch's row in the trainer state, so a checkpoint carries them and a resumed run
@@ -60,6 +79,8 @@ class CSVLogger:
 
     def on_epoch_end(self, state: TrainState) -> None:
         state.row.update(arch_columns(state.model))  # the same dict as state.history[-1]
+        soft = soft_sizes(state.model)
+        state.row.update({"soft_" + k.replace("/", "_"): round(v, 4) for k, v in soft.items()})
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(state.history[0]))
         writer.writeheader()

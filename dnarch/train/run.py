@@ -2,7 +2,8 @@
 
 The run folder holds: ``config.json`` (resolved), ``metrics.csv``, ``checkpoint.pt`` (every epoch),
 ``architecture.json`` + ``model.pt`` (the exported plain network, loadable by ``load_static``) and
-``summary.json`` (maximal vs learned cost, test accuracy).
+``summary.json`` (maximal vs learned cost, test accuracy), ``tensorboard/`` (event files) and
+``report/index.html`` (the run report, with its PNGs).
 """
 
 from __future__ import annotations
@@ -174,6 +175,9 @@ def run(
     if path is not None:
         save_static(path, spec, state)
         atomic_write_bytes(path / "summary.json", json.dumps(summary, indent=2).encode())
+        from dnarch.report import write_report
+
+        write_report(path)  # everything above is saved already: a failure here loses nothing
     return RunResult(model, spec, static, summary, history, path)
 
 

@@ -1,0 +1,193 @@
+"""The report's figures (matplotlib, no display needed). Each function takes plain data read from a run
+folder and returns a Figure; ``dnarch.report.write_report`` saves them."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from dnarch.export.spec import ArchSpec  # noqa: E402
+
+
+def _sizes(text: str) -> list[int]:
+    """'13' or '13x11' (a CSV cell) -> [13] or [13, 11]."""
+    return [int(v) for v in str(text).split("x")]
+
+
+def _blocks(rows: list[dict[str, str]]) -> list[int]:
+    """Block indices from the CSV's ``b{l}_kept`` columns."""
+    found = (re.fullmatch(r"b(\d+)_kept", k) for k in rows[0])
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def architecture_over_training(rows: list[dict[str, str]], ndim: int) -> Figure:
+    """Per block, kernel size per axis, hidden width, resolution per axis and depth mask value against
+    epoch: the hard (exported) value as a solid line, the soft (learned) one dashed."""
+    epochs = [int(r["epoch"]) for r in rows]
+    blocks = _blocks(rows)
+    panels: list[tuple[str, str, int | None]] = [
+        (f"kernel taps, axis {a}", "kernel", a) for a in range(ndim)
+    ]
+    panels += [("hidden width", "hidden", None)]
+    panels += [(f"resolution (samples), axis {a}", "res_out", a) for a in range(ndim)]
+    panels += [("depth mask value", "depth", None)]
+    cols = min(3, len(panels))
+    fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols, figsize=(5 * cols, 3.4 * math.ceil(len(panels) / cols)), squeeze=False)  # fmt: skip
+    colours = plt.get_cmap("viridis")
+    for ax, (title, key, axis) in zip(axes.flat, panels, strict=False):
+        for j, b in enumerate(blocks):
+            c = colours(j / max(1, len(blocks) - 1))
+            soft_key = {
+                "kernel": f"soft_block{b}_kernel_axis{axis}",
+                "hidden": f"soft_block{b}_hidden",
+                "res_out": f"soft_block{b}_resolution_axis{axis}",
+                "depth": f"soft_block{b}_depth",
+            }[key]
+            if key == "depth":
+                hard = [float(r[f"b{b}_kept"]) for r in rows]
+            elif axis is None:
+                hard = [float(r[f"b{b}_{key}"]) for r in rows]
+            else:
+                hard = [float(_sizes(r[f"b{b}_{key}"])[axis]) for r in rows]
+            ax.plot(epochs, hard, "-", color=c, label=f"block {b}")
+            if soft_key in rows[0]:
+                ax.plot(epochs, [float(r[soft_key]) for r in rows], "--", color=c, alpha=0.6)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, title="solid: exported; dashed: soft", title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(rows: list[dict[str, str]], budget: float | None, metric: str) -> Figure:
+    """Train and test accuracy, and the cost with its annealed target and the budget, against epoch."""
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    left.plot(epochs, [100 * float(r["train_acc"]) for r in rows], label="train")
+    left.plot(epochs, [100 * float(r["test_acc"]) for r in rows], label="test")
+    left.set_ylabel("accuracy (%)")
+    unit = "MACs per sample" if metric == "macs" else "parameters"
+    right.plot(epochs, [float(r["cost"]) for r in rows], label=f"cost ({unit})")
+    targets = [float(r["target"]) for r in rows]
+    if not all(math.isnan(t) for t in targets):
+        right.plot(epochs, targets, "--", label="annealed target")
+    if budget is not None:
+        right.axhline(budget, color="red", lw=1, label="budget")
+    frozen = [int(r["epoch"]) for r in rows if str(r.get("arch_frozen")) == "True"]
+    for ax in (left, right):
+        if frozen:
+            ax.axvspan(
+                min(frozen) - 0.5,
+                max(frozen) + 0.5,
+                color="grey",
+                alpha=0.12,
+                label="architecture frozen",
+            )
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    right.set_ylabel(unit)
+    fig.tight_layout()
+    return fig
+
+
+def final_architecture(spec: ArchSpec) -> Figure:
+    """The exported network as boxes: width by hidden channels, height by resolution (samples, all
+    axes), removed blocks greyed; a bar inside each box shows the kernel's extent against the input."""
+    from dnarch.functional.masks import max_kernel_size
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(spec.blocks) + 2), 3.8))
+    full = math.prod(spec.input_shape)
+    max_kernel = [max_kernel_size(n) for n in spec.input_shape]
+    for i, b in enumerate(spec.blocks):
+        x = 1.6 * i
+        if not b.kept:
+            ax.add_patch(Rectangle((x, 0), 1.2, 1.0, fc="#eeeeee", ec="#bbbbbb", ls="--"))
+            ax.text(
+                x + 0.6,
+                0.5,
+                f"block {b.index}\nremoved",
+                ha="center",
+                va="center",
+                color="#999999",
+                fontsize=8,
+            )
+            continue
+        w = 0.3 + 0.9 * b.hidden / spec.max_hidden
+        h = 0.15 + 0.85 * math.prod(b.resolution_out) / full
+        ax.add_patch(Rectangle((x + (1.2 - w) / 2, 0), w, h, fc="#9ecae1", ec="#3182bd"))
+        extent = sum(k / m for k, m in zip(b.kernel, max_kernel, strict=True)) / len(b.kernel)
+        ax.add_patch(Rectangle((x + 0.1, -0.22), 1.0 * extent, 0.08, fc="#e6550d"))
+        res = "x".join(map(str, b.resolution_out))
+        kern = "x".join(map(str, b.kernel))
+        ax.text(
+            x + 0.6,
+            h + 0.04,
+            f"block {b.index}\nhidden {b.hidden}\nres {res}\nkernel {kern}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
+    ax.text(-0.2, -0.18, "kernel\nextent", ha="right", va="center", fontsize=7, color="#e6550d")
+    ax.set_xlim(-0.8, 1.6 * len(spec.blocks))
+    ax.set_ylim(-0.35, 1.75)
+    ax.axis("off")
+    ax.set_title(
+        f"exported network: residual width {spec.residual_width} of {spec.max_width}, "
+        f"{len(spec.kept_blocks)} of {len(spec.blocks)} blocks; box width ~ hidden, height ~ resolution",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def kernels(items: list[dict[str, Any]], ndim: int, channels: int = 4) -> Figure:
+    """The learned kernels of the first ``channels`` channels per kept block, with their masks.
+
+    ``items``: per block ``{"index", "kernel": (c, *K) array, "mask": (*K) array}``."""
+    n = max(1, len(items))
+    if ndim == 1:
+        fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.8), squeeze=False)
+        for ax, it in zip(axes[0], items, strict=False):
+            k, m = it["kernel"], it["mask"]
+            taps = range(-(len(m) // 2), len(m) // 2 + 1)
+            scale = max(1e-12, float(abs(k[:channels]).max()))
+            for c in range(min(channels, len(k))):
+                ax.plot(list(taps), k[c] / scale, lw=1)
+            ax.plot(list(taps), m, "k--", lw=1, label="mask")
+            ax.set_title(f"block {it['index']}: {len(m)} taps", fontsize=9)
+            ax.set_xlabel("tap")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+    else:
+        cols = min(channels, max(len(it["kernel"]) for it in items) if items else 1) + 1
+        fig, axes = plt.subplots(n, cols, figsize=(1.8 * cols, 1.9 * n), squeeze=False)
+        for row, it in zip(axes, items, strict=False):
+            k, m = it["kernel"], it["mask"]
+            for c, ax in enumerate(row[:-1]):
+                if c < len(k):
+                    lim = max(1e-12, float(abs(k[c]).max()))
+                    ax.imshow(k[c], cmap="RdBu_r", vmin=-lim, vmax=lim)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            row[0].set_ylabel(f"block {it['index']}\n{'x'.join(map(str, m.shape))}", fontsize=8)
+            row[-1].imshow(m, cmap="Greys_r", vmin=0, vmax=1)
+            row[-1].set_title("mask", fontsize=8)
+            row[-1].set_xticks([])
+            row[-1].set_yticks([])
+    fig.suptitle("learned kernels (first channels) and their masks", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,49 @@
+"""The run report: written by every CLI run, every figure present, tables filled; and, where Chromium
+is installed, every image really loads in a browser."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from dnarch.cli import main
+from dnarch.report import FIGURES, write_report
+
+FLAGS = ["--epochs", "2", "--net.blocks=2", "--net.width=4", "--net.hidden=4", "--net.kernel_hidden=4",
+         "--data.limit_train=64", "--data.limit_test=32", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=["mnist1d", "digits"], ids=["1d", "2d"])
+def run_dir(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param) / "run"
+    assert main(["train", "--data", request.param, *FLAGS, "--out", str(folder)]) == 0
+    return folder
+
+
+def test_train_writes_the_report_with_every_figure(run_dir) -> None:
+    page = (run_dir / "report" / "index.html").read_text()
+    for name, title in FIGURES.items():
+        assert (run_dir / "report" / f"{name}.png").stat().st_size > 5000, name
+        assert title in page and f'alt="{name}"' in page
+    assert page.count("data:image/png;base64,") == len(FIGURES)
+    assert "<td>kept</td>" in page and "MACs per sample" in page
+
+
+def test_report_command_rewrites_it_and_rejects_non_runs(run_dir, tmp_path, capsys) -> None:
+    (run_dir / "report" / "index.html").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert str(run_dir / "report" / "index.html") in capsys.readouterr().out
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is it a finished dnarch run folder" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_every_image_loads_in_headless_chromium(run_dir) -> None:
+    page = write_report(run_dir)
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+         "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert f'data-check="images={len(FIGURES)} loaded=true tables_filled=true"' in dom
