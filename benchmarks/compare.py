@@ -2,6 +2,7 @@
 
 For every dataset, seed and budget (a fraction of the maximal network's MACs) it trains:
 - dnarch      DNArch, all four axes learned, at the budget;
+- fixedres    DNArch with the resolution axis fixed (kernel, width and depth learned);
 - kernel, width, resolution, depth
               ablations: that axis learned alone, at the budget (it may not be able to reach it);
 - plain       a ResNet-style CNN of 3x3 convolutions with stride-2 stages, as wide as the budget allows;
@@ -33,6 +34,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +51,10 @@ from dnarch.models.plain_cnn import counted_macs, plain_cnn_for_budget
 from dnarch.train.objective import Objective
 from dnarch.train.plain import train_classifier
 
-METHODS = ("dnarch", *AXES, "plain", "prune", "frozen")
+METHODS = ("dnarch", "fixedres", *AXES, "plain", "prune", "frozen")
 LABELS = {
     "dnarch": "DNArch (all axes)",
+    "fixedres": "DNArch, resolution fixed",
     "kernel": "kernel only",
     "width": "width only",
     "resolution": "resolution only",
@@ -308,6 +311,11 @@ def main() -> None:
                     dataset, "dnarch", budget, seed, epochs,
                     run_dnarch, data, base, budget, epochs, args, seed,
                 )  # fmt: skip
+            if "fixedres" in args.methods:
+                record(
+                    dataset, "fixedres", budget, seed, epochs,
+                    run_dnarch, data, replace(base, learn_resolution=False), budget, epochs, args, seed,
+                )  # fmt: skip
             for axis in AXES:
                 if axis in args.methods:
                     record(
@@ -440,7 +448,13 @@ def write_plot(path: Path, rows: list[dict[str, Any]]) -> None:
             if not pts:
                 continue
             x, y, e = zip(*pts, strict=True)
-            style = {"dnarch": "-o", "plain": "-s", "prune": "-^", "frozen": "*"}.get(method, ":.")
+            style = {
+                "dnarch": "-o",
+                "fixedres": "-D",
+                "plain": "-s",
+                "prune": "-^",
+                "frozen": "*",
+            }.get(method, ":.")
             ax.errorbar(x, y, yerr=e, fmt=style, label=LABELS[method], capsize=2,
                         markersize=10 if method == "frozen" else 5)  # fmt: skip
         ax.set_xscale("log")

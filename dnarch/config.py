@@ -144,7 +144,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     arch_lr: float = 2e-2
-    resolution_lr_scale: float = 1.0
+    resolution_lr_scale: float = 0.1
     weight_decay: float = 1e-2
     warmup_epochs: int = 2
     freeze_arch_fraction: float = 0.2
