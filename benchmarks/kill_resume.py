@@ -73,9 +73,9 @@ def main() -> None:
             resumable = (run / "checkpoint.pt").exists()
             argv = ["train", "--resume", str(run), "--quiet"] if resumable else \
                 ["train", *RUN, "--out", str(run)]  # fmt: skip
-            # SIGKILL loses the epoch under way; a kill after a third of a full run still leaves
-            # time for an epoch to finish, so every attempt gets further and the loop ends
-            kill = rng.uniform(0.35, 0.7) * full if len(log) < args.kills else None
+            # a kill anywhere in the first half of a run's length: at start-up, mid-epoch, mid-write
+            # (an attempt may not reach a checkpoint; only the first --kills attempts are killed)
+            kill = rng.uniform(0.1, 0.5) * full if len(log) < args.kills else None
             code, secs = dnarch(*argv, kill_after=kill)
             what = "resume" if resumable else "start"
             log.append((what, kill, code))
