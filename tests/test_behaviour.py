@@ -13,7 +13,10 @@ def tight_run() -> dnarch.RunResult:
     cfg = RunConfig(
         net=NetConfig(width=16, hidden=16, blocks=4, kernel_hidden=16, backend="direct"),
         budget=BudgetConfig(budget=0.1, anneal_fraction=0.5),
-        train=TrainConfig(epochs=6, batch_size=64, freeze_arch_fraction=0.0),
+        # 48 steps: the resolution cut-offs learn at the full arch_lr here (default 0.1x) to move
+        train=TrainConfig(
+            epochs=6, batch_size=64, freeze_arch_fraction=0.0, resolution_lr_scale=1.0
+        ),
         data=DataConfig(name="mnist1d", limit_train=512, limit_test=256),
     )
     return dnarch.run(cfg, progress=False)
