@@ -333,11 +333,9 @@ def main() -> None:
                     run_prune, data, frozen, budget * max_macs, ft, args, seed,
                 )  # fmt: skip
 
-    datasets: dict[str, DataBundle] = {}
+    datasets = {name: load(args, name) for name in args.datasets}  # all up front: meta is complete
     for seed in args.seeds:  # seed-major: an interrupted run holds whole seeds of every dataset
         for dataset in args.datasets:
-            if dataset not in datasets:
-                datasets[dataset] = load(args, dataset)
             data = datasets[dataset]
             base = PRESETS[preset_for(len(data.input_shape))]
             epochs = per_dataset(args.epochs, dataset, "epochs")
@@ -405,10 +403,11 @@ def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) ->
         ft = sorted(
             {r["epochs"] for r in rows if r["dataset"] == dataset and r["method"] == "prune"}
         )
-        n_train, n_test = meta["n_train"].get(dataset, "?"), meta["n_test"].get(dataset, "?")
+        n_train = f"{meta['n_train'][dataset]:,}" if dataset in meta["n_train"] else "?"
+        n_test = f"{meta['n_test'][dataset]:,}" if dataset in meta["n_test"] else "?"
         lines += [
             "",
-            f"**{dataset}**: {n_train:,} training / {n_test:,} test samples; "
+            f"**{dataset}**: {n_train} training / {n_test} test samples; "
             f"{'/'.join(map(str, epochs))} epochs"
             + (f" (prune: + {'/'.join(map(str, ft))} fine-tuning epochs)" if ft else "")
             + f"; maximal network {max_macs.get(dataset, 0):,} MACs.",
