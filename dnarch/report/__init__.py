@@ -21,6 +21,23 @@ FIGURES = {
     "final_architecture": "The learned architecture",
     "kernels": "The learned kernels",
 }
+CAPTIONS = {
+    "training": "Left: accuracy on the training batches and on the test set after each epoch. Right: the "
+    "network's cost (MACs per sample, or parameters) as the masks cut it down, the target the "
+    "complexity loss holds it to (it falls from the maximal network's cost to the budget over the first "
+    "half of training), and the budget. In the grey epochs the architecture is frozen and only the "
+    "weights train.",
+    "architecture_over_training": "Each line is one block. Solid: the size the exported network would "
+    "have after that epoch (what cropping keeps). Dashed: the smooth size the masks describe, which is "
+    "what the gradient sees. Kernel taps and resolution are per spatial axis; the depth mask value is "
+    "1 for a block that is fully used and falls towards 0 for a block being removed.",
+    "final_architecture": "The exported network, block by block, left to right. A box is wider when the "
+    "block keeps more hidden channels and taller when it runs at a higher resolution; the orange bar "
+    "under it is its kernel's extent relative to the whole input. Removed blocks are grey.",
+    "kernels": "The depthwise kernels of the first channels of each kept block, as the exported network "
+    "uses them (1D: curves, scaled; 2D: images, red positive, blue negative), next to the Gaussian mask "
+    "that sets their extent.",
+}
 
 
 class ReportError(ValueError):
@@ -124,7 +141,7 @@ def write_report(run_dir: str | Path) -> Path:
         else "no budget"
     )
     sections = "".join(
-        f"<h2>{html.escape(title)}</h2>"
+        f"<h2>{html.escape(title)}</h2><p>{html.escape(CAPTIONS[name])}</p>"
         + (
             f'<img alt="{name}" src="data:image/png;base64,{images[name]}">'
             if name in images
