@@ -97,6 +97,7 @@ def training_curves(rows: list[dict[str, str]], budget: float | None, metric: st
                 label="architecture frozen",
             )
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     right.set_ylabel(unit)
