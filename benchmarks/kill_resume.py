@@ -68,8 +68,9 @@ def main() -> None:
         _, full = dnarch("train", *RUN, "--out", str(ref))
         print(f"uninterrupted run: {full:.0f} s", flush=True)
         log = []
-        code = None
-        while code != 0:
+        # summary.json is written last of the results (after model.pt): once it is there the run is
+        # finished, even if a kill then stopped the report; ``dnarch report`` rewrites that
+        while not (run / "summary.json").exists():
             resumable = (run / "checkpoint.pt").exists()
             argv = ["train", "--resume", str(run), "--quiet"] if resumable else \
                 ["train", *RUN, "--out", str(run)]  # fmt: skip
@@ -81,6 +82,9 @@ def main() -> None:
             log.append((what, kill, code))
             print(f"{what}: " + (f"killed after {secs:.1f} s" if code == -9 else "finished"),
                   flush=True)  # fmt: skip
+        if not (run / "report" / "index.html").exists():
+            dnarch("report", str(run))
+            log.append(("report", None, 0))
         got, want = outputs(run), outputs(ref)
         same = {
             "summary.json (test accuracy, MACs, ...)": got[0] == want[0],

@@ -73,7 +73,10 @@ def resume_config(run_dir: str | Path) -> RunConfig:
     if not path.is_dir():
         raise ValueError(f"{path} is not a folder; --resume takes a run folder")
     if (path / "summary.json").exists():
-        raise ValueError(f"{path} holds a finished run; there is nothing to resume")
+        raise ValueError(
+            f"{path} holds a finished run; there is nothing to resume (dnarch report {path} "
+            "rewrites a missing report)"
+        )
     for name in ("config.json", "checkpoint.pt"):
         if not (path / name).is_file():
             raise ValueError(f"{path} has no {name}; is it a dnarch run folder that ran an epoch?")
