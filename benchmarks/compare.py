@@ -218,6 +218,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2 epochs, 256/256 samples, 25%%, seed 0")
     ap.add_argument("--resume", action="store_true", help="skip runs already in the JSON file")
     ap.add_argument("--progress", action="store_true", help="progress bars for every run")
+    ap.add_argument(
+        "--merge", nargs="*", default=[],
+        help="JSON files of other compare.py runs to take into this table (their commands are listed)",
+    )  # fmt: skip
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--name", default=None, help="file stem (default compare, compare-quick)")
     args = ap.parse_args()
@@ -233,13 +237,27 @@ def main() -> None:
     raw_path = out / f"{name}.json"
     command = "python benchmarks/compare.py " + " ".join(sys.argv[1:])
     rows: list[dict[str, Any]] = []
+    earlier: list[str] = []  # the commands that made the rows taken over
     if args.resume and raw_path.exists():
-        rows = json.loads(raw_path.read_text())["runs"]
+        old = json.loads(raw_path.read_text())
+        rows, earlier = old["runs"], old["meta"].get("commands", [old["meta"]["command"]])
+    for (
+        path
+    ) in args.merge:  # runs made by other invocations (e.g. in parallel), with their commands
+        part = json.loads(Path(path).read_text())
+        keys = {(r["dataset"], r["method"], r["budget"], r["seed"]) for r in rows}
+        rows += [
+            r
+            for r in part["runs"]
+            if (r["dataset"], r["method"], r["budget"], r["seed"]) not in keys
+        ]
+        earlier += part["meta"].get("commands", [part["meta"]["command"]])
     done = {(r["dataset"], r["method"], r["budget"], r["seed"]) for r in rows}
 
     def save() -> None:
         meta = {
             "command": command.strip(), "epochs": args.epochs,
+            "commands": list(dict.fromkeys([*earlier, command.strip()])),
             "finetune_epochs": args.finetune_epochs or "half the epochs",
             "limit_train": args.limit_train, "limit_test": args.limit_test,
             "n_train": {d: len(b.x_train) for d, b in datasets.items()},
@@ -388,7 +406,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     max_macs = {r["dataset"]: r["max_macs"] for r in rows if "max_macs" in r}
     lines = [
-        f"Made by: `{meta['command']}`",
+        "Made by:" if len(meta.get("commands", [])) > 1 else f"Made by: `{meta['command']}`",
+        *(f"- `{c}`" for c in meta.get("commands", []) if len(meta["commands"]) > 1),
         f"{meta['machine']}, {meta['threads']} threads, torch {meta['torch']}.",
         "",
         "Accuracy: mean ± std over seeds (n = seeds). MACs and parameters: counted on the final "
