@@ -222,6 +222,10 @@ def main() -> None:
         "--merge", nargs="*", default=[],
         help="JSON files of other compare.py runs to take into this table (their commands are listed)",
     )  # fmt: skip
+    ap.add_argument(
+        "--table-only", action="store_true",
+        help="train nothing: rewrite the table and plot from the saved (and --merge) runs",
+    )  # fmt: skip
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--name", default=None, help="file stem (default compare, compare-quick)")
     args = ap.parse_args()
@@ -352,7 +356,9 @@ def main() -> None:
                 )  # fmt: skip
 
     datasets = {name: load(args, name) for name in args.datasets}  # all up front: meta is complete
-    for seed in args.seeds:  # seed-major: an interrupted run holds whole seeds of every dataset
+    for seed in (
+        [] if args.table_only else args.seeds
+    ):  # seed-major: an interrupted run holds whole seeds of every dataset
         for dataset in args.datasets:
             data = datasets[dataset]
             base = PRESETS[preset_for(len(data.input_shape))]
