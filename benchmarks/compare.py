@@ -45,9 +45,9 @@ from dnarch.baselines import AXES, ablation_net, frozen_net
 from dnarch.baselines.prune import prune_then_finetune
 from dnarch.config import BudgetConfig, DataConfig, RunConfig, TrainConfig
 from dnarch.data import DataBundle
-from dnarch.export.summary import count
+from dnarch.export.summary import count, counted_macs
 from dnarch.models import PRESETS, preset_for
-from dnarch.models.plain_cnn import counted_macs, plain_cnn_for_budget
+from dnarch.models.plain_cnn import plain_cnn_for_budget
 from dnarch.train.objective import Objective
 from dnarch.train.plain import train_classifier
 

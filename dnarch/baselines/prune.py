@@ -20,8 +20,8 @@ from torch import nn
 
 from dnarch.data import DataBundle
 from dnarch.export.finetune import recompute_bn_stats
+from dnarch.export.summary import counted_macs
 from dnarch.functional.conv import depthwise_conv
-from dnarch.models.plain_cnn import counted_macs
 from dnarch.train.plain import train_classifier
 from dnarch.train.trainer import evaluate, pick_device
 

@@ -14,7 +14,7 @@ from torch import nn
 from dnarch.data import DataBundle, load_data
 from dnarch.export.static import ExportError, StaticNet, load_static, save_static
 from dnarch.train.plain import train_classifier
-from dnarch.train.trainer import evaluate, pick_device, seed_everything
+from dnarch.train.trainer import evaluate, pick_device
 
 
 @torch.no_grad()
@@ -55,10 +55,8 @@ def finetune(
             f"data {(data.in_channels, *data.input_shape)} does not fit the network's input "
             f"{(net.spec.in_channels, *net.spec.input_shape)}"
         )
-    seed_everything(seed)
-    dev = pick_device(device)
-    net.to(dev)
-    recompute_bn_stats(net, data.x_train)
+    net.to(pick_device(device))
+    recompute_bn_stats(net, data.x_train)  # draws no random numbers; train_classifier seeds
     return train_classifier(
         net, data, epochs, lr, batch_size=batch_size, seed=seed, device=device,
         progress=progress, desc="finetune",

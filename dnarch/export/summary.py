@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dnarch.export.spec import ArchSpec, harden
@@ -14,12 +15,23 @@ from dnarch.export.static import StaticNet
 from dnarch.functional import masks as fm
 
 
+def counted_macs(net: nn.Module, in_channels: int, input_shape: tuple[int, ...]) -> int:
+    """MACs per sample of ``net``, counted by ``torch.utils.flop_counter`` (FLOPs / 2) in eval mode."""
+    was = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, in_channels, *input_shape, device=device))
+    net.train(was)
+    return int(counter.get_total_flops() // 2)
+
+
 def count(net: StaticNet) -> tuple[int, int]:
     """(MACs per sample, parameters) of a static network: FlopCounterMode's FLOPs / 2, and numel."""
     spec = net.spec
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net.eval()(torch.zeros(1, spec.in_channels, *spec.input_shape))
-    return counter.get_total_flops() // 2, sum(p.numel() for p in net.parameters())
+    return counted_macs(net, spec.in_channels, spec.input_shape), sum(
+        p.numel() for p in net.parameters()
+    )
 
 
 def maximal_spec(spec: ArchSpec) -> ArchSpec:

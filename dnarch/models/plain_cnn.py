@@ -9,9 +9,9 @@ long sequences get a receptive field that spans them (784 -> 7 in 8 stages).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from dnarch.export.summary import counted_macs
 
 _CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d}
 _NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
@@ -75,17 +75,6 @@ class PlainCNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.blocks(self.stem(x))  # (B, C, *S')
         return self.head(h.flatten(2).mean(-1))
-
-
-def counted_macs(net: nn.Module, in_channels: int, input_shape: tuple[int, ...]) -> int:
-    """MACs per sample of ``net``, counted by ``torch.utils.flop_counter`` (FLOPs / 2) in eval mode."""
-    was = net.training
-    net.eval()
-    device = next(net.parameters()).device
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(torch.zeros(1, in_channels, *input_shape, device=device))
-    net.train(was)
-    return int(counter.get_total_flops() // 2)
 
 
 def plain_cnn_for_budget(
