@@ -40,6 +40,8 @@ class NetConfig:
     threshold: T below which masked parts are cropped. *_span: entries over which a sigmoid step rises
     from T to 1-T (sets its fixed steepness tau). init_kernel_cutoff: initial relative kernel half-extent
     (1 = the whole input). learn_*: which axes are learned; all False gives the frozen maximal network.
+    resolution_from: the first block that may downsample; earlier blocks run at the input resolution
+    (1: block 0 sees the full-resolution input, as a strided CNN convolves before it subsamples).
     backend: depthwise conv backend, 'auto' picks the faster by measurement.
     """
 
@@ -59,6 +61,7 @@ class NetConfig:
     learn_width: bool = True
     learn_resolution: bool = True
     learn_depth: bool = True
+    resolution_from: int = 1
     backend: str = "auto"
 
     def __post_init__(self) -> None:
@@ -69,6 +72,10 @@ class NetConfig:
             )
         _require(
             self.kernel_layers >= 2, f"net.kernel_layers must be >= 2, got {self.kernel_layers}"
+        )
+        _require(
+            self.resolution_from >= 0,
+            f"net.resolution_from must be >= 0, got {self.resolution_from}",
         )
         _require(self.omega0 > 0, f"net.omega0 must be > 0, got {self.omega0}")
         _require(0 <= self.dropout < 1, f"net.dropout must lie in [0, 1), got {self.dropout}")

@@ -25,9 +25,11 @@ def shrunk_model(
     """A small model with random mask settings on the chosen axes and trained BN statistics."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    # odd seeds let block 0 downsample too (net.resolution_from=0); even seeds keep the default
     cfg = NetConfig(
-        width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct"
-    )
+        width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct",
+        resolution_from=seed % 2,
+    )  # fmt: skip
     m = build_model(cfg, in_channels, classes, shape)
 
     def r(lo: float, hi: float) -> float:
@@ -43,7 +45,7 @@ def shrunk_model(
                 b.conv.mask.sigma.mul_(torch.tensor([r(0.1, 0.9) for _ in shape]))
             if "width" in axes:
                 b.width_mask.mu.fill_(r(0.1, 0.9))
-            if "resolution" in axes:
+            if "resolution" in axes and b.resolution is not None:
                 b.resolution.mask.mu.copy_(torch.tensor([r(0.3, 0.9) for _ in shape]))
         for name, p in m.named_parameters():  # biases start at zero; make them matter
             if name.endswith("bias"):

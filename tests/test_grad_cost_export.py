@@ -32,8 +32,11 @@ def test_every_parameter_gets_a_finite_gradient(shape) -> None:
 def test_arch_parameters_found_by_structure() -> None:
     m = build_model(NetConfig(blocks=3), 1, 10, (40,))
     arch = m.arch_parameters()
-    # residual width + depth + per block (kernel sigma, hidden width, resolution cut-off)
-    assert len(arch) == 2 + 3 * 3
+    # residual width + depth + per block (kernel sigma, hidden width) + a resolution cut-off for
+    # every block but the first, which sees the full-resolution input (net.resolution_from=1)
+    assert len(arch) == 2 + 3 * 2 + 2
+    every = build_model(NetConfig(blocks=3, resolution_from=0), 1, 10, (40,))
+    assert len(every.arch_parameters()) == 2 + 3 * 3
     ids = {id(p) for p in arch}
     assert not ids & {id(p) for p in m.weight_parameters()}
     assert len(ids) + len(m.weight_parameters()) == len(list(m.parameters()))

@@ -9,6 +9,7 @@ below its cut-off *is* the learned downsampling (see ``tests/test_crop.py`` for 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +76,14 @@ class DNArchNet(nn.Module):
         self.stem = nn.Linear(in_channels, cfg.width)
         self.residual_mask = SigmoidStepMask(cfg.width, cfg.width_span, cfg.threshold)
         self.depth_mask = SigmoidStepMask(cfg.blocks, cfg.depth_span, cfg.threshold)
-        self.blocks = nn.ModuleList(DNArchBlock(settings) for _ in range(cfg.blocks))
+        self.blocks = nn.ModuleList(
+            DNArchBlock(
+                dataclasses.replace(
+                    settings, learn_resolution=cfg.learn_resolution and i >= cfg.resolution_from
+                )
+            )
+            for i in range(cfg.blocks)
+        )
         self.head_norm = nn.BatchNorm1d(cfg.width)
         self.head = nn.Linear(cfg.width, num_classes)
         for p in self._axis_parameters(kernel=True, width=False, resolution=False, depth=False):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from dnarch.config import BudgetConfig, ConfigError
 from dnarch.cost import BudgetSchedule, budget_penalty, model_cost
@@ -67,3 +70,38 @@ class Objective:
             "total": task + penalty,
             "target": target,
         }
+
+    def fit_budget_(
+        self,
+        model: DNArchNet,
+        groups: Sequence[tuple[Sequence[nn.Parameter], float]],
+        max_steps: int = 5000,
+    ) -> int:
+        """Shrink the architecture until the cropped network's cost is at or under the budget, by sign
+        steps on the cost alone (no data); returns the number of steps taken (0 if it already fits).
+
+        Called once, when the architecture freezes. The two-sided penalty holds the cost *around* the
+        target, and a short run (few steps after the target reaches the budget, with a decayed
+        learning rate) can freeze a few percent above it. Every mask parameter moves by its group's
+        step against the sign of its cost gradient, as Adam's first steps would, so each axis gives
+        up its share; ``project_arch_`` keeps the floors. groups: (parameters, step size) pairs.
+        """
+        if self.budget is None:
+            return 0
+        params = [p for ps, _ in groups for p in ps]
+        steps_of = [step for ps, step in groups for _ in ps]
+        for steps in range(max_steps):
+            cost = model_cost(model, "straight_through").get(self.metric)
+            if float(cost.detach()) <= self.budget or not params:
+                return steps
+            grads = torch.autograd.grad(cost, params, allow_unused=True)
+            moved = False
+            with torch.no_grad():
+                for p, g, step in zip(params, grads, steps_of, strict=True):
+                    if g is not None and bool(g.ne(0).any()):
+                        p.sub_(step * torch.sign(g))
+                        moved = True
+            model.project_arch_()
+            if not moved:  # every learned axis is at its floor
+                return steps
+        return max_steps

@@ -307,6 +307,10 @@ class Trainer:
         model, dev, st = self.model, self.device, self.state
         model.train()
         frozen = epoch >= self.freeze_epoch
+        fit_steps = 0
+        if epoch == self.freeze_epoch and st.step == 0:
+            # the architecture is about to become final: make sure it meets the budget
+            fit_steps = self.objective.fit_budget_(model, self._fit_groups())
         for p in self.arch_group:
             # the architecture is final: masks stop learning and skip their gradient-only work
             p.requires_grad_(not frozen)
@@ -369,7 +373,18 @@ class Trainer:
             "cost": float(torch.as_tensor(out["cost"]).detach()) if out else float("nan"),
             "target": float(out["target"]) if out else float("nan"),
             "arch_frozen": frozen,
+            "budget_fit_steps": fit_steps,
         }
+
+    def _fit_groups(self) -> list[tuple[list[nn.Parameter], float]]:
+        """Mask parameter groups with the step ``Objective.fit_budget_`` takes: 1e-3 (in mask units,
+        about a sixteenth of a channel at 64), scaled for the resolution cut-offs as in training."""
+        scale = {"arch": 1.0, "resolution": self.cfg.resolution_lr_scale}
+        return [
+            (list(g["params"]), 1e-3 * scale[g["name"]])
+            for g in self.optimizer.param_groups
+            if g["name"] in scale
+        ]
 
     def _finite_gradients(self) -> bool:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
