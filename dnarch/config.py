@@ -42,6 +42,8 @@ class NetConfig:
     (1 = the whole input). learn_*: which axes are learned; all False gives the frozen maximal network.
     resolution_from: the first block that may downsample; earlier blocks run at the input resolution
     (1: block 0 sees the full-resolution input, as a strided CNN convolves before it subsamples).
+    dense_skip: for per-position tasks, add the stem's output to the features brought back to the input
+    resolution, before the pointwise classifier.
     backend: depthwise conv backend, 'auto' picks the faster by measurement.
     """
 
@@ -62,6 +64,7 @@ class NetConfig:
     learn_resolution: bool = True
     learn_depth: bool = True
     resolution_from: int = 1
+    dense_skip: bool = True
     backend: str = "auto"
 
     def __post_init__(self) -> None:

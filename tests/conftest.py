@@ -21,16 +21,19 @@ def shrunk_model(
     classes: int = 5,
     blocks: int = 4,
     axes: tuple[str, ...] = ("kernel", "width", "resolution", "depth"),
+    task: str = "classify",
+    skip: bool = True,
 ) -> DNArchNet:
-    """A small model with random mask settings on the chosen axes and trained BN statistics."""
+    """A small model with random mask settings on the chosen axes and trained BN statistics.
+    task: 'classify', or 'segment' / 'regress' for a dense head (with the stem skip if ``skip``)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     # odd seeds let block 0 downsample too (net.resolution_from=0); even seeds keep the default
     cfg = NetConfig(
         width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct",
-        resolution_from=seed % 2,
+        resolution_from=seed % 2, dense_skip=skip,
     )  # fmt: skip
-    m = build_model(cfg, in_channels, classes, shape)
+    m = build_model(cfg, in_channels, classes, shape, task)
 
     def r(lo: float, hi: float) -> float:
         return lo + (hi - lo) * float(torch.rand((), generator=g))

@@ -101,7 +101,14 @@ def test_every_registered_dataset_fails_cleanly_without_its_files(tmp_path, monk
     monkeypatch.setattr(registry, "FASHION_DEBIAN", str(tmp_path / "debian"))
     monkeypatch.setenv("DNARCH_DATA", str(tmp_path))
     monkeypatch.setenv("DNARCH_CACHE", str(tmp_path / "cache"))
-    generated = {"mnist1d", "digits", "spoken-digits", "listops"}
+    generated = {
+        "mnist1d",
+        "digits",
+        "spoken-digits",
+        "listops",
+        "mnist1d-steps",
+        "mnist1d-denoise",
+    }
     for name in sorted(set(DATASETS) - generated):
         with pytest.raises(DataError) as err:
             load_data(name)

@@ -7,13 +7,19 @@ Not counted, by it or here: biases, norms and activations. Per sample, with P_l 
     stem   P_0 * C_in * C
     block  D_l * (P_l * C * K_l  +  P_l * C * W_l  +  P_l * W_l * C)     depthwise, pointwise x2
            + D_l * C * sum over downsampled axes of (positions after) * (input length of the axis)
-    head   C * classes
+    head   C * classes                                                    (classification)
+           C * sum over upsampled axes of (positions after) * (input length of the axis)
+           + P_0 * C * classes                                     (per position: dense head)
 
 The resampling term is the exported network's: a fixed matrix per downsampled axis. (During training
 the masked network resamples by FFT, which is cheaper and which the counter does not see.)
 
+The dense head brings the last kept block's output back to the input resolution with one fixed matrix
+per upsampled axis (Fourier zero-padding, as the exported network computes it); its skip from the stem
+is an addition, which the counter does not count.
+
 Parameters of the exported network: stem C_in*C + C; per block D_l * (2C norm + C*K_l + C depthwise
-+ C*W_l + W_l + W_l*C + C); head 2C + C*classes + classes.
++ C*W_l + W_l + W_l*C + C); head 2C + C*classes + classes (either head).
 """
 
 from __future__ import annotations
@@ -41,14 +47,25 @@ class Cost:
 
 
 def estimate_cost(
-    sizes: ArchSizes, in_channels: int, num_classes: int, input_shape: tuple[int, ...]
+    sizes: ArchSizes,
+    in_channels: int,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    dense: bool = False,
 ) -> Cost:
-    """Cost of the network with these sizes (soft sizes give a differentiable cost)."""
+    """Cost of the network with these sizes (soft sizes give a differentiable cost). ``dense``: the
+    head outputs ``num_classes`` values at every input position instead of once per sample."""
     c = sizes.residual
     p0 = float(math.prod(input_shape))
-    macs = p0 * in_channels * c + c * num_classes
+    s0 = torch.tensor([float(n) for n in input_shape], device=c.device)
+    macs = p0 * in_channels * c
+    if dense:
+        up = resample_macs(sizes.head_in, s0, sizes.head_upsampled, c)
+        macs = macs + up + p0 * c * num_classes
+    else:
+        macs = macs + c * num_classes
     params = in_channels * c + c + 2 * c + c * num_classes + num_classes
-    prev = torch.tensor([float(n) for n in input_shape], device=c.device)
+    prev = s0
     blocks = zip(
         sizes.depth, sizes.kernel, sizes.hidden, sizes.resolution, sizes.resampled, strict=True
     )
@@ -77,12 +94,12 @@ def resample_macs(
 
 
 def model_cost(model: DNArchNet, kind: str = "straight_through") -> Cost:
-    """Cost of ``model``'s current architecture.
+    """Cost of ``model``'s current architecture (its head, pooled or dense, included).
 
     kind: 'soft' (differentiable), 'hard' (the cropped network, exact), 'max' (the maximal network), or
     'straight_through': the hard value with the soft gradient, so the penalty sees the real network.
     """
-    args = (model.in_channels, model.num_classes, model.input_shape)
+    args = (model.in_channels, model.num_classes, model.input_shape, model.dense)
     if kind == "max":
         return estimate_cost(model.max_sizes(), *args)
     if kind == "hard":
@@ -114,4 +131,6 @@ def straight_through(soft: ArchSizes, hard: ArchSizes) -> ArchSizes:
         hidden=each(soft.hidden, hard.hidden),
         resolution=each(soft.resolution, hard.resolution),
         resampled=hard.resampled,
+        head_in=st(soft.head_in, hard.head_in),
+        head_upsampled=hard.head_upsampled,
     )

@@ -1,5 +1,10 @@
-"""Dataset registry. Every loader returns a ``DataBundle`` of float32 inputs (N, C, *S) and int64
-labels (N,), validated by the one shared validator ``from_arrays``."""
+"""Dataset registry. Every loader returns a ``DataBundle`` of float32 inputs (N, C, *S) and targets
+for its task, validated by the one shared validator ``from_arrays``:
+
+- ``classify``: int64 labels (N,);
+- ``segment``: int64 labels per position (N, *S);
+- ``regress``: float32 values per position (N, C_out, *S).
+"""
 
 from __future__ import annotations
 
@@ -17,9 +22,14 @@ class DataError(ValueError):
     """Bad or missing data. Its message is one line meant for the user."""
 
 
+TASKS = ("classify", "segment", "regress")
+
+
 @dataclass(frozen=True)
 class DataBundle:
-    """x_*: (N, C, *S) float32; y_*: (N,) int64 in [0, num_classes)."""
+    """x_*: (N, C, *S) float32. y_*: for ``classify`` (N,) int64 in [0, num_classes); for
+    ``segment`` (N, *S) int64 in [0, num_classes); for ``regress`` (N, num_classes, *S) float32,
+    where num_classes is the number of output channels."""
 
     name: str
     x_train: Tensor
@@ -27,6 +37,12 @@ class DataBundle:
     x_test: Tensor
     y_test: Tensor
     num_classes: int
+    task: str = "classify"
+
+    @property
+    def dense(self) -> bool:
+        """Does the task want an output at every position?"""
+        return self.task != "classify"
 
     @property
     def in_channels(self) -> int:
@@ -42,7 +58,7 @@ class DataBundle:
         te = slice(None) if n_test == 0 else slice(0, n_test)
         return from_arrays(
             self.x_train[tr], self.y_train[tr], self.x_test[te], self.y_test[te],
-            name=self.name, num_classes=self.num_classes,
+            name=self.name, num_classes=self.num_classes, task=self.task,
         )  # fmt: skip
 
 
@@ -53,9 +69,14 @@ def from_arrays(
     y_test: Tensor | np.ndarray,
     name: str = "arrays",
     num_classes: int | None = None,
+    task: str = "classify",
 ) -> DataBundle:
-    """Validate user arrays and wrap them. x: (N, S) sequences of one channel, (N, C, S) or (N, C, H, W);
-    y: (N,) integer class labels. num_classes defaults to max label + 1."""
+    """Validate user arrays and wrap them. x: (N, S) sequences of one channel, (N, C, S) or (N, C, H, W).
+    y by ``task``: 'classify' (N,) integer class labels; 'segment' (N, *S) an integer label per
+    position; 'regress' (N, *S) or (N, C_out, *S) real values per position. num_classes defaults to
+    max label + 1 (for 'regress': C_out)."""
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
     xs, ys = [], []
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         try:
@@ -75,19 +96,11 @@ def from_arrays(
             raise DataError(
                 f"{split} inputs must be (N, S), (N, C, S) or (N, C, H, W); got shape {tuple(x.shape)}"
             )
-        if y.ndim != 1 or y.shape[0] != x.shape[0]:
-            raise DataError(
-                f"{split} labels must be (N,) with N={x.shape[0]}, got shape {tuple(y.shape)}"
-            )
-        if y.is_floating_point() and not torch.equal(y, y.round()):
-            raise DataError(f"{split} labels must be integers, got non-integer values")
-        y = y.long()
+        y = _check_targets(split, task, x, y)
         if x.shape[0] == 0:
             raise DataError(f"{split} set is empty")
         if not torch.isfinite(x).all():
             raise DataError(f"{split} inputs contain NaN or inf")
-        if (y < 0).any():
-            raise DataError(f"{split} labels must be >= 0, got {int(y.min())}")
         xs.append(x)
         ys.append(y)
     if xs[0].shape[1:] != xs[1].shape[1:]:
@@ -101,13 +114,56 @@ def from_arrays(
         )
     if xs[0].shape[0] < 2:
         raise DataError(f"the training set needs at least 2 samples, got {xs[0].shape[0]}")
+    if task == "regress":
+        if ys[0].shape[1:] != ys[1].shape[1:]:
+            raise DataError(
+                f"train and test targets differ in shape: {tuple(ys[0].shape[1:])} vs "
+                f"{tuple(ys[1].shape[1:])}"
+            )
+        k = int(ys[0].shape[1])
+        if num_classes is not None and num_classes != k:
+            raise DataError(
+                f"regression targets have {k} channels but num_classes is {num_classes}"
+            )
+        return DataBundle(name, xs[0], ys[0], xs[1], ys[1], k, task)
     top = int(max(ys[0].max(), ys[1].max())) + 1
     k = top if num_classes is None else num_classes
     if k < 2:
         raise DataError(f"need at least 2 classes, got {k}")
     if top > k:
         raise DataError(f"labels go up to {top - 1} but num_classes is {k}")
-    return DataBundle(name, xs[0], ys[0], xs[1], ys[1], k)
+    return DataBundle(name, xs[0], ys[0], xs[1], ys[1], k, task)
+
+
+def _check_targets(split: str, task: str, x: Tensor, y: Tensor) -> Tensor:
+    """y for ``task`` against inputs x (N, C, *S): int64 labels, or float32 regression targets."""
+    n, spatial = x.shape[0], tuple(x.shape[2:])
+    if task == "regress":
+        if tuple(y.shape) == (n, *spatial):
+            y = y[:, None]  # (N, *S) -> (N, 1, *S)
+        if y.ndim != x.ndim or y.shape[0] != n or tuple(y.shape[2:]) != spatial:
+            raise DataError(
+                f"{split} targets must be (N, *S) or (N, C_out, *S) with N={n}, S={spatial}; "
+                f"got shape {tuple(y.shape)}"
+            )
+        y = y.float()
+        if not torch.isfinite(y).all():
+            raise DataError(f"{split} targets contain NaN or inf")
+        return y
+    want = (n,) if task == "classify" else (n, *spatial)
+    if tuple(y.shape) != want:
+        what = "(N,)" if task == "classify" else "(N, *S), one label per position,"
+        raise DataError(
+            f"{split} labels must be {what} with N={n}"
+            + ("" if task == "classify" else f", S={spatial}")
+            + f"; got shape {tuple(y.shape)}"
+        )
+    if y.is_floating_point() and not torch.equal(y, y.round()):
+        raise DataError(f"{split} labels must be integers, got non-integer values")
+    y = y.long()
+    if y.numel() and (y < 0).any():
+        raise DataError(f"{split} labels must be >= 0, got {int(y.min())}")
+    return y
 
 
 def cache_dir() -> Path:
@@ -290,6 +346,30 @@ def _listops() -> DataBundle:
     return load_listops()
 
 
+def _fashion_scenes(root: Path | None) -> DataBundle:
+    from dnarch.data.dense import load_fashion_scenes
+
+    return load_fashion_scenes(root)
+
+
+def _fashion_denoise(root: Path | None) -> DataBundle:
+    from dnarch.data.dense import load_fashion_denoise
+
+    return load_fashion_denoise(root)
+
+
+def _mnist1d_steps() -> DataBundle:
+    from dnarch.data.dense import load_mnist1d_steps
+
+    return load_mnist1d_steps()
+
+
+def _mnist1d_denoise() -> DataBundle:
+    from dnarch.data.dense import load_mnist1d_denoise
+
+    return load_mnist1d_denoise()
+
+
 DATASETS: dict[str, Loader] = {
     "mnist1d": _generated(load_mnist1d),
     "digits": lambda root: load_digits(),
@@ -305,6 +385,10 @@ DATASETS: dict[str, Loader] = {
     "speech-commands-10": _speech("10"),
     "spoken-digits": _generated(_spoken_digits),
     "listops": _generated(_listops),
+    "fashion-scenes": _fashion_scenes,
+    "fashion-denoise": _fashion_denoise,
+    "mnist1d-steps": _generated(_mnist1d_steps),
+    "mnist1d-denoise": _generated(_mnist1d_denoise),
 }
 """Registered datasets: name -> loader(root). ``root``: the folder holding the files (None: search
 the usual places); for generated sets, where their cache lives."""

@@ -36,6 +36,18 @@ class ArchSpec:
     blocks: tuple[BlockSpec, ...]
     max_width: int
     max_hidden: int
+    task: str = "classify"  # 'classify': pooled head; 'segment' / 'regress': dense head
+    dense_skip: bool = False  # dense head: the stem's output is added before the classifier
+
+    @property
+    def dense(self) -> bool:
+        return self.task != "classify"
+
+    @property
+    def head_in(self) -> tuple[int, ...]:
+        """The resolution the head sees: the last kept block's output (blocks are never all removed)."""
+        kept = self.kept_blocks
+        return kept[-1].resolution_out if kept else self.input_shape
 
     @property
     def kept_blocks(self) -> list[BlockSpec]:
@@ -79,4 +91,6 @@ def harden(model: DNArchNet) -> ArchSpec:
         blocks=tuple(blocks),
         max_width=model.cfg.width,
         max_hidden=model.cfg.hidden,
+        task=model.task,
+        dense_skip=model.dense and model.cfg.dense_skip,
     )

@@ -5,7 +5,8 @@ Folding (all exact in eval mode):
 - residual width mask m_C: into the stem's rows, the norms' affine parameters and pw2's rows;
 - depth value D_l: into pw2's rows; hidden width mask M_l: into pw2's columns;
 - kernel mask and the Riemann gain: into the depthwise kernel, sampled once on the block's grid;
-- resolution: a band-limited crop (the kept band passes unchanged), one fixed matrix per axis.
+- resolution: a band-limited crop (the kept band passes unchanged), one fixed matrix per axis;
+- the dense head's return to the input resolution: spectral zero-padding, one fixed matrix per axis.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ _NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn
 
 
 class Resample(nn.Module):
-    """Fixed band-limited downsampling, one matrix per spatial axis (last axis first).
+    """Fixed band-limited resampling, one matrix per spatial axis (last axis first).
 
-    x: (B, C, *S_in) -> (B, C, *S_out); matrix i is (S_out_i, S_in_i), ``fourier.resample_matrix``.
+    x: (B, C, *S_in) -> (B, C, *S_out); matrix i is (S_out_i, S_in_i): ``fourier.resample_matrix``
+    to downsample (a block), ``fourier.upsample_matrix`` to upsample (the dense head).
     """
 
     def __init__(self, sizes_in: tuple[int, ...], sizes_out: tuple[int, ...]) -> None:
@@ -72,7 +74,9 @@ class StaticBlock(nn.Module):
 
 
 class StaticNet(nn.Module):
-    """The exported classifier. x: (B, in_channels, *input_shape) -> logits (B, num_classes)."""
+    """The exported network. x: (B, in_channels, *input_shape) -> logits (B, num_classes), or for a
+    per-position task (B, num_classes, *input_shape): norm, upsampling back to the input resolution,
+    the stem's output added (``spec.dense_skip``), a 1x1 convolution."""
 
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
@@ -81,13 +85,27 @@ class StaticNet(nn.Module):
         self.stem = _CONV[nd](spec.in_channels, c, 1)
         self.blocks = nn.ModuleList(StaticBlock(b, c, nd) for b in spec.kept_blocks)
         self.head_norm = _NORM[nd](c)
-        self.head = nn.Linear(c, spec.num_classes)
+        self.upsample = (
+            Resample(spec.head_in, spec.input_shape)
+            if spec.dense and spec.head_in != spec.input_shape
+            else None
+        )
+        self.head: nn.Module = (
+            _CONV[nd](c, spec.num_classes, 1) if spec.dense else nn.Linear(c, spec.num_classes)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.stem(x)
+        h0 = h = self.stem(x)
         for block in self.blocks:
             h = block(h)
-        return self.head(self.head_norm(h).flatten(2).mean(-1))
+        h = self.head_norm(h)
+        if not self.spec.dense:
+            return self.head(h.flatten(2).mean(-1))
+        if self.upsample is not None:
+            h = self.upsample(h)
+        if self.spec.dense_skip:
+            h = h + h0
+        return self.head(h)
 
 
 @torch.no_grad()
@@ -101,8 +119,12 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
         "stem.bias": model.stem.bias[:c] * m_c,
     }
     _norm_state(state, "head_norm", model.head_norm, c, m_c)
-    state["head.weight"] = model.head.weight[:, :c].clone()
+    head = model.head.weight[:, :c]
+    state["head.weight"] = head.reshape(*head.shape, *ones) if spec.dense else head.clone()
     state["head.bias"] = model.head.bias.clone()
+    if spec.dense and spec.head_in != spec.input_shape:
+        for i, (n, m) in enumerate(zip(spec.head_in, spec.input_shape, strict=True)):
+            state[f"upsample.matrix{i}"] = fourier.upsample_matrix(n, m)
     depth = model.depth_mask.values()
     cap = None
     for j, b in enumerate(spec.kept_blocks):

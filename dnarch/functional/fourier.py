@@ -116,3 +116,12 @@ def resample_matrix(length: int, keep: int, dtype: torch.dtype = torch.float32) 
     eye = torch.eye(length, dtype=torch.float64)[:, None, :]  # (length, 1, length): basis signals
     response = lowpass_crop(eye, (keep,))[:, 0, :]  # (length, n_out): row j = response to e_j
     return response.T.contiguous().to(dtype)
+
+
+def upsample_matrix(length: int, size: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The real matrix U (size, length) with ``fourier_upsample(x, (size,)) == x @ U.T`` on one axis:
+    band-limited upsampling (spectral zero-padding) as one plain matmul, as ``resample_matrix`` is for
+    the crop."""
+    eye = torch.eye(length, dtype=torch.float64)[:, None, :]  # (length, 1, length): basis signals
+    response = fourier_upsample(eye, (size,))[:, 0, :]  # (length, size): row j = response to e_j
+    return response.T.contiguous().to(dtype)

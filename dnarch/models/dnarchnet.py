@@ -1,4 +1,8 @@
-"""DNArchNet: stem, L_max DNArch blocks and a classification head, with all four masks.
+"""DNArchNet: stem, L_max DNArch blocks and a head, with all four masks.
+
+The head classifies the whole input (norm, global mean, linear) or, for per-position tasks, brings the
+features back to the input resolution by Fourier zero-padding, adds the stem's output (optional skip)
+and applies a pointwise classifier or regressor (METHOD.md, Dense prediction).
 
 Cropping is on by default (``crop=True``): channels, kernel taps and skipped blocks are sliced away
 and the spectrum is cut. ``crop=False`` runs the maximal tensors multiplied by the thresholded masks,
@@ -40,6 +44,8 @@ class ArchSizes:
     hidden: list[Tensor]
     resolution: list[Tensor]
     resampled: list[tuple[bool, ...]]  # per block and axis: does the (hard) network downsample here
+    head_in: Tensor  # (ndim,) the resolution the head sees: the last kept block's output
+    head_upsampled: tuple[bool, ...]  # per axis: does the (hard) dense head upsample it
 
 
 class DNArchNet(nn.Module):
@@ -47,22 +53,32 @@ class DNArchNet(nn.Module):
 
     Args:
         cfg: network settings; in_channels, num_classes, input_shape: from the data.
+        task: 'classify' (logits (B, num_classes)), or 'segment' / 'regress' (an output per position,
+            (B, num_classes, *input_shape); for 'regress' num_classes is the output channels).
     """
 
     def __init__(
-        self, cfg: NetConfig, in_channels: int, num_classes: int, input_shape: Sequence[int]
+        self,
+        cfg: NetConfig,
+        in_channels: int,
+        num_classes: int,
+        input_shape: Sequence[int],
+        task: str = "classify",
     ) -> None:
         super().__init__()
+        if task not in ("classify", "segment", "regress"):
+            raise ValueError(f"unknown task {task!r}; choose classify, segment or regress")
         if len(input_shape) not in (1, 2, 3):
             raise ValueError(
                 f"input must have 1, 2 or 3 spatial axes, got shape {tuple(input_shape)}"
             )
-        if min(input_shape) < 1 or in_channels < 1 or num_classes < 2:
+        if min(input_shape) < 1 or in_channels < 1 or num_classes < (1 if task == "regress" else 2):
             raise ValueError(
-                f"need spatial sizes >= 1, in_channels >= 1 and num_classes >= 2; got "
-                f"{tuple(input_shape)}, {in_channels}, {num_classes}"
+                f"need spatial sizes >= 1, in_channels >= 1 and num_classes >= 2 (1 output for "
+                f"regression); got {tuple(input_shape)}, {in_channels}, {num_classes}"
             )
-        self.cfg = cfg
+        self.cfg, self.task = cfg, task
+        self.dense = task != "classify"
         self.in_channels, self.num_classes = in_channels, num_classes
         self.input_shape = tuple(int(s) for s in input_shape)
         self.ndim = len(self.input_shape)
@@ -158,7 +174,8 @@ class DNArchNet(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------
     def forward(self, x: Tensor, crop: bool = True) -> Tensor:
-        """x: (B, in_channels, *input_shape) -> logits (B, num_classes)."""
+        """x: (B, in_channels, *input_shape) -> logits (B, num_classes), or (B, num_classes,
+        *input_shape) for a per-position task."""
         if tuple(x.shape[2:]) != self.input_shape or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"expected input (B, {self.in_channels}, {', '.join(map(str, self.input_shape))}), "
@@ -168,6 +185,7 @@ class DNArchNet(nn.Module):
         c = self.residual_mask.hard_count() if crop else m_res.numel()
         m_res = m_res[:c]
         h = channel_scale(pointwise(x, self.stem, c, self.in_channels), m_res)  # (B, c, *S0)
+        h0 = h
         depth = self.depth_mask.values()
         n_blocks = self.depth_mask.hard_count()
         cap: Tensor | None = None
@@ -180,8 +198,18 @@ class DNArchNet(nn.Module):
                 continue
             h, cap = block(h, m_res, depth[index], cap, crop=crop)
         h = channel_scale(batch_norm(h, self.head_norm, c, self.training), m_res)
-        pooled = h.flatten(2).mean(-1)  # (B, c)
-        return F.linear(pooled, self.head.weight[:, :c], self.head.bias)
+        if not self.dense:
+            pooled = h.flatten(2).mean(-1)  # (B, c)
+            return F.linear(pooled, self.head.weight[:, :c], self.head.bias)
+        return self._dense_head(h, h0)
+
+    def _dense_head(self, h: Tensor, h0: Tensor) -> Tensor:
+        """h: (B, c, *S_L) normed features; h0: (B, c, *S0) the stem's output -> (B, K, *S0)."""
+        if tuple(h.shape[2:]) != self.input_shape:
+            h = fourier.fourier_upsample(h, self.input_shape)  # (B, c, *S0), band-limited
+        if self.cfg.dense_skip:
+            h = h + h0
+        return pointwise(h, self.head, self.num_classes, h.shape[1])  # (B, K, *S0)
 
     # ---- sizes ---------------------------------------------------------------------------------
     def hard_plan(self) -> list[dict]:
@@ -229,10 +257,15 @@ class DNArchNet(nn.Module):
                 hidden=[t(p["hidden"]) for p in plan],
                 resolution=[t(p["resolution_out"]) for p in plan],
                 resampled=_resampled(plan),
+                head_in=t(plan[-1]["resolution_out"]),  # removed blocks pass their input on
+                head_upsampled=self._head_upsampled(plan),
             )
         lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
         cap: Tensor | None = None
-        sizes = ArchSizes(self.residual_mask.soft_count(), [], [], [], [], _resampled(plan))
+        sizes = ArchSizes(
+            self.residual_mask.soft_count(), [], [], [], [], _resampled(plan), lengths,
+            self._head_upsampled(plan),
+        )  # fmt: skip
         depth = self.depth_mask.raw()
         for index, b in enumerate(self._blocks()):
             if b.resolution is not None:
@@ -243,6 +276,8 @@ class DNArchNet(nn.Module):
             sizes.resolution.append(lengths)
             sizes.kernel.append(b.conv.mask.soft_sizes(lengths))
             sizes.hidden.append(b.soft_hidden())
+        kept = sum(bool(p["kept"]) for p in plan)
+        sizes.head_in = sizes.resolution[kept - 1]  # the last kept block's (soft) output size
         return sizes
 
     def max_sizes(self) -> ArchSizes:
@@ -260,6 +295,13 @@ class DNArchNet(nn.Module):
             hidden=[t(float(self.cfg.hidden))] * L,
             resolution=[t([float(n) for n in self.input_shape])] * L,
             resampled=[(False,) * self.ndim] * L,
+            head_in=t([float(n) for n in self.input_shape]),
+            head_upsampled=(False,) * self.ndim,
+        )
+
+    def _head_upsampled(self, plan: list[dict]) -> tuple[bool, ...]:
+        return tuple(
+            o != n for o, n in zip(plan[-1]["resolution_out"], self.input_shape, strict=True)
         )
 
 
@@ -271,7 +313,11 @@ def _resampled(plan: list[dict]) -> list[tuple[bool, ...]]:
 
 
 def build_model(
-    cfg: NetConfig, in_channels: int, num_classes: int, input_shape: Sequence[int]
+    cfg: NetConfig,
+    in_channels: int,
+    num_classes: int,
+    input_shape: Sequence[int],
+    task: str = "classify",
 ) -> DNArchNet:
-    """The one builder from config to model."""
-    return DNArchNet(cfg, in_channels, num_classes, input_shape)
+    """The one builder from config to model. task: 'classify', 'segment' or 'regress'."""
+    return DNArchNet(cfg, in_channels, num_classes, input_shape, task)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dnarch.config import BudgetConfig, ConfigError
 from dnarch.cost import BudgetSchedule, budget_penalty, model_cost
 from dnarch.models import DNArchNet
+from dnarch.train.metrics import task_loss
 
 
 def resolve_budget(cfg: BudgetConfig, max_cost: float) -> float | None:
@@ -50,8 +50,9 @@ class Objective:
     def __call__(
         self, model: DNArchNet, logits: Tensor, y: Tensor, progress: float
     ) -> dict[str, Tensor | float]:
-        """logits: (B, K); y: (B,); progress in [0, 1] of training."""
-        task = F.cross_entropy(logits, y)
+        """logits: the model's output, (B, K) or (B, K, *S); y: its targets (``task_loss``);
+        progress in [0, 1] of training."""
+        task = task_loss(model.task, logits, y)
         cost = model_cost(model, "straight_through").get(self.metric)
         if self.schedule is None:
             return {

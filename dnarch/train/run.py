@@ -24,8 +24,9 @@ from dnarch.export.summary import before_after, before_after_table
 from dnarch.functional import masks as fm
 from dnarch.models import DNArchNet, build_model
 from dnarch.train.callbacks import Checkpointer, CSVLogger, atomic_write_bytes, load_checkpoint
+from dnarch.train.metrics import SCORES, evaluate_task, format_score, target_peak
 from dnarch.train.objective import Objective
-from dnarch.train.trainer import Trainer, evaluate, seed_everything
+from dnarch.train.trainer import Trainer, seed_everything
 
 
 @dataclass
@@ -41,7 +42,15 @@ class RunResult:
 
     @property
     def test_accuracy(self) -> float:
+        """Test accuracy (per sample, or per position for segmentation); not for regression."""
+        if "test_accuracy" not in self.summary:
+            raise AttributeError(f"a {self.summary['task']} run has no accuracy; see test_score")
         return float(self.summary["test_accuracy"])
+
+    @property
+    def test_score(self) -> float:
+        """The task's score on the test set: accuracy, mean IoU or PSNR (dB); see ``summary['score']``."""
+        return float(self.summary["test_score"])
 
 
 def prepare_out_dir(out: str | Path) -> Path:
@@ -63,7 +72,7 @@ def prepare_out_dir(out: str | Path) -> Path:
 
 def check_budget(cfg: RunConfig, data: DataBundle) -> None:
     """Raise ``ConfigError`` if ``cfg``'s budget cannot be met on ``data`` (cheap: no training)."""
-    model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape)
+    model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape, data.task)
     Objective(model, cfg.budget)
 
 
@@ -109,7 +118,7 @@ def run(
     if data is None:
         data = load_data(cfg.data.name, cfg.data.root or None)
     data = data.limited(cfg.data.limit_train, cfg.data.limit_test)
-    model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape)
+    model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape, data.task)
     objective = Objective(model, cfg.budget)  # checks the budget: before any folder is made
     path = None
     if out_dir is not None:
@@ -118,7 +127,7 @@ def run(
         **to_dict(cfg),
         "resolved": {
             "dataset": data.name, "in_channels": data.in_channels, "num_classes": data.num_classes,
-            "input_shape": list(data.input_shape), "n_train": len(data.x_train),
+            "input_shape": list(data.input_shape), "task": data.task, "n_train": len(data.x_train),
             "n_test": len(data.x_test), "budget_absolute": objective.budget,
             "max_cost": objective.max_cost,
         },
@@ -158,12 +167,26 @@ def run(
     spec = harden(model)
     state = export_state(model, spec)
     static = build_static(spec, state)
-    test_acc = evaluate(model, data.x_test, data.y_test, trainer.device)
-    static_acc = evaluate(static, data.x_test, data.y_test, torch.device("cpu"))
+    peak = target_peak(data.y_test) if data.task == "regress" else 1.0
+    args = (data.x_test, data.y_test)
+    test = evaluate_task(model, *args, trainer.device, data.task, data.num_classes, peak)
+    static_test = evaluate_task(
+        static, *args, torch.device("cpu"), data.task, data.num_classes, peak
+    )
     learned, maximal = model_cost(model, "hard"), model_cost(model, "max")
+    score = SCORES[data.task][0]
     summary = {
-        "test_accuracy": test_acc,
-        "static_test_accuracy": static_acc,
+        "task": data.task,
+        "score": score,
+        "test_score": test[score],
+        "static_test_score": static_test[score],
+        **(
+            {"test_accuracy": test["acc"], "static_test_accuracy": static_test["acc"]}
+            if "acc" in test
+            else {}
+        ),
+        "test_metrics": test,
+        "static_test_metrics": static_test,
         "macs": int(learned.macs),
         "params": int(learned.params),
         "max_macs": int(maximal.macs),
@@ -218,10 +241,32 @@ def arch_table(result: RunResult) -> str:
         f"of maximal" + (f", budget {s['budget']:,.0f}" if s["budget"] is not None else ""),
         f"parameters:  {s['params']:,} ({s['max_params']:,}) = "
         f"{100 * s['params'] / s['max_params']:.1f}% of maximal",
-        f"test accuracy: {100 * s['test_accuracy']:.2f}% (exported network: "
-        f"{100 * s['static_test_accuracy']:.2f}%)",
+        *score_lines(s),
     ]
     if "macs_counted" in s:
         lines += ["per sample, counted by torch.utils.flop_counter on real modules:"]
         lines += [before_after_table(s)]
     return "\n".join(lines)
+
+
+def score_lines(s: dict[str, Any]) -> list[str]:
+    """The test score lines of a run summary: accuracy; mean IoU and per-position accuracy; PSNR."""
+    task = s.get("task", "classify")
+    if task == "classify":
+        return [
+            f"test accuracy: {100 * s['test_accuracy']:.2f}% (exported network: "
+            f"{100 * s['static_test_accuracy']:.2f}%)"
+        ]
+    name = SCORES[task][1]
+    out = [
+        f"test {name}: {format_score(task, s['test_score'])} (exported network: "
+        f"{format_score(task, s['static_test_score'])})"
+    ]
+    if task == "segment":
+        out.append(
+            f"per-position accuracy: {100 * s['test_accuracy']:.2f}% (exported network: "
+            f"{100 * s['static_test_accuracy']:.2f}%)"
+        )
+    else:
+        out.append(f"test MSE: {s['test_metrics']['mse']:.4g}")
+    return out

@@ -26,6 +26,7 @@ from dnarch.config import TrainConfig
 from dnarch.data import DataBundle
 from dnarch.functional.conv import conv_choices, set_conv_choices
 from dnarch.models import DNArchNet
+from dnarch.train.metrics import evaluate_task, target_peak
 from dnarch.train.objective import Objective
 
 
@@ -186,15 +187,15 @@ def warmup_cosine(total: int, warmup: int) -> Any:
 def evaluate(
     model: nn.Module, x: Tensor, y: Tensor, device: torch.device, batch: int = 512
 ) -> float:
-    """Accuracy of ``model`` on (x, y)."""
+    """Accuracy of ``model`` on (x, y): per sample for logits (B, K), per position for (B, K, *S)."""
     was = model.training
     model.eval()
     correct = 0
     for i in range(0, len(x), batch):
         logits = model(x[i : i + batch].to(device))
-        correct += int((logits.argmax(-1).cpu() == y[i : i + batch]).sum())
+        correct += int((logits.argmax(1).cpu() == y[i : i + batch]).sum())
     model.train(was)
-    return correct / len(x)
+    return correct / y.numel()
 
 
 class Trainer:
@@ -235,6 +236,7 @@ class Trainer:
         # the data-order generator as it stood when the epoch under way began
         self.epoch_order = self.generator.get_state()
         self._stop_requested = False
+        self.peak = target_peak(data.y_test) if model.task == "regress" else 1.0
 
     def state_dict(self) -> dict[str, Any]:
         """Everything to continue this run (tensors on the CPU; loads with ``weights_only=True``)."""
@@ -321,7 +323,7 @@ class Trainer:
             self.generator.set_state(self.epoch_order)
         else:
             self.epoch_order = self.generator.get_state()
-            st.sums = {"task": 0.0, "penalty": 0.0, "correct": 0.0, "n": 0.0}
+            st.sums = {"task": 0.0, "penalty": 0.0, "correct": 0.0, "n": 0.0, "positions": 0.0}
         batches = iter(self.loader)
         if resume_at:
             for _ in range(resume_at):
@@ -355,21 +357,27 @@ class Trainer:
                 n = len(yb)
                 sums["task"] += task * n
                 sums["penalty"] += float(torch.as_tensor(out["penalty"]).detach()) * n
-                sums["correct"] += float((logits.argmax(-1) == yb).sum())
+                if model.task != "regress":  # accuracy: per sample, or per position
+                    sums["correct"] += float((logits.detach().argmax(1) == yb).sum())
                 sums["n"] += n
+                sums["positions"] = sums.get("positions", 0.0) + yb.numel()
             st.step = step + 1
             bar.update(1)
             cost = float(torch.as_tensor(out["cost"]).detach())
             bar.set_postfix(epoch=epoch + 1, loss=f"{task:.3f}", macs=f"{cost:.3g}")
             if self._stop_requested and st.step < self.steps_per_epoch:
                 self._interrupt()
-        test_acc = evaluate(model, self.data.x_test, self.data.y_test, dev)
+        test = evaluate_task(
+            model, self.data.x_test, self.data.y_test, dev, model.task, model.num_classes, self.peak
+        )
+        positions = max(sums.get("positions", sums["n"]), 1)
+        train = {} if model.task == "regress" else {"train_acc": sums["correct"] / positions}
         return {
             "epoch": epoch + 1,
             "train_loss": sums["task"] / max(sums["n"], 1),
             "train_penalty": sums["penalty"] / max(sums["n"], 1),
-            "train_acc": sums["correct"] / max(sums["n"], 1),
-            "test_acc": test_acc,
+            **train,
+            **{f"test_{k}": v for k, v in test.items()},
             "cost": float(torch.as_tensor(out["cost"]).detach()) if out else float("nan"),
             "target": float(out["target"]) if out else float("nan"),
             "arch_frozen": frozen,

@@ -1,0 +1,120 @@
+"""What each task minimises and how it is scored, for every trainer and evaluation in dnarch.
+
+- ``classify``: cross-entropy on logits (B, K) against labels (B,); scored by accuracy.
+- ``segment``: cross-entropy on per-position logits (B, K, *S) against labels (B, *S); scored by mean
+  IoU over the classes that occur (in the labels or the predictions), with per-position accuracy too.
+- ``regress``: mean squared error on per-position values (B, C, *S) against targets of the same shape;
+  scored by PSNR, ``10 log10(peak^2 / MSE)`` with ``peak`` the range of the test targets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# the score that sums up each task: (row key, words for people); higher is better for every one
+SCORES: dict[str, tuple[str, str]] = {
+    "classify": ("acc", "accuracy"),
+    "segment": ("miou", "mean IoU"),
+    "regress": ("psnr", "PSNR"),
+}
+
+
+def task_loss(task: str, out: Tensor, y: Tensor) -> Tensor:
+    """Scalar training loss. out: (B, K) or (B, K, *S); y: labels (B,) / (B, *S), or (B, K, *S) values."""
+    if task == "regress":
+        return F.mse_loss(out, y)
+    if task in ("classify", "segment"):
+        return F.cross_entropy(out, y)
+    raise ValueError(f"unknown task {task!r}; choose classify, segment or regress")
+
+
+def format_score(task: str, value: float) -> str:
+    """A task's score as people read it: '96.50%' or '24.31 dB'."""
+    return f"{value:.2f} dB" if task == "regress" else f"{100 * value:.2f}%"
+
+
+class Tally:
+    """Running sums over batches, turned into the task's metrics by ``result()``.
+
+    Args:
+        task: 'classify', 'segment' or 'regress'; num_classes: K (for mean IoU);
+        peak: the targets' range, for PSNR (regression only).
+    """
+
+    def __init__(self, task: str, num_classes: int, peak: float = 1.0) -> None:
+        if task not in SCORES:
+            raise ValueError(f"unknown task {task!r}; choose classify, segment or regress")
+        self.task, self.k, self.peak = task, num_classes, peak
+        self.correct = self.count = self.squared = 0.0
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+
+    @torch.no_grad()
+    def add(self, out: Tensor, y: Tensor) -> None:
+        """out: the model's output for a batch; y: its targets (shapes as ``task_loss``)."""
+        if self.task == "regress":
+            self.squared += float((out.float() - y).square().sum())
+            self.count += y.numel()
+            return
+        pred = out.argmax(1)  # (B,) or (B, *S)
+        self.correct += float((pred == y).sum())
+        self.count += y.numel()
+        if self.task == "segment":
+            pairs = (y.reshape(-1) * self.k + pred.reshape(-1)).cpu()
+            counts = torch.bincount(pairs, minlength=self.k * self.k)
+            self.confusion += counts.reshape(
+                self.k, self.k
+            ).double()  # rows: truth, cols: prediction
+
+    def result(self) -> dict[str, float]:
+        """classify: acc; segment: acc, miou; regress: mse, psnr (NaN before any batch)."""
+        n = max(self.count, 1.0)
+        if self.task == "regress":
+            mse = self.squared / n if self.count else math.nan
+            psnr = 10 * math.log10(self.peak**2 / mse) if mse > 0 else math.inf
+            return {"mse": mse, "psnr": psnr if self.count else math.nan}
+        out = {"acc": self.correct / n if self.count else math.nan}
+        if self.task == "segment":
+            out["miou"] = mean_iou(self.confusion)
+        return out
+
+
+def mean_iou(confusion: Tensor) -> float:
+    """Mean over classes of TP / (TP + FP + FN), over the classes that occur in the truth or the
+    predictions. confusion: (K, K), rows truth, columns prediction."""
+    tp = confusion.diagonal()
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    present = union > 0
+    if not present.any():
+        return math.nan
+    return float((tp[present] / union[present]).mean())
+
+
+def target_peak(y: Tensor) -> float:
+    """The range of regression targets (PSNR's peak); 1 for a constant target."""
+    span = float(y.max() - y.min()) if y.numel() else 0.0
+    return span if span > 0 else 1.0
+
+
+@torch.no_grad()
+def evaluate_task(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    device: torch.device,
+    task: str,
+    num_classes: int,
+    peak: float = 1.0,
+    batch: int = 512,
+) -> dict[str, float]:
+    """The task's metrics of ``model`` on (x, y), in eval mode (its mode is restored after)."""
+    was = model.training
+    model.eval()
+    tally = Tally(task, num_classes, peak)
+    for i in range(0, len(x), batch):
+        tally.add(model(x[i : i + batch].to(device)).cpu(), y[i : i + batch])
+    model.train(was)
+    return tally.result()
