@@ -33,16 +33,19 @@ def fit(
     out: str | Path | None = None,
     progress: bool = True,
     config: RunConfig | None = None,
+    task: str = "classify",
     **overrides: Any,
 ) -> RunResult:
     """Learn an architecture and its weights on (x, y) and return the run's result.
 
-    x_*: (N, S), (N, C, S) or (N, C, H, W); y_*: (N,) integer labels. budget: fraction (<= 1) of the
+    x_*: (N, S), (N, C, S) or (N, C, H, W). y_* by ``task``: 'classify' (N,) integer labels;
+    'segment' (N, *S) an integer label per position; 'regress' (N, *S) or (N, C_out, *S) values per
+    position (the network then outputs at every position, through the dense head). budget: fraction (<= 1) of the
     maximal network's MACs, an absolute number (> 1), or None for no complexity loss; left out, the
     config's (default 0.5). epochs: left out, the config's (default 40). ``overrides`` are dotted config
     keys with ``__`` for the dot, e.g. ``net__width=64``. out: optional run folder.
     """
-    data = from_arrays(x_train, y_train, x_test, y_test, name="arrays")
+    data = from_arrays(x_train, y_train, x_test, y_test, name="arrays", task=task)
     cfg = config or RunConfig(net=PRESETS[preset_for(len(data.input_shape))])
     flat: dict[str, str] = {}
     if budget != "default":

@@ -65,6 +65,11 @@ def _parser() -> _Parser:
     t.add_argument(
         "--budget", help="fraction (<=1) of the maximal cost, absolute count (>1) or none"
     )
+    t.add_argument(
+        "--task",
+        help="classify, segment (a label per position) or regress (values per position); default: "
+        "the dataset's own, classify for a .npz file (data.task)",
+    )
     t.add_argument("--epochs", help="training epochs (train.epochs)")
     t.add_argument("--seed", help="random seed (train.seed)")
     t.add_argument("--preset", default="auto", help="maximal network: auto, " + ", ".join(PRESETS))
@@ -152,7 +157,7 @@ def build_config(args: argparse.Namespace, extra: list[str], ndim: int | None = 
     """Preset, then --config file, then the named flags, then dotted overrides."""
     overrides = _split_overrides(extra)
     for flag, key in (("data", "data.name"), ("budget", "budget.budget"), ("epochs", "train.epochs"),
-                      ("seed", "train.seed")):  # fmt: skip
+                      ("seed", "train.seed"), ("task", "data.task")):  # fmt: skip
         value = getattr(args, flag)
         if value is not None:
             overrides = {key: value, **overrides}
@@ -188,7 +193,9 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
     from dnarch.train.run import arch_table, resume_config, run
 
     given = [
-        f"--{f}" for f in ("data", "budget", "epochs", "seed", "config", "out") if getattr(args, f)
+        f"--{f}"
+        for f in ("data", "budget", "epochs", "seed", "task", "config", "out")
+        if getattr(args, f)
     ]
     if extra or given or args.preset != "auto":
         flags = " ".join(given + extra + (["--preset"] if args.preset != "auto" else []))
@@ -196,7 +203,7 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
     cfg = resume_config(args.resume)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     say(f"dnarch: resuming {args.resume} (data {cfg.data.name!r})")
-    data = load_data(cfg.data.name, cfg.data.root or None)
+    data = load_data(cfg.data.name, cfg.data.root or None, cfg.data.task)
     result = run(cfg, data=data, out_dir=args.resume, progress=not args.quiet, resume=True)
     print(arch_table(result))
     print(f"run folder: {result.run_dir}  (exported network: architecture.json + model.pt)")
@@ -216,7 +223,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     args.out = out  # named in the hint if the user stops the run
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     say(f"dnarch: loading data {probe.data.name!r}")
-    data = load_data(probe.data.name, root)
+    data = load_data(probe.data.name, root, probe.data.task)
     cfg = build_config(args, extra, ndim=len(data.input_shape))
     check_budget(cfg, data.limited(cfg.data.limit_train, cfg.data.limit_test))
     # only now create the run folder: bad data or flags must not leave an empty one behind

@@ -194,15 +194,22 @@ class DataConfig:
     """Data. name: a registered dataset (see ``dnarch.data.DATASETS``) or a path to an ``.npz`` file
     with arrays x_train, y_train, x_test, y_test. root: the folder that holds a file-based dataset
     ('' = search $DNARCH_DATA and the usual places); for a generated one, where its cache lives.
-    limit_train/limit_test: use only the first N samples (0 = all), for quick runs."""
+    limit_train/limit_test: use only the first N samples (0 = all), for quick runs.
+    task: 'auto' (the dataset's own task; classify for a .npz file), or classify, segment (a label per
+    position) or regress (values per position), which says how a .npz file's y arrays are read."""
 
     name: str = "mnist1d"
     root: str = ""
     limit_train: int = 0
     limit_test: int = 0
+    task: str = "auto"
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "data.name must not be empty")
+        _require(
+            self.task in ("auto", "classify", "segment", "regress"),
+            f"data.task must be auto, classify, segment or regress; got {self.task!r}",
+        )
         _require(self.limit_train >= 0, f"data.limit_train must be >= 0, got {self.limit_train}")
         _require(self.limit_test >= 0, f"data.limit_test must be >= 0, got {self.limit_test}")
 

@@ -17,7 +17,7 @@ def test_run_writes_tensorboard_scalars(tmp_path) -> None:
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"loss/train_loss", "accuracy/test_acc", "cost/cost", "cost/target"} <= tags
+    assert {"loss/train_loss", "score/test_acc", "cost/cost", "cost/target"} <= tags
     for block in (0, 1):
         assert {
             f"arch/block{block}/{k}"

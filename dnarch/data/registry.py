@@ -199,8 +199,11 @@ def load_digits() -> DataBundle:
     return from_arrays(x[:cut], d.target[:cut], x[cut:], d.target[cut:], name="digits")
 
 
-def load_npz(path: str | os.PathLike[str], name: str | None = None) -> DataBundle:
-    """A user's ``.npz`` with arrays x_train, y_train, x_test, y_test (no pickled objects allowed)."""
+def load_npz(
+    path: str | os.PathLike[str], name: str | None = None, task: str = "classify"
+) -> DataBundle:
+    """A user's ``.npz`` with arrays x_train, y_train, x_test, y_test (no pickled objects allowed);
+    ``task`` says how y is read (see ``from_arrays``)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data file {str(p)!r} does not exist")
@@ -217,7 +220,7 @@ def load_npz(path: str | os.PathLike[str], name: str | None = None) -> DataBundl
     except Exception as err:
         raise DataError(f"cannot read {p} as .npz: {err}") from err
     x_train, y_train, x_test, y_test = arrays
-    return from_arrays(x_train, y_train, x_test, y_test, name=name or p.stem)
+    return from_arrays(x_train, y_train, x_test, y_test, name=name or p.stem, task=task)
 
 
 def search_folders(
@@ -410,10 +413,18 @@ def check_data_name(name: str, root: str | os.PathLike[str] | None = None) -> No
     )
 
 
-def load_data(name: str, root: str | os.PathLike[str] | None = None) -> DataBundle:
+def load_data(
+    name: str, root: str | os.PathLike[str] | None = None, task: str = "auto"
+) -> DataBundle:
     """A registered dataset by name (``DATASETS``), or a path to an ``.npz`` file. ``root``: the
-    folder that holds the dataset's files, instead of searching $DNARCH_DATA and the usual places."""
+    folder that holds the dataset's files, instead of searching $DNARCH_DATA and the usual places.
+    ``task``: 'auto' (the dataset's own; classify for .npz), or the task the data must be."""
+    if task != "auto" and task not in TASKS:
+        raise DataError(f"unknown task {task!r}: choose auto or one of {', '.join(TASKS)}")
     check_data_name(name, root)
     if name not in DATASETS:
-        return load_npz(name)
-    return DATASETS[name](Path(root) if root is not None else None)
+        return load_npz(name, task="classify" if task == "auto" else task)
+    bundle = DATASETS[name](Path(root) if root is not None else None)
+    if task not in ("auto", bundle.task):
+        raise DataError(f"dataset {name!r} is a {bundle.task} task, not {task}; drop --task")
+    return bundle

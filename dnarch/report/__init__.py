@@ -14,15 +14,18 @@ from typing import Any
 import torch
 
 from dnarch.export.spec import ArchSpec
+from dnarch.train.metrics import score_lines
 
 FIGURES = {
-    "training": "Accuracy and cost over training",
+    "training": "Score and cost over training",
     "architecture_over_training": "The architecture over training",
     "final_architecture": "The learned architecture",
     "kernels": "The learned kernels",
 }
 CAPTIONS = {
-    "training": "Left: accuracy on the training batches and on the test set after each epoch. Right: the "
+    "training": "Left: the task's score after each epoch: accuracy on the training batches and on the "
+    "test set (per position for segmentation, with the test mean IoU; for regression, the test PSNR). "
+    "Right: the "
     "network's cost (MACs per sample, or parameters) as the masks cut it down, the target the "
     "complexity loss holds it to (it falls from the maximal network's cost to the budget over the first "
     "half of training), and the budget. In the grey epochs the architecture is frozen and only the "
@@ -70,7 +73,9 @@ def _kernel_items(run_dir: Path, config: dict[str, Any], spec: ArchSpec) -> list
 
     r = config["resolved"]
     net = from_dict(NetConfig, config["net"])
-    model = build_model(net, r["in_channels"], r["num_classes"], r["input_shape"])
+    model = build_model(
+        net, r["in_channels"], r["num_classes"], r["input_shape"], r.get("task", "classify")
+    )
     model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["trainer"]["model"])
     items = []
     with torch.no_grad():
@@ -103,8 +108,11 @@ def write_report(run_dir: str | Path) -> Path:
     out.mkdir(exist_ok=True)
     figures = {
         "training": plots.training_curves(
-            rows, summary.get("budget"), summary.get("budget_metric", "macs")
-        ),
+            rows,
+            summary.get("budget"),
+            summary.get("budget_metric", "macs"),
+            summary.get("task", "classify"),
+        ),  # fmt: skip
         "architecture_over_training": plots.architecture_over_training(rows, spec.ndim),
         "final_architecture": plots.final_architecture(spec),
     }
@@ -158,8 +166,8 @@ img{{max-width:100%;border:1px solid #eee}}</style></head>
 <body>
 <h1>dnarch run: {html.escape(folder.name)}</h1>
 <p>Data <b>{html.escape(config["resolved"]["dataset"])}</b>, input {html.escape("x".join(map(str, spec.input_shape)))},
-{html.escape(budget)}, {s["epochs"]} epochs. Test accuracy <b>{100 * s["test_accuracy"]:.2f}%</b>
-(exported network: {100 * s["static_test_accuracy"]:.2f}%).</p>
+{html.escape(budget)}, {s["epochs"]} epochs, task {html.escape(s.get("task", "classify"))}.</p>
+<p>{"<br>".join(html.escape(line) for line in score_lines(s))}</p>
 <h2>Maximal vs learned</h2>
 {_table(cost_rows, ["", "maximal", "learned", "learned / maximal"])}
 {_table(block_rows, ["block", "status", "kernel", "hidden", "resolution in -> out"])}

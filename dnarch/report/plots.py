@@ -72,13 +72,22 @@ def architecture_over_training(rows: list[dict[str, str]], ndim: int) -> Figure:
     return fig
 
 
-def training_curves(rows: list[dict[str, str]], budget: float | None, metric: str) -> Figure:
-    """Train and test accuracy, and the cost with its annealed target and the budget, against epoch."""
+def training_curves(
+    rows: list[dict[str, str]], budget: float | None, metric: str, task: str = "classify"
+) -> Figure:
+    """The task's score (train and test accuracy; test mean IoU; or test PSNR), and the cost with its
+    annealed target and the budget, against epoch."""
     epochs = [int(r["epoch"]) for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
-    left.plot(epochs, [100 * float(r["train_acc"]) for r in rows], label="train")
-    left.plot(epochs, [100 * float(r["test_acc"]) for r in rows], label="test")
-    left.set_ylabel("accuracy (%)")
+    if task == "regress":
+        left.plot(epochs, [float(r["test_psnr"]) for r in rows], label="test PSNR")
+        left.set_ylabel("PSNR (dB)")
+    else:
+        left.plot(epochs, [100 * float(r["train_acc"]) for r in rows], label="train accuracy")
+        left.plot(epochs, [100 * float(r["test_acc"]) for r in rows], label="test accuracy")
+        if task == "segment":
+            left.plot(epochs, [100 * float(r["test_miou"]) for r in rows], label="test mean IoU")
+        left.set_ylabel("%")
     unit = "MACs per sample" if metric == "macs" else "parameters"
     right.plot(epochs, [float(r["cost"]) for r in rows], label=f"cost ({unit})")
     targets = [float(r["target"]) for r in rows]

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -118,3 +119,29 @@ def evaluate_task(
         tally.add(model(x[i : i + batch].to(device)).cpu(), y[i : i + batch])
     model.train(was)
     return tally.result()
+
+
+def score_lines(s: dict[str, Any]) -> list[str]:
+    """The test score lines of a run summary (``summary.json``): accuracy; or mean IoU and
+    per-position accuracy; or PSNR and MSE; each for the masked and the exported network."""
+    task = s.get("task", "classify")
+    if task == "classify":
+        return [
+            f"test accuracy: {100 * s['test_accuracy']:.2f}% (exported network: "
+            f"{100 * s['static_test_accuracy']:.2f}%)"
+        ]
+    out = [
+        f"test {SCORES[task][1]}: {format_score(task, s['test_score'])} (exported network: "
+        f"{format_score(task, s['static_test_score'])})"
+    ]
+    if task == "segment":
+        out.append(
+            f"per-position accuracy: {100 * s['test_accuracy']:.2f}% (exported network: "
+            f"{100 * s['static_test_accuracy']:.2f}%)"
+        )
+    else:
+        out.append(
+            f"test MSE: {s['test_metrics']['mse']:.4g} (exported network: "
+            f"{s['static_test_metrics']['mse']:.4g})"
+        )
+    return out

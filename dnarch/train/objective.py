@@ -76,33 +76,53 @@ class Objective:
         self,
         model: DNArchNet,
         groups: Sequence[tuple[Sequence[nn.Parameter], float]],
+        band: float = 0.02,
         max_steps: int = 5000,
     ) -> int:
-        """Shrink the architecture until the cropped network's cost is at or under the budget, by sign
-        steps on the cost alone (no data); returns the number of steps taken (0 if it already fits).
+        """Fit the cropped network's cost into ``[(1 - band) budget, budget]`` by sign steps on the cost
+        alone (no data); returns the number of steps taken (0 if it already fits).
 
         Called once, when the architecture freezes. The two-sided penalty holds the cost *around* the
         target, and a short run (few steps after the target reaches the budget, with a decayed
-        learning rate) can freeze a few percent above it. Every mask parameter moves by its group's
-        step against the sign of its cost gradient, as Adam's first steps would, so each axis gives
-        up its share; ``project_arch_`` keeps the floors. groups: (parameters, step size) pairs.
+        learning rate) can freeze a few percent off it, above or below. Every mask parameter moves by
+        its group's step against (to shrink) or along (to grow) the sign of its cost gradient, as Adam's
+        first steps would, so each axis gives or takes its share; ``project_arch_`` keeps the floors
+        and ceilings. Growing stops at the last step that stays within the budget.
+        groups: (parameters, step size) pairs.
         """
         if self.budget is None:
             return 0
         params = [p for ps, _ in groups for p in ps]
         steps_of = [step for ps, step in groups for _ in ps]
+        if not params:
+            return 0
+        cost = self._hard_cost(model)
+        grow = cost < (1 - band) * self.budget
+        if not grow and cost <= self.budget:
+            return 0
         for steps in range(max_steps):
-            cost = model_cost(model, "straight_through").get(self.metric)
-            if float(cost.detach()) <= self.budget or not params:
-                return steps
-            grads = torch.autograd.grad(cost, params, allow_unused=True)
+            before = [p.detach().clone() for p in params]
+            st = model_cost(model, "straight_through").get(self.metric)
+            grads = torch.autograd.grad(st, params, allow_unused=True)
             moved = False
             with torch.no_grad():
                 for p, g, step in zip(params, grads, steps_of, strict=True):
                     if g is not None and bool(g.ne(0).any()):
-                        p.sub_(step * torch.sign(g))
+                        p.add_((step if grow else -step) * torch.sign(g))
                         moved = True
             model.project_arch_()
-            if not moved:  # every learned axis is at its floor
+            cost = self._hard_cost(model)
+            if grow and cost > self.budget:  # one step too far: take it back
+                with torch.no_grad():
+                    for p, b in zip(params, before, strict=True):
+                        p.copy_(b)
                 return steps
+            changed = any(not torch.equal(p, b) for p, b in zip(params, before, strict=True))
+            if not moved or not changed:  # every learned axis is at its floor (or ceiling)
+                return steps
+            if not grow and cost <= self.budget:
+                return steps + 1
         return max_steps
+
+    def _hard_cost(self, model: DNArchNet) -> float:
+        return float(model_cost(model, "hard").get(self.metric))

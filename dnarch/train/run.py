@@ -24,7 +24,7 @@ from dnarch.export.summary import before_after, before_after_table
 from dnarch.functional import masks as fm
 from dnarch.models import DNArchNet, build_model
 from dnarch.train.callbacks import Checkpointer, CSVLogger, atomic_write_bytes, load_checkpoint
-from dnarch.train.metrics import SCORES, evaluate_task, format_score, target_peak
+from dnarch.train.metrics import SCORES, evaluate_task, score_lines, target_peak
 from dnarch.train.objective import Objective
 from dnarch.train.trainer import Trainer, seed_everything
 
@@ -116,7 +116,7 @@ def run(
         raise ValueError("resume needs the run folder (out_dir)")
     seed_everything(cfg.train.seed)
     if data is None:
-        data = load_data(cfg.data.name, cfg.data.root or None)
+        data = load_data(cfg.data.name, cfg.data.root or None, cfg.data.task)
     data = data.limited(cfg.data.limit_train, cfg.data.limit_test)
     model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape, data.task)
     objective = Objective(model, cfg.budget)  # checks the budget: before any folder is made
@@ -247,26 +247,3 @@ def arch_table(result: RunResult) -> str:
         lines += ["per sample, counted by torch.utils.flop_counter on real modules:"]
         lines += [before_after_table(s)]
     return "\n".join(lines)
-
-
-def score_lines(s: dict[str, Any]) -> list[str]:
-    """The test score lines of a run summary: accuracy; mean IoU and per-position accuracy; PSNR."""
-    task = s.get("task", "classify")
-    if task == "classify":
-        return [
-            f"test accuracy: {100 * s['test_accuracy']:.2f}% (exported network: "
-            f"{100 * s['static_test_accuracy']:.2f}%)"
-        ]
-    name = SCORES[task][1]
-    out = [
-        f"test {name}: {format_score(task, s['test_score'])} (exported network: "
-        f"{format_score(task, s['static_test_score'])})"
-    ]
-    if task == "segment":
-        out.append(
-            f"per-position accuracy: {100 * s['test_accuracy']:.2f}% (exported network: "
-            f"{100 * s['static_test_accuracy']:.2f}%)"
-        )
-    else:
-        out.append(f"test MSE: {s['test_metrics']['mse']:.4g}")
-    return out

@@ -19,11 +19,10 @@ class TensorBoardLogger:
 
     def on_epoch_end(self, state: TrainState) -> None:
         row, epoch, w = state.row, state.epoch, self.writer
-        for key in ("train_loss", "train_penalty", "train_acc", "test_acc"):
-            if key in row:
-                w.add_scalar(
-                    f"{'accuracy' if key.endswith('acc') else 'loss'}/{key}", row[key], epoch
-                )
+        for key, value in row.items():  # losses, and the task's metrics (accuracy, IoU, PSNR)
+            if key.startswith(("train_", "test_")):
+                group = "loss" if key in ("train_loss", "train_penalty") else "score"
+                w.add_scalar(f"{group}/{key}", value, epoch)
         w.add_scalar("cost/cost", row["cost"], epoch)
         if row["target"] == row["target"]:  # not NaN: a budget is set
             w.add_scalar("cost/target", row["target"], epoch)

@@ -1,0 +1,83 @@
+"""Dense tasks end to end: the CLI and the API train, export, score and report per-position models."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import dnarch
+from dnarch.cli import main
+from dnarch.export import export_run, load_static
+
+QUICK = ["--epochs", "3", "--train.warmup_epochs=0", "--net.backend=direct", "--net.blocks=3", "--net.width=8",
+         "--net.hidden=8", "--quiet", "--budget", "0.5"]  # fmt: skip
+
+
+def _stripes(n: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs whose sign at each position is its label (class 1 where x > 0): learnable per position."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 1, *shape)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int64)
+
+
+@pytest.mark.parametrize("shape", [(24,), (10, 12)])
+def test_cli_segment_run_scores_exports_and_reports(tmp_path, capsys, shape) -> None:
+    xtr, ytr = _stripes(768, shape, 0)
+    xte, yte = _stripes(32, shape, 1)
+    np.savez(tmp_path / "seg.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "seg.npz"), "--task", "segment", "--out", str(out)]
+    assert main([*argv, *QUICK]) == 0
+    printed = capsys.readouterr().out
+    assert "test mean IoU" in printed and "per-position accuracy" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "segment" and summary["score"] == "miou"
+    assert summary["test_score"] == pytest.approx(summary["static_test_score"], abs=1e-3)
+    assert summary["test_accuracy"] > 0.7  # the sign of the input is easy to read off per position
+    assert summary["macs_counted"] == summary["macs_estimate"]
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert {"train_acc", "test_acc", "test_miou"} <= set(rows[0])
+    static = load_static(out)
+    assert static.spec.dense and static(torch.from_numpy(xte[:3])).shape == (3, 2, *shape)
+    assert (out / "report" / "index.html").read_text().count("mean IoU") >= 1
+    pt2 = export_run(out, "pt2")
+    loaded = torch.export.load(str(pt2)).module()
+    x = torch.from_numpy(xte[:5])
+    assert torch.allclose(loaded(x), static(x), atol=1e-5)
+
+
+def test_cli_rejects_a_task_the_labels_do_not_fit(tmp_path, capsys) -> None:
+    xtr, ytr = _stripes(16, (12,), 0)
+    np.savez(tmp_path / "d.npz", x_train=xtr, y_train=ytr[:, 0], x_test=xtr, y_test=ytr[:, 0])
+    argv = ["train", "--data", str(tmp_path / "d.npz"), "--task", "segment", *QUICK]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "one label per position" in err
+    assert main(["train", "--data", "mnist1d", "--task", "segment", *QUICK]) == 2
+    assert "is a classify task" in capsys.readouterr().err
+    assert main(["train", "--task", "detect", *QUICK]) == 2
+
+
+def test_api_regression_denoises_and_reports_psnr(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, 32, dtype=np.float32)
+    clean = np.sin(2 * np.pi * rng.integers(1, 4, (1056, 1)) * t).astype(np.float32)  # (N, 32)
+    noisy = clean + 0.3 * rng.normal(size=clean.shape).astype(np.float32)
+    result = dnarch.fit(
+        noisy[:1024], clean[:1024], noisy[1024:], clean[1024:], task="regress", budget=0.5,
+        epochs=4, out=tmp_path / "run", progress=False, net__width=8, net__hidden=8,
+        net__blocks=3, net__backend="direct", train__warmup_epochs=0,
+    )  # fmt: skip
+    s = result.summary
+    assert s["task"] == "regress" and s["score"] == "psnr"
+    noise_psnr = 10 * np.log10(
+        np.ptp(clean[1024:]) ** 2 / np.mean((noisy[1024:] - clean[1024:]) ** 2)
+    )
+    assert result.test_score > noise_psnr  # it removes some of the noise
+    assert s["static_test_score"] == pytest.approx(s["test_score"], abs=1e-2)
+    assert result.static(torch.from_numpy(noisy[1024:1026, None])).shape == (2, 1, 32)
+    with pytest.raises(AttributeError, match="no accuracy"):
+        _ = result.test_accuracy
+    assert (tmp_path / "run" / "report" / "index.html").exists()
