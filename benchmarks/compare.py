@@ -10,7 +10,12 @@ For every dataset, seed and budget (a fraction of the maximal network's MACs) it
               then fine-tuned; its compute includes training the maximal network;
 - frozen      the maximal network with its architecture frozen (once per dataset and seed, at 100%).
 
-Every accuracy is the exported (or plain) network's on the test set; MACs and parameters are counted
+Per-position datasets (segmentation, per-step labelling, regression: ``data.task``) run the same way
+with the dense head, and ``plain`` becomes a U-Net-style CNN of 3x3 convolutions at the budget
+(``dnarch.models.plain_unet``); prune-then-finetune is not run for them.
+
+Every score (accuracy; mean IoU for segmentation; PSNR for regression) is the exported (or plain)
+network's on the test set; MACs and parameters are counted
 by ``torch.utils.flop_counter`` and ``numel`` on the real final module. Compute is the process CPU time
 (robust to other jobs on the machine), the wall time, and the nominal training MACs (3 x forward MACs
 per sample seen, from each epoch's cost; FFT and kernel-network overheads not included).
@@ -48,6 +53,8 @@ from dnarch.data import DataBundle
 from dnarch.export.summary import count, counted_macs
 from dnarch.models import PRESETS, preset_for
 from dnarch.models.plain_cnn import plain_cnn_for_budget
+from dnarch.models.plain_unet import plain_unet_for_budget
+from dnarch.train.metrics import SCORES
 from dnarch.train.objective import Objective
 from dnarch.train.plain import train_classifier
 
@@ -101,7 +108,9 @@ def run_dnarch(
 ) -> dict[str, Any]:
     floor = None
     if budget is not None:
-        model = dnarch.build_model(net, data.in_channels, data.num_classes, data.input_shape)
+        model = dnarch.build_model(
+            net, data.in_channels, data.num_classes, data.input_shape, data.task
+        )
         probe = Objective(model, BudgetConfig(budget=None))
         floor = probe.floor_cost / probe.max_cost
         if budget < floor:  # an ablation whose one axis cannot reach the budget: its best effort
@@ -118,7 +127,7 @@ def run_dnarch(
     n = len(data.x_train)
     train_macs = 3 * n * sum(float(h["cost"]) for h in result.history)
     return {
-        "accuracy": result.summary["static_test_accuracy"],
+        "accuracy": result.summary["static_test_score"],  # the task's score (accuracy for classify)
         "macs": macs,
         "params": params,
         "cpu_seconds": clock.cpu,
@@ -137,7 +146,8 @@ def run_plain(
 ) -> dict[str, Any]:
     torch.manual_seed(seed)
     with Clock() as clock:
-        net = plain_cnn_for_budget(data.in_channels, data.num_classes, data.input_shape, target)
+        make = plain_unet_for_budget if data.dense else plain_cnn_for_budget
+        net = make(data.in_channels, data.num_classes, data.input_shape, target)
         history = train_classifier(
             net, data, epochs, seed=seed, device=args.device, warmup_epochs=2,
             progress=args.progress, desc="plain",
@@ -145,7 +155,7 @@ def run_plain(
     net.cpu()
     macs = counted_macs(net, data.in_channels, data.input_shape)
     return {
-        "accuracy": history[-1]["test_acc"],
+        "accuracy": history[-1][f"test_{SCORES[data.task][0]}"],
         "macs": macs,
         "params": sum(p.numel() for p in net.parameters()),
         "cpu_seconds": clock.cpu,
@@ -296,6 +306,7 @@ def main() -> None:
             "budget": budget,
             "seed": seed,
             "epochs": epochs,
+            "task": datasets[dataset].task,
         }
         row.update({k: v for k, v in result.items() if not k.startswith("_")})
         rows.append(row)
@@ -303,7 +314,8 @@ def main() -> None:
         save()
         print(
             f"{dataset:<18} {method:<10} budget {budget:>4.0%} seed {seed}: "
-            f"{100 * row['accuracy']:.2f}% at {row['macs']:,} MACs, {row['cpu_seconds']:.0f} s CPU",
+            f"{SCORES[row['task']][1]} {score_text(row['task'], row['accuracy'])} at {row['macs']:,} "
+            f"MACs, {row['cpu_seconds']:.0f} s CPU",
             flush=True,
         )
         return {**row, **{k: v for k, v in result.items() if k.startswith("_")}}
@@ -312,8 +324,10 @@ def main() -> None:
         dataset: str, data: DataBundle, base: Any, epochs: int, ft: int, seed: int
     ) -> None:
         frozen: dict[str, Any] | None = None
-        prune_todo = "prune" in args.methods and any(
-            (dataset, "prune", b, seed) not in done for b in args.budgets if b < 1
+        prune_todo = (
+            "prune" in args.methods
+            and not data.dense
+            and any((dataset, "prune", b, seed) not in done for b in args.budgets if b < 1)
         )
         if "frozen" in args.methods or prune_todo:
             key = (dataset, "frozen", 1.0, seed)
@@ -349,7 +363,7 @@ def main() -> None:
                     dataset, "plain", budget, seed, epochs,
                     run_plain, data, budget * max_macs, epochs, args, seed,
                 )  # fmt: skip
-            if "prune" in args.methods and frozen is not None and budget < 1:
+            if "prune" in args.methods and frozen is not None and budget < 1 and not data.dense:
                 record(
                     dataset, "prune", budget, seed, ft,
                     run_prune, data, frozen, budget * max_macs, ft, args, seed,
@@ -375,11 +389,37 @@ def main() -> None:
 
 def maximal_macs(data: DataBundle, net: Any) -> int:
     """Counted MACs of the maximal network for ``data`` (no training)."""
-    model = dnarch.build_model(net, data.in_channels, data.num_classes, data.input_shape)
+    model = dnarch.build_model(net, data.in_channels, data.num_classes, data.input_shape, data.task)
     spec = dnarch.harden(model)
     from dnarch.export.summary import maximal_spec
 
     return count(dnarch.StaticNet(maximal_spec(spec)))[0]
+
+
+def score_scale(row: dict[str, Any]) -> float:
+    """Accuracy and mean IoU show as percentages; PSNR in dB as it is."""
+    return 1.0 if row.get("task", "classify") == "regress" else 100.0
+
+
+def score_text(task: str, value: float) -> str:
+    return f"{value:.2f} dB" if task == "regress" else f"{100 * value:.2f}%"
+
+
+SCORE_HEADERS = {
+    "classify": "test accuracy (%)",
+    "segment": "test mean IoU (%)",
+    "regress": "test PSNR (dB)",
+}
+
+
+def label(method: str, task: str) -> str:
+    if method == "plain" and task != "classify":
+        return "plain U-Net (3x3)"
+    return LABELS[method]
+
+
+def _task_of(rows: list[dict[str, Any]], dataset: str) -> str:
+    return next((r.get("task", "classify") for r in rows if r["dataset"] == dataset), "classify")
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -393,7 +433,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((r["dataset"], r["method"], r["budget"]), []).append(r)
     out = []
     for (dataset, method, budget), rs in groups.items():
-        acc, acc_sd = _mean_sd([100 * r["accuracy"] for r in rs])
+        acc, acc_sd = _mean_sd([score_scale(r) * r["accuracy"] for r in rs])
         out.append({
             "dataset": dataset, "method": method, "budget": budget, "n": len(rs),
             "accuracy": acc, "accuracy_sd": acc_sd,
@@ -437,7 +477,8 @@ def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) ->
             + (f" (prune: + {'/'.join(map(str, ft))} fine-tuning epochs)" if ft else "")
             + f"; maximal network {max_macs.get(dataset, 0):,} MACs.",
             "",
-            "| budget | method | n | test accuracy (%) | MACs (% of maximal) | parameters | CPU s | "
+            f"| budget | method | n | {SCORE_HEADERS[_task_of(rows, dataset)]} | MACs (% of maximal) "
+            "| parameters | CPU s | "
             "wall s | training MACs |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
@@ -446,7 +487,8 @@ def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) ->
                 f" ({100 * s['macs'] / max_macs[dataset]:.1f}%)" if max_macs.get(dataset) else ""
             )
             lines.append(
-                f"| {s['budget']:.0%} | {LABELS[s['method']]}{' (†)' if s['capped'] else ''} | {s['n']} | "
+                f"| {s['budget']:.0%} | {label(s['method'], _task_of(rows, dataset))}"
+                f"{' (†)' if s['capped'] else ''} | {s['n']} | "
                 f"{s['accuracy']:.2f} ± {s['accuracy_sd']:.2f} | {s['macs']:,.0f}{share} | "
                 f"{s['params']:,.0f} | {s['cpu_seconds']:,.0f} | {s['wall_seconds']:,.0f} | "
                 f"{s['train_macs']:.3g} |"
@@ -479,12 +521,12 @@ def write_plot(path: Path, rows: list[dict[str, Any]]) -> None:
                 "prune": "-^",
                 "frozen": "*",
             }.get(method, ":.")
-            ax.errorbar(x, y, yerr=e, fmt=style, label=LABELS[method], capsize=2,
+            ax.errorbar(x, y, yerr=e, fmt=style, label=label(method, _task_of(rows, dataset)), capsize=2,
                         markersize=10 if method == "frozen" else 5)  # fmt: skip
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("MACs per sample (counted, exported network)")
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel(SCORE_HEADERS[_task_of(rows, dataset)])
         ax.set_title(dataset)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)

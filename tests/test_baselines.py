@@ -130,3 +130,46 @@ def test_fast_depthwise_is_the_same_function_and_trains_the_same_parameters() ->
     assert torch.allclose(got, want, atol=1e-5)
     assert all(c.weight.grad is not None for c in convs)
     assert [m for m in net.modules() if isinstance(m, nn.Conv1d) and m.groups > 1] == convs
+
+
+def test_plain_unet_macs_match_a_hand_count() -> None:
+    from dnarch.models.plain_unet import PlainUNet
+
+    # L=10, in=1, width=2, 3 outputs: levels at 10 (width 2) and 5 (width 4)
+    net = PlainUNet(1, 3, (10,), width=2)
+    stem = 1 * 2 * 3 * 10
+    down0 = 2 * (2 * 2 * 3 * 10)
+    down1 = 2 * 4 * 3 * 5 + 4 * 4 * 3 * 5 + 2 * 4 * 5  # conv1 (stride 2), conv2, 1x1 skip
+    up = 4 * 2 * 10 + 2 * 2 * 3 * 10  # 1x1 reduce after upsampling, then the 3-tap conv
+    head = 2 * 3 * 10
+    assert counted_macs(net, 1, (10,)) == stem + down0 + down1 + up + head
+
+
+@pytest.mark.parametrize("shape", [(33,), (13, 9)])
+def test_plain_unet_is_the_widest_under_the_budget_and_outputs_every_position(shape) -> None:
+    from dnarch.models.plain_unet import PlainUNet, plain_unet_for_budget
+
+    target = 300_000
+    net = plain_unet_for_budget(2, 5, shape, target)
+    assert counted_macs(net, 2, shape) <= target
+    assert counted_macs(PlainUNet(2, 5, shape, net.width + 1), 2, shape) > target
+    x = torch.randn(3, 2, *shape, requires_grad=True)
+    out = net(x)
+    assert out.shape == (3, 5, *shape)
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_plain_loop_trains_a_segmenter() -> None:
+    from dnarch.models.plain_unet import PlainUNet
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1024, 1, 20, generator=g)
+    y = (x[:, 0] > 0).long()  # (N, 20): a label per position
+    data = from_arrays(x[:960], y[:960], x[960:], y[960:], task="segment")
+    net = PlainUNet(1, 2, (20,), width=4)
+    history = train_classifier(net, data, epochs=8, seed=0, device="cpu", progress=False)
+    assert {"test_acc", "test_miou"} <= set(history[0]) and "train_acc" in history[-1]
+    assert (
+        history[-1]["test_acc"] > 0.7 and history[-1]["test_miou"] > history[0]["test_miou"] + 0.2
+    )

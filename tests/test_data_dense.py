@@ -251,8 +251,8 @@ def test_fashion_scenes_from_idx_files_and_its_cache(tmp_path, monkeypatch) -> N
     _fake_fashion(root)
     d = load_data("fashion-scenes", root=root)  # the registered sizes
     assert (d.name, d.task, d.num_classes) == ("fashion-scenes", "segment", 11)
-    assert tuple(d.x_train.shape) == (4000, 1, 48, 48) and tuple(d.y_train.shape) == (4000, 48, 48)
-    assert tuple(d.x_test.shape) == (1000, 1, 48, 48) and tuple(d.y_test.shape) == (1000, 48, 48)
+    assert tuple(d.x_train.shape) == (4000, 1, 32, 32) and tuple(d.y_train.shape) == (4000, 32, 32)
+    assert tuple(d.x_test.shape) == (1000, 1, 32, 32) and tuple(d.y_test.shape) == (1000, 32, 32)
 
     d = load_fashion_scenes(root, n_train=300, n_test=100)
     assert abs(float(d.x_train.mean())) < 1e-4 and abs(float(d.x_train.std()) - 1) < 1e-3
@@ -298,3 +298,14 @@ def test_missing_fashion_mnist_gives_the_fashion_mnist_error(tmp_path, monkeypat
     with pytest.raises(DataError) as err:
         load_data(name)
     assert str(err.value) == str(plain.value) and "\n" not in str(err.value)
+
+
+def test_shrink_averages_blocks_of_pixels() -> None:
+    from dnarch.data.dense import shrink
+
+    x = np.arange(2 * 4 * 6, dtype=np.uint8).reshape(2, 4, 6)
+    small = shrink(x, 2)
+    assert small.shape == (2, 2, 3) and small.dtype == np.uint8
+    assert small[0, 0, 0] == round((0 + 1 + 6 + 7) / 4)
+    with pytest.raises(ValueError, match="do not shrink"):
+        shrink(x[:, :3], 2)

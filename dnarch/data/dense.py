@@ -1,7 +1,7 @@
 """Dense-prediction datasets (a target at every position), built from classification sets.
 
-- ``fashion-scenes`` (segment, 11 classes): 48x48 canvases holding 2-4 Fashion-MNIST items at random
-  places; each pixel is labelled 0 (background) or 1 + the class of the topmost item that covers it.
+- ``fashion-scenes`` (segment, 11 classes): 32x32 canvases holding 2-4 Fashion-MNIST items, shrunk to
+  14x14, at random places; each pixel is labelled 0 (background) or 1 + the class of the topmost item that covers it.
 - ``mnist1d-steps`` (segment, 11 classes): 2-4 MNIST-1D sequences, each cropped to 20-40 steps,
   concatenated and zero-padded to 160 steps; each step is labelled with its segment's class, the
   padding with the background class 10.
@@ -26,13 +26,14 @@ from dnarch.data import registry
 from dnarch.data.registry import DataBundle, cache_dir, from_arrays
 
 ON_FRACTION = 0.1  # an item's pixel is "on" above this fraction of the item's maximum
-SCENE_CANVAS = (48, 48)
+SCENE_CANVAS = (32, 32)
+SCENE_ITEM_POOL = 2  # items are Fashion-MNIST images shrunk 2x, to 14x14
 SCENE_ITEMS = (2, 4)
 STEPS_LENGTH = 160
 STEPS_SEGMENTS = (2, 4)
 STEPS_CROP = (20, 40)
 DENOISE_SIGMA = 0.5
-_CACHE_VERSION = 1  # bump when a procedure changes, so old caches are not reused
+_CACHE_VERSION = 2  # bump when a procedure changes, so old caches are not reused
 
 
 # ----------------------------------------------------------------------------- scenes (2D segment)
@@ -254,14 +255,24 @@ def _standardised(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, 
     return (x_train - mean) / std, (x_test - mean) / std
 
 
+def shrink(images: np.ndarray, factor: int) -> np.ndarray:
+    """Average-pool (N, H, W) pixel images by ``factor`` per axis, rounded back to whole pixel values
+    (the shape must divide). Returns (N, H / factor, W / factor) of the input's dtype."""
+    n, h, w = images.shape
+    if h % factor or w % factor:
+        raise ValueError(f"images of {h}x{w} do not shrink by {factor}")
+    pooled = images.reshape(n, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
+    return np.rint(pooled).astype(images.dtype)  # (N, H / factor, W / factor)
+
+
 def load_fashion_scenes(
     root: str | os.PathLike[str] | None = None,
     n_train: int = 4_000,
     n_test: int = 1_000,
     seed: int = 0,
 ) -> DataBundle:
-    """Fashion-MNIST scenes (``compose_scenes``): x (N, 1, 48, 48) float32, standardised with the
-    training scenes' mean and std; y (N, 48, 48) int64, 0 background, 1 + class (11 classes). Training
+    """Fashion-MNIST scenes (``compose_scenes``) of items shrunk to 14x14: x (N, 1, 32, 32) float32,
+    standardised with the training scenes' mean and std; y (N, 32, 32) int64, 0 background, 1 + class (11 classes). Training
     scenes use only training images, test scenes only test images. ``root``: the Fashion-MNIST folder,
     as for ``fashion-mnist``."""
     if root is not None:
@@ -269,6 +280,7 @@ def load_fashion_scenes(
 
     def make() -> dict[str, np.ndarray]:
         x_tr, y_tr, x_te, y_te = _fashion_pixels(root)
+        x_tr, x_te = shrink(x_tr, SCENE_ITEM_POOL), shrink(x_te, SCENE_ITEM_POOL)
         xa, ya = compose_scenes(x_tr, y_tr, n_train, SCENE_CANVAS, SCENE_ITEMS, seed)
         xb, yb = compose_scenes(x_te, y_te, n_test, SCENE_CANVAS, SCENE_ITEMS, seed + 1)
         arrays = {"x_train": xa, "y_train": ya, "x_test": xb, "y_test": yb}

@@ -9,6 +9,8 @@ long sequences get a receptive field that spans them (784 -> 7 in 8 stages).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from dnarch.export.summary import counted_macs
@@ -77,18 +79,16 @@ class PlainCNN(nn.Module):
         return self.head(h.flatten(2).mean(-1))
 
 
-def plain_cnn_for_budget(
-    in_channels: int, num_classes: int, input_shape: tuple[int, ...], macs: float
-) -> PlainCNN:
-    """The widest ``PlainCNN`` whose counted MACs per sample do not exceed ``macs`` (width >= 1).
+def widest_under(
+    make: Callable[[int], nn.Module], in_channels: int, input_shape: tuple[int, ...], macs: float
+) -> int:
+    """The largest width ``w`` (>= 1) whose network ``make(w)`` counts at most ``macs`` MACs per sample.
 
     MACs grow monotonically with the width, so a bisection over the width finds it.
     """
 
     def cost(w: int) -> int:
-        return counted_macs(
-            PlainCNN(in_channels, num_classes, input_shape, w), in_channels, input_shape
-        )
+        return counted_macs(make(w), in_channels, input_shape)
 
     lo, hi = 1, 2
     while cost(hi) <= macs and hi < 4096:
@@ -96,4 +96,15 @@ def plain_cnn_for_budget(
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if cost(mid) <= macs else (lo, mid)
-    return PlainCNN(in_channels, num_classes, input_shape, lo)
+    return lo
+
+
+def plain_cnn_for_budget(
+    in_channels: int, num_classes: int, input_shape: tuple[int, ...], macs: float
+) -> PlainCNN:
+    """The widest ``PlainCNN`` whose counted MACs per sample do not exceed ``macs`` (width >= 1)."""
+
+    def make(w: int) -> PlainCNN:
+        return PlainCNN(in_channels, num_classes, input_shape, w)
+
+    return make(widest_under(make, in_channels, input_shape, macs))

@@ -1,4 +1,5 @@
-"""Training a plain classifier (no masks, no budget): the loop behind fine-tuning and the baselines.
+"""Training a plain network (no masks, no budget) for any task: the loop behind fine-tuning and the
+baselines.
 
 Same optimiser recipe as the DNArch trainer (AdamW, decay on matrices only, warm-up + cosine), so that
 baselines differ from DNArch in the architecture and not in the recipe.
@@ -9,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from dnarch.data import DataBundle
-from dnarch.train.trainer import evaluate, pick_device, seed_everything, warmup_cosine
+from dnarch.train.metrics import Tally, evaluate_task, target_peak, task_loss
+from dnarch.train.trainer import pick_device, seed_everything, warmup_cosine
 
 
 def plain_param_groups(net: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
@@ -40,10 +41,13 @@ def train_classifier(
     progress: bool = True,
     desc: str = "train",
 ) -> list[dict[str, Any]]:
-    """Train ``net`` (x: (B, C, *S) -> logits (B, K)) on ``data`` with cross-entropy for ``epochs``.
+    """Train ``net`` on ``data`` for ``epochs`` with the loss of ``data.task`` (``metrics.task_loss``):
+    x (B, C, *S) -> logits (B, K), or per position (B, K, *S).
 
-    Returns one row per epoch (``epoch``, ``train_loss``, ``train_acc``, ``test_acc``), row 0 being the
-    untrained accuracy. The network is left in eval mode on the chosen device.
+    Returns one row per epoch: ``epoch``, ``train_loss``, ``train_acc`` (not for regression) and the
+    test metrics of the task as ``test_<name>`` (``test_acc``; ``test_miou``; ``test_mse`` and
+    ``test_psnr``), row 0 being the untrained network's. The network is left in eval mode on the
+    chosen device.
     """
     if epochs < 0 or lr <= 0 or batch_size < 1 or weight_decay < 0 or warmup_epochs < 0:
         raise ValueError(
@@ -53,9 +57,14 @@ def train_classifier(
     seed_everything(seed)
     dev = pick_device(device)
     net.to(dev)
-    history: list[dict[str, Any]] = [
-        {"epoch": 0, "test_acc": evaluate(net, data.x_test, data.y_test, dev)}
-    ]
+    task, k = data.task, data.num_classes
+    peak = target_peak(data.y_test) if task == "regress" else 1.0
+
+    def test_row() -> dict[str, float]:
+        metrics = evaluate_task(net, data.x_test, data.y_test, dev, task, k, peak)
+        return {f"test_{name}": value for name, value in metrics.items()}
+
+    history: list[dict[str, Any]] = [{"epoch": 0, **test_row()}]
     if epochs == 0:
         net.eval()
         return history
@@ -71,18 +80,20 @@ def train_classifier(
     bar = tqdm(total=epochs * steps, desc=desc, disable=not progress, unit="step")
     for epoch in range(epochs):
         net.train()
-        loss_sum = correct = seen = 0.0
+        loss_sum = seen = 0.0
+        tally = Tally(task, k, peak)
         for xb, yb in loader:
             xb, yb = xb.to(dev), yb.to(dev)
             logits = net(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = task_loss(task, logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             value = float(loss.detach())
             loss_sum += value * len(yb)
-            correct += float((logits.detach().argmax(-1) == yb).sum())
+            if task != "regress":
+                tally.add(logits.detach(), yb)
             seen += len(yb)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{value:.3f}")
@@ -90,8 +101,8 @@ def train_classifier(
             {
                 "epoch": epoch + 1,
                 "train_loss": loss_sum / seen,
-                "train_acc": correct / seen,
-                "test_acc": evaluate(net, data.x_test, data.y_test, dev),
+                **({} if task == "regress" else {"train_acc": tally.result()["acc"]}),
+                **test_row(),
             }
         )
     bar.close()
