@@ -104,10 +104,13 @@ def cmd_finetune(args: argparse.Namespace, extra: list[str]) -> int:
         epochs, lr = int(args.epochs), float(args.lr)
     except ValueError as err:
         raise UsageError(f"--epochs takes an int and --lr a number: {err}") from err
+    from dnarch.train.metrics import SCORES, format_score
+
     r = finetune_run(args.run_dir, epochs, lr, args.out, progress=not args.quiet)
+    task = r["task"]
     print(
-        f"test accuracy {100 * r['test_accuracy_before']:.2f}% -> {100 * r['test_accuracy_after']:.2f}% "
-        f"after {epochs} epochs; saved in {r['folder']}"
+        f"test {SCORES[task][1]} {format_score(task, r['test_score_before'])} -> "
+        f"{format_score(task, r['test_score_after'])} after {epochs} epochs; saved in {r['folder']}"
     )
     return 0
 

@@ -42,10 +42,17 @@ def test_cli_segment_run_scores_exports_and_reports(tmp_path, capsys, shape) -> 
     static = load_static(out)
     assert static.spec.dense and static(torch.from_numpy(xte[:3])).shape == (3, 2, *shape)
     assert (out / "report" / "index.html").read_text().count("mean IoU") >= 1
+    capsys.readouterr()
+    assert main(["finetune", str(out), "--epochs", "1", "--quiet"]) == 0
+    assert "test mean IoU" in capsys.readouterr().out
+    tuned = json.loads((out / "finetuned" / "finetune.json").read_text())
+    assert tuned["score"] == "miou" and "test_miou" in tuned["history"][-1]
     pt2 = export_run(out, "pt2")
     loaded = torch.export.load(str(pt2)).module()
     x = torch.from_numpy(xte[:5])
     assert torch.allclose(loaded(x), static(x), atol=1e-5)
+    onnx_path = export_run(out, "onnx")  # checked in onnxruntime against PyTorch before it is kept
+    assert onnx_path.stat().st_size > 0
 
 
 def test_cli_rejects_a_task_the_labels_do_not_fit(tmp_path, capsys) -> None:

@@ -13,8 +13,9 @@ from torch import nn
 
 from dnarch.data import DataBundle, load_data
 from dnarch.export.static import ExportError, StaticNet, load_static, save_static
+from dnarch.train.metrics import SCORES, evaluate_task, target_peak
 from dnarch.train.plain import train_classifier
-from dnarch.train.trainer import evaluate, pick_device
+from dnarch.train.trainer import pick_device
 
 
 @torch.no_grad()
@@ -72,7 +73,8 @@ def finetune_run(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune the network exported in ``run_dir`` on the run's data (or ``data``) and save it in
-    ``out`` (default ``run_dir/finetuned``). Returns accuracy before and after."""
+    ``out`` (default ``run_dir/finetuned``). Returns the task's score before and after
+    (``test_score_before``/``_after``; for classification and segmentation also the accuracy)."""
     folder = Path(run_dir)
     net = load_static(folder)
     try:
@@ -82,10 +84,14 @@ def finetune_run(
             f"{folder} has no readable config.json; is it a dnarch run folder?"
         ) from err
     if data is None:
-        data = load_data(cfg["data"]["name"], cfg["data"].get("root") or None).limited(
-            cfg["data"]["limit_train"], cfg["data"]["limit_test"]
+        d = cfg["data"]
+        data = load_data(d["name"], d.get("root") or None, d.get("task", "auto")).limited(
+            d["limit_train"], d["limit_test"]
         )
-    before = evaluate(net, data.x_test, data.y_test, torch.device("cpu"))
+    peak = target_peak(data.y_test) if data.task == "regress" else 1.0
+    before = evaluate_task(
+        net, data.x_test, data.y_test, torch.device("cpu"), data.task, data.num_classes, peak
+    )
     train = cfg.get("train", {})
     history = finetune(
         net, data, epochs, lr, batch_size=train.get("batch_size", 64), seed=train.get("seed", 0),
@@ -93,7 +99,12 @@ def finetune_run(
     )  # fmt: skip
     target = Path(out) if out is not None else folder / "finetuned"
     save_static(target, net.spec, {k: v.detach().cpu() for k, v in net.state_dict().items()})
-    result = {"test_accuracy_before": before, "test_accuracy_after": history[-1]["test_acc"],
+    score = SCORES[data.task][0]
+    result = {"task": data.task, "score": score, "test_score_before": before[score],
+              "test_score_after": history[-1][f"test_{score}"],
               "epochs": epochs, "lr": lr, "history": history, "folder": str(target)}  # fmt: skip
+    if "acc" in before:
+        result["test_accuracy_before"] = before["acc"]
+        result["test_accuracy_after"] = history[-1]["test_acc"]
     (target / "finetune.json").write_text(json.dumps(result, indent=2))
     return result
