@@ -33,21 +33,26 @@ def fit(
     out: str | Path | None = None,
     progress: bool = True,
     config: RunConfig | None = None,
-    task: str = "classify",
+    task: str | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Learn an architecture and its weights on (x, y) and return the run's result.
 
     x_*: (N, S), (N, C, S) or (N, C, H, W). y_* by ``task``: 'classify' (N,) integer labels;
     'segment' (N, *S) an integer label per position; 'regress' (N, *S) or (N, C_out, *S) values per
-    position (the network then outputs at every position, through the dense head). budget: fraction (<= 1) of the
+    position (the network then outputs at every position, through the dense head); left out, the
+    config's ``data.task`` (``data__task=...`` or ``config``), else 'classify'. budget: fraction (<= 1) of the
     maximal network's MACs, an absolute number (> 1), or None for no complexity loss; left out, the
     config's (default 0.5). epochs: left out, the config's (default 40). ``overrides`` are dotted config
     keys with ``__`` for the dot, e.g. ``net__width=64``. out: optional run folder.
     """
+    given = task or str(overrides.pop("data__task", "auto"))
+    if given == "auto" and config is not None:
+        given = config.data.task
+    task = "classify" if given == "auto" else given
     data = from_arrays(x_train, y_train, x_test, y_test, name="arrays", task=task)
     cfg = config or RunConfig(net=PRESETS[preset_for(len(data.input_shape))])
-    flat: dict[str, str] = {}
+    flat: dict[str, str] = {"data.task": task}
     if budget != "default":
         flat["budget.budget"] = "none" if budget is None else repr(float(budget))  # type: ignore[arg-type]
     if epochs is not None:

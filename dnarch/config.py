@@ -77,8 +77,8 @@ class NetConfig:
             self.kernel_layers >= 2, f"net.kernel_layers must be >= 2, got {self.kernel_layers}"
         )
         _require(
-            self.resolution_from >= 0,
-            f"net.resolution_from must be >= 0, got {self.resolution_from}",
+            0 <= self.resolution_from <= self.blocks,
+            f"net.resolution_from must lie in [0, net.blocks={self.blocks}], got {self.resolution_from}",
         )
         _require(self.omega0 > 0, f"net.omega0 must be > 0, got {self.omega0}")
         _require(0 <= self.dropout < 1, f"net.dropout must lie in [0, 1), got {self.dropout}")
@@ -222,6 +222,18 @@ class RunConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+
+
+def upgrade_saved(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run folder's saved config (``config.json``) with the keys older dnarch versions did not write
+    set to what those versions did, so that an old run resumes and reports as it was trained:
+    ``net.resolution_from`` = 0 (every block had a resolution mask), ``resolved.task`` = classify."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
+    if isinstance(out.get("net"), dict):
+        out["net"].setdefault("resolution_from", 0)
+    if isinstance(out.get("resolved"), dict):
+        out["resolved"].setdefault("task", "classify")
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -136,7 +136,7 @@ def test_fit_budget_brings_the_cropped_cost_under_the_budget() -> None:
     steps = objective.fit_budget_(m, groups)
     cost = float(model_cost(m, "hard").macs)
     assert 0 < steps < 5000
-    assert 0.95 * objective.budget < cost <= objective.budget  # one step past the budget, no more
+    assert 0.98 * objective.budget <= cost <= objective.budget  # in the band, whichever way it went
     assert objective.fit_budget_(m, groups) == 0  # a network that fits is left alone
     assert float(model_cost(m, "hard").macs) == cost
     # a network well under the budget grows back to just under it
@@ -145,7 +145,7 @@ def test_fit_budget_brings_the_cropped_cost_under_the_budget() -> None:
     m.project_arch_()
     assert float(model_cost(m, "hard").macs) < 0.9 * objective.budget
     assert objective.fit_budget_(m, groups) > 0
-    assert 0.97 * objective.budget < float(model_cost(m, "hard").macs) <= objective.budget
+    assert 0.98 * objective.budget <= float(model_cost(m, "hard").macs) <= objective.budget
 
 
 def test_the_frozen_architecture_meets_the_budget_even_when_training_is_short() -> None:

@@ -88,3 +88,44 @@ def test_api_regression_denoises_and_reports_psnr(tmp_path) -> None:
     with pytest.raises(AttributeError, match="no accuracy"):
         _ = result.test_accuracy
     assert (tmp_path / "run" / "report" / "index.html").exists()
+
+
+def test_api_takes_the_task_from_an_override_and_saves_it(tmp_path) -> None:
+    xtr, ytr = _stripes(64, (12,), 0)
+    result = dnarch.fit(
+        xtr, ytr, xtr, ytr, data__task="segment", budget=None, epochs=1, out=tmp_path / "r",
+        progress=False, net__width=4, net__hidden=4, net__blocks=2, net__backend="direct",
+    )  # fmt: skip
+    assert result.summary["task"] == "segment"
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["data"]["task"] == "segment"
+
+
+def test_guards_for_dense_inputs() -> None:
+    from dnarch.baselines.prune import prune_then_finetune
+    from dnarch.config import ConfigError, NetConfig
+    from dnarch.data import DataError, from_arrays
+    from dnarch.export import ArchSpec, harden
+    from tests.conftest import shrunk_model
+
+    x = np.zeros((4, 1, 12), np.float32)
+    with pytest.raises(DataError, match="use --task regress"):
+        from_arrays(x, np.full((4, 12), 5000), x, np.full((4, 12), 5000), task="segment")
+    with pytest.raises(ConfigError, match="resolution_from"):
+        NetConfig(blocks=3, resolution_from=4)
+    text = harden(shrunk_model((12,), 0, task="segment")).to_json().replace('"segment"', '"segmnt"')
+    with pytest.raises(ValueError, match="unknown task"):
+        ArchSpec.from_json(text)
+    labels = np.tile(np.arange(12) % 2, (4, 1))  # (4, 12): two classes
+    data = from_arrays(x, labels, x, labels, task="segment")
+    with pytest.raises(ValueError, match="classification only"):
+        prune_then_finetune(torch.nn.Identity(), data, 1.0, 1)
+
+
+def test_an_older_run_folder_keeps_its_architecture(tmp_path) -> None:
+    from dnarch.config import upgrade_saved
+
+    old = {"net": {"width": 8}, "resolved": {"dataset": "mnist1d"}}
+    new = upgrade_saved(old)
+    assert new["net"]["resolution_from"] == 0 and new["resolved"]["task"] == "classify"
+    assert "resolution_from" not in old["net"]  # the saved dict is not changed in place
+    assert upgrade_saved(new) == new

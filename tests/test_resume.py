@@ -53,7 +53,11 @@ def reference(tmp_path_factory):
     return _outputs(folder)
 
 
-@pytest.mark.parametrize("stop_at", [2, 4, 7], ids=["mid-epoch-1", "epoch-boundary", "mid-epoch-2"])
+@pytest.mark.parametrize(
+    "stop_at",
+    [2, 4, 7, 10],
+    ids=["mid-epoch-1", "epoch-boundary", "mid-epoch-2", "mid-frozen-epoch"],
+)
 def test_stopped_and_resumed_equals_uninterrupted(
     tmp_path, monkeypatch, capsys, reference, stop_at
 ):

@@ -135,7 +135,10 @@ def prune_then_finetune(
     progress: bool = True,
 ) -> PruneResult:
     """Prune a trained plain ``net`` (x: (B, C, *S) -> logits) to ``target_macs``, recompute its BN
-    statistics, and fine-tune it for ``epochs``. ``net`` itself is left untouched."""
+    statistics, and fine-tune it for ``epochs``. ``net`` itself is left untouched. Classification
+    only (a pruned dense head is not supported)."""
+    if data.dense:
+        raise ValueError(f"prune-then-finetune supports classification only, not {data.task!r}")
     shape = data.input_shape
     start = time.perf_counter()
     pruned = prune_to_macs(net, data.in_channels, shape, target_macs)

@@ -23,6 +23,7 @@ class DataError(ValueError):
 
 
 TASKS = ("classify", "segment", "regress")
+MAX_CLASSES = 1024  # more labels than this is almost always a regression target read as labels
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,11 @@ def from_arrays(
             )
         return DataBundle(name, xs[0], ys[0], xs[1], ys[1], k, task)
     top = int(max(ys[0].max(), ys[1].max())) + 1
+    if top > MAX_CLASSES and num_classes is None:
+        raise DataError(
+            f"labels go up to {top - 1}: more than {MAX_CLASSES} classes; if y holds values, not "
+            "classes, use --task regress"
+        )
     k = top if num_classes is None else num_classes
     if k < 2:
         raise DataError(f"need at least 2 classes, got {k}")

@@ -64,6 +64,8 @@ class ArchSpec:
             return {k: tuple(v) if isinstance(v, list) else v for k, v in items.items()}
 
         blocks = tuple(BlockSpec(**tuples(b)) for b in d.pop("blocks"))
+        if d.get("task", "classify") not in ("classify", "segment", "regress"):
+            raise ValueError(f"unknown task {d['task']!r} in the architecture")
         return cls(blocks=blocks, **tuples(d))
 
 
@@ -92,5 +94,5 @@ def harden(model: DNArchNet) -> ArchSpec:
         max_width=model.cfg.width,
         max_hidden=model.cfg.hidden,
         task=model.task,
-        dense_skip=model.dense and model.cfg.dense_skip,
+        dense_skip=model.dense_skip,
     )

@@ -11,7 +11,6 @@ Folding (all exact in eval mode):
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -199,7 +198,7 @@ def load_static(folder: str | os.PathLike[str]) -> StaticNet:
         raise ExportError(
             f"cannot read {out / 'architecture.json'}: {err.strerror or err}"
         ) from err
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, AttributeError) as err:
+    except (ValueError, TypeError, KeyError, AttributeError) as err:  # JSON errors are ValueErrors
         raise ExportError(
             f"{out / 'architecture.json'} is not a valid architecture: {err}"
         ) from err

@@ -79,6 +79,7 @@ class DNArchNet(nn.Module):
             )
         self.cfg, self.task = cfg, task
         self.dense = task != "classify"
+        self.dense_skip = self.dense and cfg.dense_skip
         self.in_channels, self.num_classes = in_channels, num_classes
         self.input_shape = tuple(int(s) for s in input_shape)
         self.ndim = len(self.input_shape)
@@ -207,7 +208,7 @@ class DNArchNet(nn.Module):
         """h: (B, c, *S_L) normed features; h0: (B, c, *S0) the stem's output -> (B, K, *S0)."""
         if tuple(h.shape[2:]) != self.input_shape:
             h = fourier.fourier_upsample(h, self.input_shape)  # (B, c, *S0), band-limited
-        if self.cfg.dense_skip:
+        if self.dense_skip:
             h = h + h0
         return pointwise(h, self.head, self.num_classes, h.shape[1])  # (B, K, *S0)
 

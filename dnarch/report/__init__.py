@@ -48,8 +48,10 @@ class ReportError(ValueError):
 
 
 def _read(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, str]], dict[str, Any], ArchSpec]:
+    from dnarch.config import upgrade_saved
+
     try:
-        config = json.loads((run_dir / "config.json").read_text())
+        config = upgrade_saved(json.loads((run_dir / "config.json").read_text()))
         with (run_dir / "metrics.csv").open() as f:
             rows = list(csv.DictReader(f))
         summary = json.loads((run_dir / "summary.json").read_text())

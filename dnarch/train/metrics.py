@@ -111,7 +111,8 @@ def evaluate_task(
     peak: float = 1.0,
     batch: int = 512,
 ) -> dict[str, float]:
-    """The task's metrics of ``model`` on (x, y), in eval mode (its mode is restored after)."""
+    """The task's metrics of ``model`` on x (N, C, *S) and y (N,), (N, *S) or (N, K, *S) as the task
+    wants (``task_loss``), in eval mode (its mode is restored after); see ``Tally.result``."""
     was = model.training
     model.eval()
     tally = Tally(task, num_classes, peak)

@@ -96,31 +96,62 @@ class Objective:
         steps_of = [step for ps, step in groups for _ in ps]
         if not params:
             return 0
-        cost = self._hard_cost(model)
-        grow = cost < (1 - band) * self.budget
-        if not grow and cost <= self.budget:
-            return 0
+        taken = 0
+        if self._hard_cost(model) > self.budget:
+            taken += self._sign_steps(model, params, steps_of, False, band, max_steps)
+        if self._hard_cost(model) < (1 - band) * self.budget:  # also after a shrink that fell far
+            taken += self._sign_steps(model, params, steps_of, True, band, max_steps)
+        return taken
+
+    def _sign_steps(
+        self,
+        model: DNArchNet,
+        params: list[nn.Parameter],
+        steps_of: list[float],
+        grow: bool,
+        band: float,
+        max_steps: int,
+    ) -> int:
+        """Shrink until the cost is at or under the budget (every parameter steps at once), or grow
+        towards it: each parameter in turn steps up while the cost stays within the budget, and stops
+        at the step that would cross it (one discrete size can cost more than the 2% band, so a
+        parameter that cannot grow leaves the room to the others). Returns the steps kept."""
+        assert self.budget is not None
+        blocked: set[int] = set()
         for steps in range(max_steps):
             before = [p.detach().clone() for p in params]
             st = model_cost(model, "straight_through").get(self.metric)
             grads = torch.autograd.grad(st, params, allow_unused=True)
-            moved = False
+            movable = [
+                i
+                for i, g in enumerate(grads)
+                if g is not None and bool(g.ne(0).any()) and i not in blocked
+            ]
+            if grow:
+                movable = movable[steps % len(movable) :][:1] if movable else []
             with torch.no_grad():
-                for p, g, step in zip(params, grads, steps_of, strict=True):
-                    if g is not None and bool(g.ne(0).any()):
-                        p.add_((step if grow else -step) * torch.sign(g))
-                        moved = True
+                for i in movable:
+                    step = steps_of[i] if grow else -steps_of[i]
+                    params[i].add_(step * torch.sign(grads[i]))  # type: ignore[arg-type]
             model.project_arch_()
             cost = self._hard_cost(model)
-            if grow and cost > self.budget:  # one step too far: take it back
+            moved = [i for i in movable if not torch.equal(params[i], before[i])]
+            if grow and cost > self.budget:  # that step crosses the budget: take it back
                 with torch.no_grad():
-                    for p, b in zip(params, before, strict=True):
-                        p.copy_(b)
-                return steps
-            changed = any(not torch.equal(p, b) for p, b in zip(params, before, strict=True))
-            if not moved or not changed:  # every learned axis is at its floor (or ceiling)
-                return steps
-            if not grow and cost <= self.budget:
+                    for i in movable:
+                        params[i].copy_(before[i])
+                blocked.update(movable)
+                moved = movable
+            if grow:
+                blocked.update(set(movable) - set(moved))  # at its ceiling
+                if (1 - band) * self.budget <= cost <= self.budget:
+                    return steps + 1
+                if len(blocked) == len(params):
+                    return steps
+                continue
+            if not moved:
+                return steps  # every learned axis is at its floor
+            if cost <= self.budget:
                 return steps + 1
         return max_steps
 

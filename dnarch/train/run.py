@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from dnarch.config import RunConfig, from_dict, to_dict
+from dnarch.config import ConfigError, RunConfig, from_dict, to_dict, upgrade_saved
 from dnarch.cost import model_cost
 from dnarch.data import DataBundle, load_data
 from dnarch.export import ArchSpec, StaticNet, build_static, export_state, harden, save_static
@@ -95,6 +95,7 @@ def resume_config(run_dir: str | Path) -> RunConfig:
         raise ValueError(f"cannot read {path / 'config.json'}: {err}") from err
     if not isinstance(saved, dict):
         raise ValueError(f"{path / 'config.json'} does not hold a config")
+    saved = upgrade_saved(saved)
     saved.pop("resolved", None)
     return from_dict(RunConfig, saved)  # type: ignore[no-any-return]
 
@@ -118,6 +119,8 @@ def run(
     if data is None:
         data = load_data(cfg.data.name, cfg.data.root or None, cfg.data.task)
     data = data.limited(cfg.data.limit_train, cfg.data.limit_test)
+    if cfg.data.task not in ("auto", data.task):
+        raise ConfigError(f"data.task is {cfg.data.task} but the data are a {data.task} task")
     model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape, data.task)
     objective = Objective(model, cfg.budget)  # checks the budget: before any folder is made
     path = None
@@ -135,7 +138,7 @@ def run(
     callbacks: list[Any] = []
     if path is not None:
         if resume:
-            on_disk = json.loads((path / "config.json").read_text())
+            on_disk = upgrade_saved(json.loads((path / "config.json").read_text()))
             if on_disk.get("resolved") != json.loads(json.dumps(resolved["resolved"])):
                 raise ValueError(
                     f"the data differ from those {path} was trained on (see its config.json)"

@@ -1,7 +1,8 @@
 """A small trainer: AdamW with separate groups, warm-up + cosine, evaluation, events to callbacks.
 
-It knows nothing of the model beyond ``arch_parameters()``, ``weight_parameters()`` and
-``project_arch_()``, and nothing of files: checkpoints and metrics are callbacks.
+It knows of the model only ``arch_parameters()``, ``weight_parameters()``, ``project_arch_()`` and its
+``task`` and ``num_classes`` (for the metrics), and nothing of files: checkpoints and metrics are
+callbacks. When the architecture freezes it asks the objective to fit it to the budget.
 """
 
 from __future__ import annotations
@@ -324,6 +325,7 @@ class Trainer:
         else:
             self.epoch_order = self.generator.get_state()
             st.sums = {"task": 0.0, "penalty": 0.0, "correct": 0.0, "n": 0.0, "positions": 0.0}
+            st.sums["budget_fit_steps"] = float(fit_steps)  # kept in checkpoints, like the sums
         batches = iter(self.loader)
         if resume_at:
             for _ in range(resume_at):
@@ -381,7 +383,7 @@ class Trainer:
             "cost": float(torch.as_tensor(out["cost"]).detach()) if out else float("nan"),
             "target": float(out["target"]) if out else float("nan"),
             "arch_frozen": frozen,
-            "budget_fit_steps": fit_steps,
+            "budget_fit_steps": int(sums.get("budget_fit_steps", 0)),
         }
 
     def _fit_groups(self) -> list[tuple[list[nn.Parameter], float]]:
