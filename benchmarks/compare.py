@@ -456,7 +456,8 @@ def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) ->
         *(f"- `{c}`" for c in meta.get("commands", []) if len(meta["commands"]) > 1),
         f"{meta['machine']}, {meta['threads']} threads, torch {meta['torch']}.",
         "",
-        "Accuracy: mean ± std over seeds (n = seeds). MACs and parameters: counted on the final "
+        "Score (test accuracy; mean IoU for segmentation; PSNR for regression): mean ± std over seeds "
+        "(n = seeds). MACs and parameters: counted on the final "
         "exported module. CPU s: process CPU time to the final network (prune includes training the "
         "maximal network). Training MACs: nominal, 3 x forward MACs per sample seen. (†): the one "
         "learned axis cannot reach this budget; the run aimed 5% above the smallest network it can reach.",
