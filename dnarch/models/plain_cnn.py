@@ -50,6 +50,21 @@ class BasicBlock(nn.Module):
         return self.act(self.bn2(self.conv2(h)) + self.skip(x))
 
 
+def plain_stem(
+    in_channels: int, input_shape: tuple[int, ...], width: int, who: str
+) -> nn.Sequential:
+    """The 3x3 conv-BN-ReLU stem of the plain baselines, after checking their arguments (``who``
+    names the network in the error). (B, in_channels, *S) -> (B, width, *S)."""
+    ndim = len(input_shape)
+    if ndim not in _CONV:
+        raise ValueError(f"{who} supports 1D and 2D inputs, got {ndim}D")
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    return nn.Sequential(
+        _CONV[ndim](in_channels, width, 3, padding=1, bias=False), _NORM[ndim](width), nn.ReLU()
+    )
+
+
 class PlainCNN(nn.Module):
     """x: (B, in_channels, *input_shape) -> logits (B, num_classes). 1D or 2D."""
 
@@ -58,14 +73,8 @@ class PlainCNN(nn.Module):
     ) -> None:
         super().__init__()
         ndim = len(input_shape)
-        if ndim not in _CONV:
-            raise ValueError(f"PlainCNN supports 1D and 2D inputs, got {ndim}D")
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
         self.input_shape, self.width = tuple(input_shape), width
-        self.stem = nn.Sequential(
-            _CONV[ndim](in_channels, width, 3, padding=1, bias=False), _NORM[ndim](width), nn.ReLU()
-        )
+        self.stem = plain_stem(in_channels, input_shape, width, "PlainCNN")
         blocks, c = [], width
         for s in range(stage_count(self.input_shape)):
             c_out = width * min(2**s, 4)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnarch.models.plain_cnn import _CONV, _NORM, BasicBlock, stage_count, widest_under
+from dnarch.models.plain_cnn import _CONV, _NORM, BasicBlock, plain_stem, stage_count, widest_under
 
 
 class UpBlock(nn.Module):
@@ -40,14 +40,8 @@ class PlainUNet(nn.Module):
     ) -> None:
         super().__init__()
         ndim = len(input_shape)
-        if ndim not in _CONV:
-            raise ValueError(f"PlainUNet supports 1D and 2D inputs, got {ndim}D")
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
         self.input_shape, self.width = tuple(input_shape), width
-        self.stem = nn.Sequential(
-            _CONV[ndim](in_channels, width, 3, padding=1, bias=False), _NORM[ndim](width), nn.ReLU()
-        )
+        self.stem = plain_stem(in_channels, input_shape, width, "PlainUNet")
         widths = [width * min(2**s, 4) for s in range(stage_count(self.input_shape))]
         self.down = nn.ModuleList(
             BasicBlock(widths[max(s - 1, 0)], c, 1 if s == 0 else 2, ndim)
