@@ -22,8 +22,9 @@ from dnarch.data import DataBundle
 from dnarch.export.finetune import recompute_bn_stats
 from dnarch.export.summary import counted_macs
 from dnarch.functional.conv import depthwise_conv
+from dnarch.train.metrics import evaluate_task
 from dnarch.train.plain import train_classifier
-from dnarch.train.trainer import evaluate, pick_device
+from dnarch.train.trainer import pick_device
 
 
 @dataclass
@@ -146,7 +147,8 @@ def prune_then_finetune(
     pruned.to(dev)
     with fast_depthwise(pruned):
         recompute_bn_stats(pruned, data.x_train)
-        after_prune = evaluate(pruned, data.x_test, data.y_test, dev)
+        args = (data.x_test, data.y_test, dev, data.task, data.num_classes)
+        after_prune = evaluate_task(pruned, *args)["acc"]
     prune_seconds = time.perf_counter() - start
     start = time.perf_counter()
     with fast_depthwise(pruned):

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
@@ -182,21 +182,6 @@ def warmup_cosine(total: int, warmup: int) -> Any:
         return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
     return f
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, device: torch.device, batch: int = 512
-) -> float:
-    """Accuracy of ``model`` on (x, y): per sample for logits (B, K), per position for (B, K, *S)."""
-    was = model.training
-    model.eval()
-    correct = 0
-    for i in range(0, len(x), batch):
-        logits = model(x[i : i + batch].to(device))
-        correct += int((logits.argmax(1).cpu() == y[i : i + batch]).sum())
-    model.train(was)
-    return correct / y.numel()
 
 
 class Trainer:
