@@ -21,12 +21,38 @@ def test_every_parameter_gets_a_finite_gradient(shape) -> None:
     loss = torch.nn.functional.cross_entropy(m(x), y)
     cost = model_cost(m, "straight_through").macs
     (loss + budget_penalty(cost, 0.5 * float(cost.detach()), 1.0)).backward()
-    missing = [n for n, p in m.named_parameters() if p.grad is None]
+    missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, missing
-    bad = [n for n, p in m.named_parameters() if not torch.isfinite(p.grad).all()]
+    bad = [n for n, p in m.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
     assert not bad, bad
     for p in m.arch_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0  # each mask parameter is really moved
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+def test_the_fixed_biases_are_exactly_those_a_batchnorm_cancels(task: str) -> None:
+    """The block output biases, and the stem's unless the dense head adds the stem output, are fixed
+    at zero: in float64, with them trainable, their gradient is zero to rounding, and every other
+    parameter's is not."""
+    torch.manual_seed(0)
+    m = build_model(NetConfig(width=8, hidden=8, blocks=3, kernel_hidden=8, dropout=0.0), 2, 4,
+                    (12,), task).double()  # fmt: skip
+    fixed = {n for n, p in m.named_parameters() if not p.requires_grad}
+    expected = {f"blocks.{i}.pw2.bias" for i in range(3)} | (
+        {"stem.bias"} if task == "classify" else set()
+    )
+    assert fixed == expected
+    assert all(float(p.abs().max()) == 0 for n, p in m.named_parameters() if n in fixed)
+    for p in m.parameters():
+        p.requires_grad_(True)
+    out = m(torch.randn(6, 2, 12, dtype=torch.float64))
+    (out * torch.randn_like(out)).sum().backward()
+    for n, p in m.named_parameters():
+        assert p.grad is not None
+        if n in fixed:
+            assert float(p.grad.abs().max()) < 1e-10, n
+        elif n.endswith("bias") and "kernel_net" not in n:
+            assert float(p.grad.abs().max()) > 1e-6, n
 
 
 def test_arch_parameters_found_by_structure() -> None:
@@ -39,7 +65,8 @@ def test_arch_parameters_found_by_structure() -> None:
     assert len(every.arch_parameters()) == 2 + 3 * 3
     ids = {id(p) for p in arch}
     assert not ids & {id(p) for p in m.weight_parameters()}
-    assert len(ids) + len(m.weight_parameters()) == len(list(m.parameters()))
+    trainable = [p for p in m.parameters() if p.requires_grad]
+    assert len(ids) + len(m.weight_parameters()) == len(trainable)
     frozen = build_model(
         NetConfig(learn_kernel=False, learn_width=False, learn_resolution=False, learn_depth=False),
         1, 10, (40,),

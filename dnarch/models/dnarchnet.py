@@ -108,6 +108,17 @@ class DNArchNet(nn.Module):
         for p in self._axis_parameters(kernel=False, width=True, resolution=False, depth=False):
             p.requires_grad_(cfg.learn_width)
         self.depth_mask.mu.requires_grad_(cfg.learn_depth)
+        # Biases whose every consumer is a BatchNorm (per-channel shifts it removes) have a zero
+        # gradient, and Adam would turn its rounding noise into full-size steps that move the
+        # running means: fixed at zero. The block's output bias feeds only the residual stream
+        # (dropout's rescaling of a constant is noise, never signal); the stem's, unless the dense
+        # head adds the stem output to its features.
+        dead = [b.pw2.bias for b in self._blocks()]
+        if not self.dense_skip:
+            dead.append(self.stem.bias)
+        with torch.no_grad():
+            for p in dead:
+                p.zero_().requires_grad_(False)
 
     # ---- architecture parameters, found by structure -------------------------------------------
     def _axis_parameters(
