@@ -13,6 +13,7 @@ import json
 import sys
 import time
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -21,6 +22,7 @@ from dnarch.data import DATASETS, DataError, load_data
 from dnarch.data.registry import check_data_name
 from dnarch.export.static import ExportError
 from dnarch.models import PRESETS, preset_for
+from dnarch.train import distributed
 from dnarch.train.callbacks import CheckpointError
 from dnarch.train.trainer import NumericalError, TrainingInterrupted
 
@@ -204,14 +206,27 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
         flags = " ".join(given + extra + (["--preset"] if args.preset != "auto" else []))
         raise UsageError(f"--resume continues a run with its own config; drop {flags}")
     cfg = resume_config(args.resume)
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
-    say(f"dnarch: resuming {args.resume} (data {cfg.data.name!r})")
+    world = distributed.init_from_env(cfg.train.device)
+    say = _sayer(args.quiet, world)
+    say(f"dnarch: resuming {args.resume} (data {cfg.data.name!r}){_ranks(world)}")
     data = load_data(cfg.data.name, cfg.data.root or None, cfg.data.task)
     result = run(cfg, data=data, out_dir=args.resume, progress=not args.quiet, resume=True)
-    print(arch_table(result))
-    print(f"run folder: {result.run_dir}  (exported network: architecture.json + model.pt)")
-    print(f"report: {Path(args.resume) / 'report' / 'index.html'}")
+    if world.main:
+        print(arch_table(result))
+        print(f"run folder: {result.run_dir}  (exported network: architecture.json + model.pt)")
+        print(f"report: {Path(args.resume) / 'report' / 'index.html'}")
     return 0
+
+
+def _sayer(quiet: bool, world: distributed.World) -> Callable[[str], None]:
+    """Progress lines on stdout: rank 0's only, none with --quiet."""
+    if quiet or not world.main:
+        return lambda msg: None
+    return lambda msg: print(msg, flush=True)
+
+
+def _ranks(world: distributed.World) -> str:
+    return f" on {world.size} data-parallel ranks" if world.active else ""
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
@@ -222,25 +237,37 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     probe = build_config(args, extra)  # validates every flag before any data is loaded
     root = probe.data.root or None
     check_data_name(probe.data.name, root)
-    out = args.out or f"runs/{Path(probe.data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    world = distributed.init_from_env(probe.train.device)  # a world of one unless under torchrun
+    out = args.out or distributed.agree(
+        f"runs/{Path(probe.data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}", world
+    )
     args.out = out  # named in the hint if the user stops the run
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    say = _sayer(args.quiet, world)
     say(f"dnarch: loading data {probe.data.name!r}")
     data = load_data(probe.data.name, root, probe.data.task)
     cfg = build_config(args, extra, ndim=len(data.input_shape))
     check_budget(cfg, data.limited(cfg.data.limit_train, cfg.data.limit_test))
     # only now create the run folder: bad data or flags must not leave an empty one behind
-    prepare_out_dir(out)
-    say(f"dnarch: training on {data.name} {tuple(data.x_train.shape)} -> run folder {out}")
+    distributed.on_main(lambda: prepare_out_dir(out), world)
+    shape = tuple(data.x_train.shape)
+    say(f"dnarch: training on {data.name} {shape}{_ranks(world)} -> run folder {out}")
     result = run(cfg, data=data, out_dir=out, progress=not args.quiet)
-    print(arch_table(result))
-    print(f"run folder: {result.run_dir}  (exported network: architecture.json + model.pt)")
-    print(f"report: {Path(out) / 'report' / 'index.html'}")
+    if world.main:
+        print(arch_table(result))
+        print(f"run folder: {result.run_dir}  (exported network: architecture.json + model.pt)")
+        print(f"report: {Path(out) / 'report' / 'index.html'}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(argv)
+    finally:
+        distributed.shutdown()  # a torchrun rank leaves its process group, on success or error
+
+
+def _main(argv: list[str]) -> int:
     try:
         args, extra = _parser().parse_known_args(argv)
         if args.command == "train":

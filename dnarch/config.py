@@ -147,7 +147,10 @@ class TrainConfig:
     device: 'auto' picks CUDA when present, else CPU. deterministic: PyTorch's deterministic
     algorithms, and the conv backend chosen by operation count instead of timing, so that a run (and
     a resumed run) repeats bit for bit on CPU. tensorboard: with a run folder, also write TensorBoard
-    event files into RUN_DIR/tensorboard.
+    event files into RUN_DIR/tensorboard. precision: 'fp32', or 'bf16' for bfloat16 autocast of the
+    training forward pass (for GPUs that have it; weights, FFTs and the optimiser stay float32).
+    workers: DataLoader worker processes that gather the batches (0: in the training process).
+    batch_size is the global batch: under torchrun each rank takes its share of every batch.
     """
 
     epochs: int = 40
@@ -162,9 +165,16 @@ class TrainConfig:
     device: str = "auto"
     deterministic: bool = False
     tensorboard: bool = True
+    precision: str = "fp32"
+    workers: int = 0
 
     def __post_init__(self) -> None:
         _finite("train", self)
+        _require(
+            self.precision in ("fp32", "bf16"),
+            f"train.precision must be fp32 or bf16, got {self.precision!r}",
+        )
+        _require(self.workers >= 0, f"train.workers must be >= 0, got {self.workers}")
         _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")

@@ -1,6 +1,7 @@
 """Resume: a run stopped at any step (by a real SIGINT) and continued ends bit-identical to an
 uninterrupted run; checkpoints are checksummed, tied to their config, and loaded without pickle code."""
 
+import csv
 import json
 import os
 import signal
@@ -38,9 +39,13 @@ def _outputs(folder):
     summary = json.loads((folder / "summary.json").read_text())
     summary.pop("train_seconds")
     state = torch.load(folder / "model.pt", weights_only=True)
+    with (folder / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row.pop("samples_per_s")  # wall clock: the one column a repeated run need not repeat
     return (
         summary,
-        (folder / "metrics.csv").read_text(),
+        rows,
         (folder / "architecture.json").read_text(),
         state,
     )

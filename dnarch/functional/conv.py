@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dnarch.functional.fourier import fft_input
+
 BACKENDS = ("auto", "direct", "fft")
 _CHOICE: dict[tuple, str] = {}
 
@@ -62,8 +64,8 @@ def depthwise_fft(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tens
     sizes = [fast_length(s + k // 2) for s, k in zip(x.shape[2:], weight.shape[1:], strict=True)]
     # correlation = convolution with the kernel flipped
     flipped = torch.flip(weight, dims=tuple(range(1, nd + 1)))
-    spec = torch.fft.rfftn(x, s=sizes, dim=spatial) * torch.fft.rfftn(
-        flipped, s=sizes, dim=tuple(range(1, nd + 1))
+    spec = torch.fft.rfftn(fft_input(x), s=sizes, dim=spatial) * torch.fft.rfftn(
+        fft_input(flipped), s=sizes, dim=tuple(range(1, nd + 1))
     )
     full = torch.fft.irfftn(spec, s=sizes, dim=spatial)  # (B, C, *N), circular
     for axis, (s, k) in enumerate(zip(x.shape[2:], weight.shape[1:], strict=True)):

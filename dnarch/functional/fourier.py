@@ -51,6 +51,13 @@ def kept_bins(length: int, keep: int, *, last: bool) -> Tensor:
     return torch.cat([torch.arange(keep + 1), torch.arange(length - keep, length)])
 
 
+def fft_input(x: Tensor) -> Tensor:
+    """x, in float32 if it is a half type: cuFFT takes half precision only for power-of-two sizes,
+    and a spectrum in bfloat16 would lose the precision the crops and masks rely on (mixed precision
+    runs the FFTs in float32, as autocast does for other precision-sensitive ops)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def lowpass_crop(
     x: Tensor, keep: Sequence[int], spectral_mask: Sequence[Tensor] | None = None
 ) -> Tensor:
@@ -65,7 +72,7 @@ def lowpass_crop(
     sizes = x.shape[2:]
     if len(keep) != len(sizes):
         raise ValueError(f"keep has {len(keep)} entries for {len(sizes)} spatial axes")
-    spec = torch.fft.rfftn(x, dim=spatial, norm="forward")
+    spec = torch.fft.rfftn(fft_input(x), dim=spatial, norm="forward")
     out_sizes = []
     for axis, (n, k) in enumerate(zip(sizes, keep, strict=True)):
         last = axis == len(sizes) - 1
@@ -88,7 +95,7 @@ def fourier_upsample(x: Tensor, sizes: Sequence[int]) -> Tensor:
     """
     spatial = tuple(range(2, x.ndim))
     small = x.shape[2:]
-    spec = torch.fft.rfftn(x, dim=spatial, norm="forward")
+    spec = torch.fft.rfftn(fft_input(x), dim=spatial, norm="forward")
     for axis, (n, m) in enumerate(zip(small, sizes, strict=True)):
         if m == n:
             continue

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from dnarch.nn.ckconv import DepthwiseCKConv
 from dnarch.nn.masks import SigmoidStepMask
 from dnarch.nn.resolution import FourierResolution
+from dnarch.nn.sync_norm import sync_batch_norm, sync_group
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,15 @@ class BlockSettings:
 def batch_norm(x: Tensor, norm: nn.BatchNorm1d, c: int, training: bool) -> Tensor:
     """BatchNorm over the first ``c`` of ``norm``'s channels (parameters and running stats sliced).
 
-    x: (B, c, *S). Cropped channels keep their running statistics untouched.
+    x: (B, c, *S). Cropped channels keep their running statistics untouched. Inside
+    ``sync_norm.syncing``, training statistics span every data-parallel rank.
     """
     assert norm.running_mean is not None and norm.running_var is not None
+    momentum = norm.momentum if norm.momentum is not None else 0.1
+    synced, group = sync_group()
+    if training and synced:  # data-parallel training: statistics over every rank's batch
+        args = (norm.running_mean[:c], norm.running_var[:c], norm.weight[:c], norm.bias[:c])
+        return sync_batch_norm(x, *args, momentum, norm.eps, group)
     return F.batch_norm(
         x,
         norm.running_mean[:c],
@@ -53,7 +60,7 @@ def batch_norm(x: Tensor, norm: nn.BatchNorm1d, c: int, training: bool) -> Tenso
         norm.weight[:c],
         norm.bias[:c],
         training,
-        norm.momentum if norm.momentum is not None else 0.1,
+        momentum,
         norm.eps,
     )
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dnarch.train.distributed import World, all_reduce_sum
+
 # the score that sums up each task: (row key, words for people); higher is better for every one
 SCORES: dict[str, tuple[str, str]] = {
     "classify": ("acc", "accuracy"),
@@ -70,6 +72,17 @@ class Tally:
                 self.k, self.k
             ).double()  # rows: truth, cols: prediction
 
+    def merge(self, world: World) -> None:
+        """Sum this tally with the other data-parallel ranks' (each then holds the total)."""
+        if not world.active:
+            return
+        packed = torch.cat(
+            [torch.tensor([self.correct, self.count, self.squared]), self.confusion.reshape(-1)]
+        ).double()
+        packed = all_reduce_sum(packed, world)
+        self.correct, self.count, self.squared = packed[:3].tolist()
+        self.confusion = packed[3:].reshape(self.k, self.k)
+
     def result(self) -> dict[str, float]:
         """classify: acc; segment: acc, miou; regress: mse, psnr (NaN before any batch)."""
         n = max(self.count, 1.0)
@@ -110,14 +123,22 @@ def evaluate_task(
     num_classes: int,
     peak: float = 1.0,
     batch: int = 512,
+    world: World | None = None,
 ) -> dict[str, float]:
     """The task's metrics of ``model`` on x (N, C, *S) and y (N,), (N, *S) or (N, K, *S) as the task
-    wants (``task_loss``), in eval mode (its mode is restored after); see ``Tally.result``."""
+    wants (``task_loss``), in eval mode (its mode is restored after); see ``Tally.result``.
+    world: data-parallel ranks, if any; each evaluates its contiguous share of x and the tallies are
+    summed (every rank must call this together)."""
     was = model.training
     model.eval()
     tally = Tally(task, num_classes, peak)
-    for i in range(0, len(x), batch):
-        tally.add(model(x[i : i + batch].to(device)).cpu(), y[i : i + batch])
+    rank, size = (world.rank, world.size) if world is not None else (0, 1)
+    lo, hi = rank * len(x) // size, (rank + 1) * len(x) // size
+    for i in range(lo, hi, batch):
+        j = min(i + batch, hi)
+        tally.add(model(x[i:j].to(device)).cpu(), y[i:j])
+    if world is not None:
+        tally.merge(world)
     model.train(was)
     return tally.result()
 

@@ -48,12 +48,19 @@ class Objective:
         )
 
     def __call__(
-        self, model: DNArchNet, logits: Tensor, y: Tensor, progress: float
+        self,
+        model: DNArchNet,
+        logits: Tensor,
+        y: Tensor,
+        progress: float,
+        cost: Tensor | None = None,
     ) -> dict[str, Tensor | float]:
         """logits: the model's output, (B, K) or (B, K, *S); y: its targets (``task_loss``);
-        progress in [0, 1] of training."""
+        progress in [0, 1] of training; cost: the model's straight-through cost if already computed
+        (in the metric's unit), else it is computed here."""
         task = task_loss(model.task, logits, y)
-        cost = model_cost(model, "straight_through").get(self.metric)
+        if cost is None:
+            cost = torch.as_tensor(model_cost(model, "straight_through").get(self.metric))
         if self.schedule is None:
             return {
                 "task": task,

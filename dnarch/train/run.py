@@ -23,6 +23,7 @@ from dnarch.export import ArchSpec, StaticNet, build_static, export_state, harde
 from dnarch.export.summary import before_after, before_after_table
 from dnarch.functional import masks as fm
 from dnarch.models import DNArchNet, build_model
+from dnarch.train import distributed
 from dnarch.train.callbacks import Checkpointer, CSVLogger, atomic_write_bytes, load_checkpoint
 from dnarch.train.metrics import SCORES, evaluate_task, score_lines, target_peak
 from dnarch.train.objective import Objective
@@ -112,7 +113,11 @@ def run(
     ``resume``: continue the run in ``out_dir`` from its checkpoint (``cfg`` must be its config, see
     ``resume_config``); the result equals an uninterrupted run's. A user's stop (Ctrl-C, SIGTERM)
     raises ``TrainingInterrupted`` after the checkpoint is written.
+
+    Under torchrun (``distributed.init_from_env`` called first) every rank calls this; they train
+    data-parallel, and rank 0 alone writes the folder. Every rank returns the same result.
     """
+    world = distributed.current()
     if resume and out_dir is None:
         raise ValueError("resume needs the run folder (out_dir)")
     seed_everything(cfg.train.seed)
@@ -125,7 +130,11 @@ def run(
     objective = Objective(model, cfg.budget)  # checks the budget: before any folder is made
     path = None
     if out_dir is not None:
-        path = Path(out_dir) if resume else prepare_out_dir(out_dir)
+        path = (
+            Path(out_dir)
+            if resume
+            else distributed.on_main(lambda: prepare_out_dir(out_dir), world)
+        )
     resolved = {
         **to_dict(cfg),
         "resolved": {
@@ -136,7 +145,7 @@ def run(
         },
     }  # fmt: skip
     callbacks: list[Any] = []
-    if path is not None:
+    if path is not None and world.main:
         if resume:
             on_disk = upgrade_saved(json.loads((path / "config.json").read_text()))
             if on_disk.get("resolved") != json.loads(json.dumps(resolved["resolved"])):
@@ -172,9 +181,11 @@ def run(
     static = build_static(spec, state)
     peak = target_peak(data.y_test) if data.task == "regress" else 1.0
     args = (data.x_test, data.y_test)
-    test = evaluate_task(model, *args, trainer.device, data.task, data.num_classes, peak)
+    test = evaluate_task(
+        model, *args, trainer.device, data.task, data.num_classes, peak, world=world
+    )
     static_test = evaluate_task(
-        static, *args, torch.device("cpu"), data.task, data.num_classes, peak
+        static, *args, torch.device("cpu"), data.task, data.num_classes, peak, world=world
     )
     learned, maximal = model_cost(model, "hard"), model_cost(model, "max")
     score = SCORES[data.task][0]
@@ -201,7 +212,7 @@ def run(
         "device": str(trainer.device),
         **before_after(model, spec),
     }
-    if path is not None:
+    if path is not None and world.main:
         save_static(path, spec, state)
         atomic_write_bytes(path / "summary.json", json.dumps(summary, indent=2).encode())
         from dnarch.report import write_report

@@ -12,6 +12,7 @@ import random
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,22 +20,29 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
 from dnarch.config import TrainConfig
+from dnarch.cost import model_cost
 from dnarch.data import DataBundle
 from dnarch.functional.conv import conv_choices, set_conv_choices
 from dnarch.models import DNArchNet
+from dnarch.nn.sync_norm import syncing
+from dnarch.train import distributed
 from dnarch.train.metrics import evaluate_task, target_peak
 from dnarch.train.objective import Objective
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """CUDA when present (for 'auto'), else CPU; or the named device."""
+    """CUDA when present (for 'auto'; under torchrun, this rank's ``LOCAL_RANK`` GPU), else CPU; or
+    the named device."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", distributed.current().local_rank)
+        return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and (
         not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
@@ -184,12 +192,75 @@ def warmup_cosine(total: int, warmup: int) -> Any:
     return f
 
 
+class RankBatches(Sampler[list[int]]):
+    """This rank's slice of every global batch: a contiguous ``1/size`` of it (sizes differ by at most
+    one sample when the batch does not divide). A world of one takes whole batches, in the order that
+    ``DataLoader(shuffle=True, generator=...)`` draws them."""
+
+    def __init__(self, batches: BatchSampler, rank: int = 0, size: int = 1) -> None:
+        self.batches, self.rank, self.size = batches, rank, size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            n = len(batch)
+            yield batch[self.rank * n // self.size : (self.rank + 1) * n // self.size]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def batch_loader(
+    data: TensorDataset,
+    batch_size: int,
+    generator: torch.Generator,
+    world: distributed.World,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader[Any]:
+    """Shuffled batches of ``data`` for this rank: its ``RankBatches`` slice of every global batch of
+    ``batch_size`` (whole batches only, unless there is just one). The order is the one
+    ``DataLoader(data, batch_size, shuffle=True, generator=generator)`` draws, on every rank; each
+    batch is one tensor gather (the sampler yields index lists), in ``workers`` processes if > 0."""
+    n = len(data)
+    batches = BatchSampler(
+        RandomSampler(range(n), generator=generator), batch_size, drop_last=n > batch_size
+    )
+    return DataLoader(
+        data,
+        sampler=RankBatches(batches, world.rank, world.size),
+        batch_size=None,
+        generator=generator,  # the loader draws its worker seed from it, as a shuffling one does
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+    )
+
+
+class LossAndCost(nn.Module):
+    """The model's output and its straight-through cost in one forward: DistributedDataParallel then
+    sees, in one graph, every parameter the objective depends on (masks enter through both)."""
+
+    def __init__(self, model: DNArchNet, metric: str) -> None:
+        super().__init__()
+        self.model, self.metric = model, metric
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (B, C, *S) -> (the model's output, the cost as a 0-d tensor)."""
+        cost = model_cost(self.model, "straight_through").get(self.metric)
+        return self.model(x), torch.as_tensor(cost)
+
+
 class Trainer:
     """Trains ``model`` on ``data`` under ``objective``; raises ``on_epoch_end`` to callbacks.
 
     ``state_dict()`` / ``load_state_dict()`` hold everything needed to continue a run exactly where
     it stopped, between epochs or in the middle of one: weights and masks, optimiser, scheduler, the
     data order and every RNG. A continued run equals an uninterrupted one bit for bit on CPU.
+
+    Under ``torchrun`` (``distributed.init_from_env`` called first), each rank trains on its slice of
+    every global batch of ``cfg.batch_size`` through DistributedDataParallel, with BatchNorm statistics
+    and the epoch's metrics summed over ranks: the run equals one process on the whole batch. Only
+    rank 0 calls the callbacks (files are written once) and shows progress.
     """
 
     def __init__(
@@ -202,15 +273,27 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         self.model, self.objective, self.data, self.cfg = model, objective, data, cfg
-        self.callbacks, self.progress = list(callbacks), progress
+        self.world = distributed.current()
+        if len(data.x_train) < self.world.size:
+            raise ValueError(
+                f"{len(data.x_train)} training samples cannot feed {self.world.size} ranks"
+            )
+        self.callbacks = list(callbacks) if self.world.main else []
+        self.progress = progress and self.world.main
         self.device = pick_device(cfg.device)
         self.model.to(self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # the data order, and only that
-        self.loader = DataLoader(
-            TensorDataset(data.x_train, data.y_train), batch_size=cfg.batch_size, shuffle=True,
-            generator=self.generator, drop_last=len(data.x_train) > cfg.batch_size,
+        # every global batch is whole (the last partial one is dropped) unless there is only one
+        self.global_batch = min(cfg.batch_size, len(data.x_train))
+        self.loader = batch_loader(
+            TensorDataset(data.x_train, data.y_train), cfg.batch_size, self.generator, self.world,
+            cfg.workers, pin_memory=self.device.type == "cuda",
         )  # fmt: skip
         self.steps_per_epoch = len(self.loader)
+        self.loss_and_cost = LossAndCost(model, objective.metric)
+        self.wrapped: nn.Module = self.loss_and_cost
+        self.wrapped_frozen: bool | None = None  # the freeze state ``wrapped`` was built for
+        self.autocast = cfg.precision == "bf16"
         total = cfg.epochs * self.steps_per_epoch
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg))
         self.arch_group = list(model.arch_parameters())
@@ -291,8 +374,25 @@ class Trainer:
                     p.requires_grad_(True)
         return list(self.state.history)
 
+    def _wrap(self, frozen: bool) -> nn.Module:
+        """The module the step runs: ``LossAndCost``, in DistributedDataParallel across ranks. DDP
+        reduces the parameters that required a gradient when it was built, so it is built again when
+        the architecture freezes (the masks then stop taking gradients)."""
+        if not self.world.active:
+            return self.loss_and_cost
+        if self.wrapped_frozen is not frozen:
+            cuda = self.device.type == "cuda"
+            self.wrapped = DistributedDataParallel(
+                self.loss_and_cost,
+                device_ids=[self.device.index] if cuda else None,
+                broadcast_buffers=False,  # BatchNorm statistics are synchronised as they are made
+                find_unused_parameters=True,  # removed blocks and cropped axes leave some unused
+            )
+            self.wrapped_frozen = frozen
+        return self.wrapped
+
     def _epoch(self, epoch: int, bar: Any) -> dict[str, Any]:
-        model, dev, st = self.model, self.device, self.state
+        model, dev, st, world = self.model, self.device, self.state, self.world
         model.train()
         frozen = epoch >= self.freeze_epoch
         fit_steps = 0
@@ -302,6 +402,7 @@ class Trainer:
         for p in self.arch_group:
             # the architecture is final: masks stop learning and skip their gradient-only work
             p.requires_grad_(not frozen)
+        step_module = self._wrap(frozen)
         resume_at = st.step
         if resume_at:
             # mid-epoch resume: the same data order, fast-forwarded past the batches already done
@@ -318,19 +419,40 @@ class Trainer:
             torch.set_rng_state(rng)  # building the order drew nothing from it; keep it exact
         out: dict[str, Any] = {}
         sums = st.sums
+        started, seen = time.perf_counter(), 0.0
         for step, (xb, yb) in enumerate(batches, start=resume_at):
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             progress = (epoch * self.steps_per_epoch + step) / (
                 self.cfg.epochs * self.steps_per_epoch
             )
-            logits = model(xb)
-            out = self.objective(model, logits, yb, progress)
+            with syncing(world.bn_group), torch.autocast(dev.type, torch.bfloat16, self.autocast):
+                logits, cost = step_module(xb)
+                out = self.objective(model, logits, yb, progress, cost=cost)
             self.optimizer.zero_grad(set_to_none=True)
             total = out["total"]
             assert isinstance(total, torch.Tensor)
-            if torch.isfinite(total):
+            finite = bool(torch.isfinite(total))
+            if world.active:
+                # this rank's share of the global batch's mean (shares differ only in a lone batch
+                # that does not divide); DDP averages the gradients over ranks
+                share = len(yb) * world.size / self.global_batch
+                (out["task"] * share + (total - out["task"])).backward()  # type: ignore[operator]
+            elif finite:
                 total.backward()
-            faulty = not torch.isfinite(total) or not self._finite_gradients()
+            task = float(torch.as_tensor(out["task"]).detach())
+            n = len(yb)
+            correct = 0.0
+            if model.task != "regress":  # accuracy: per sample, or per position
+                correct = float((logits.detach().argmax(1) == yb).sum())
+            penalty = float(torch.as_tensor(out["penalty"]).detach())
+            (faulty, stop), (task_sum, penalty_sum, correct, n_sum, positions) = (
+                distributed.step_consensus(
+                    [not finite or not self._finite_gradients(), self._stop_requested],
+                    [task * n, penalty * n, correct, float(n), float(yb.numel())],
+                    world,
+                    dev,
+                )
+            )
             if faulty:
                 # nothing was applied: the weights are still the last good ones
                 self._numerical_fault(epoch, step, total)
@@ -339,24 +461,26 @@ class Trainer:
                 self.optimizer.step()
             self.scheduler.step()
             model.project_arch_()
-            task = float(torch.as_tensor(out["task"]).detach())
+            seen += n_sum
             if not faulty:  # a skipped step adds nothing to the epoch's metrics
-                n = len(yb)
-                sums["task"] += task * n
-                sums["penalty"] += float(torch.as_tensor(out["penalty"]).detach()) * n
-                if model.task != "regress":  # accuracy: per sample, or per position
-                    sums["correct"] += float((logits.detach().argmax(1) == yb).sum())
-                sums["n"] += n
-                sums["positions"] = sums.get("positions", 0.0) + yb.numel()
+                sums["task"] += task_sum
+                sums["penalty"] += penalty_sum
+                sums["correct"] += correct
+                sums["n"] += n_sum
+                sums["positions"] = sums.get("positions", 0.0) + positions
             st.step = step + 1
             bar.update(1)
-            cost = float(torch.as_tensor(out["cost"]).detach())
-            bar.set_postfix(epoch=epoch + 1, loss=f"{task:.3f}", macs=f"{cost:.3g}")
-            if self._stop_requested and st.step < self.steps_per_epoch:
-                self._interrupt()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{task:.3f}", macs=f"{float(cost.detach()):.3g}")
+            if stop:
+                self._stop_requested = True
+                if st.step < self.steps_per_epoch:
+                    self._interrupt()
+        elapsed = time.perf_counter() - started
+        distributed.check_identical(list(model.arch_parameters()), world, "architecture parameters")
         test = evaluate_task(
-            model, self.data.x_test, self.data.y_test, dev, model.task, model.num_classes, self.peak
-        )
+            model, self.data.x_test, self.data.y_test, dev, model.task, model.num_classes,
+            self.peak, world=world,
+        )  # fmt: skip
         positions = max(sums.get("positions", sums["n"]), 1)
         train = {} if model.task == "regress" else {"train_acc": sums["correct"] / positions}
         return {
@@ -369,6 +493,8 @@ class Trainer:
             "target": float(out["target"]) if out else float("nan"),
             "arch_frozen": frozen,
             "budget_fit_steps": int(sums.get("budget_fit_steps", 0)),
+            # training throughput over every rank (evaluation excluded); wall clock, so it varies
+            "samples_per_s": seen / elapsed if elapsed > 0 else float("nan"),
         }
 
     def _fit_groups(self) -> list[tuple[list[nn.Parameter], float]]:
