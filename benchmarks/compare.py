@@ -3,6 +3,8 @@
 For every dataset, seed and budget (a fraction of the maximal network's MACs) it trains:
 - dnarch      DNArch, all four axes learned, at the budget;
 - fixedres    DNArch with the resolution axis fixed (kernel, width and depth learned);
+- anneal      DNArch with annealed gates (``train.anneal_gates``): widths, depth and resolution
+              decisions sharpen to exact 0/1 by the time the architecture freezes;
 - kernel, width, resolution, depth
               ablations: that axis learned alone, at the budget (it may not be able to reach it);
 - plain       a ResNet-style CNN of 3x3 convolutions with stride-2 stages, as wide as the budget allows;
@@ -58,10 +60,11 @@ from dnarch.train.metrics import SCORES
 from dnarch.train.objective import Objective
 from dnarch.train.plain import train_classifier
 
-METHODS = ("dnarch", "fixedres", *AXES, "plain", "prune", "frozen")
+METHODS = ("dnarch", "fixedres", "anneal", *AXES, "plain", "prune", "frozen")
 LABELS = {
     "dnarch": "DNArch (all axes)",
     "fixedres": "DNArch, resolution fixed",
+    "anneal": "DNArch, annealed gates",
     "kernel": "kernel only",
     "width": "width only",
     "resolution": "resolution only",
@@ -105,6 +108,7 @@ def run_dnarch(
     epochs: int,
     args: argparse.Namespace,
     seed: int,
+    anneal_gates: bool = False,
 ) -> dict[str, Any]:
     floor = None
     if budget is not None:
@@ -118,7 +122,7 @@ def run_dnarch(
     cfg = RunConfig(
         net=net,
         budget=BudgetConfig(budget=budget),
-        train=TrainConfig(epochs=epochs, seed=seed, device=args.device),
+        train=TrainConfig(epochs=epochs, seed=seed, device=args.device, anneal_gates=anneal_gates),
         data=DataConfig(name=data.name),
     )
     with Clock() as clock:
@@ -352,6 +356,11 @@ def main() -> None:
                     dataset, "fixedres", budget, seed, epochs,
                     run_dnarch, data, replace(base, learn_resolution=False), budget, epochs, args, seed,
                 )  # fmt: skip
+            if "anneal" in args.methods:
+                record(
+                    dataset, "anneal", budget, seed, epochs,
+                    run_dnarch, data, base, budget, epochs, args, seed, True,
+                )  # fmt: skip
             for axis in AXES:
                 if axis in args.methods:
                     record(
@@ -518,6 +527,7 @@ def write_plot(path: Path, rows: list[dict[str, Any]]) -> None:
             style = {
                 "dnarch": "-o",
                 "fixedres": "-D",
+                "anneal": "-v",
                 "plain": "-s",
                 "prune": "-^",
                 "frozen": "*",

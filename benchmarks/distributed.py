@@ -62,9 +62,7 @@ def loader_rates(data: TensorDataset, batch: int, seconds: float) -> dict[str, f
     }
 
 
-def train_rate(
-    args: argparse.Namespace, nproc: int, threads: int, folder: Path
-) -> dict[str, Any]:
+def train_rate(args: argparse.Namespace, nproc: int, threads: int, folder: Path) -> dict[str, Any]:
     """One ``dnarch train`` run; its median samples/s over epochs 2.. and its wall time."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     flags = [

@@ -267,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         distributed.shutdown()  # a torchrun rank leaves its process group, on success or error
 
 
+def _who() -> str:
+    """'dnarch', with the rank when several run (each rank reports its own error)."""
+    world = distributed.current()
+    return f"dnarch[rank {world.rank}]" if world.active else "dnarch"
+
+
 def _main(argv: list[str]) -> int:
     try:
         args, extra = _parser().parse_known_args(argv)
@@ -282,7 +288,8 @@ def _main(argv: list[str]) -> int:
     except TrainingInterrupted as err:
         folder = getattr(args, "resume", None) or getattr(args, "out", None)
         hint = f"; continue with: dnarch train --resume {folder}" if folder else ""
-        print(f"dnarch: {err}; checkpoint saved{hint}", file=sys.stderr)
+        if distributed.current().main:  # every rank stopped at the same step; one says so
+            print(f"dnarch: {err}; checkpoint saved{hint}", file=sys.stderr)
         return 130
     except (
         UsageError,
@@ -292,14 +299,14 @@ def _main(argv: list[str]) -> int:
         CheckpointError,
         NumericalError,
     ) as err:
-        print(f"dnarch: error: {err}", file=sys.stderr)
+        print(f"{_who()}: error: {err}", file=sys.stderr)
         return 2
     except ValueError as err:  # validation inside the library (model, run folder)
-        print(f"dnarch: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        print(f"{_who()}: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     except OSError as err:  # unreadable or unwritable paths, full disks
         where = f": {err.filename}" if err.filename else ""
-        print(f"dnarch: error: {err.strerror or err}{where}", file=sys.stderr)
+        print(f"{_who()}: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dnarch: interrupted; files written so far are kept", file=sys.stderr)

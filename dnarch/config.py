@@ -151,6 +151,10 @@ class TrainConfig:
     training forward pass (for GPUs that have it; weights, FFTs and the optimiser stay float32).
     workers: DataLoader worker processes that gather the batches (0: in the training process).
     batch_size is the global batch: under torchrun each rank takes its share of every batch.
+    anneal_gates: DNAL-style annealed gates: the sigmoid masks (widths, depth, resolution) sharpen
+    geometrically until the architecture freezes, where they become exactly binary (see
+    ``DNArchNet.snap_gates_``). alternate: decoupled updates: weights and mask parameters step on
+    alternate batches while the architecture is learned.
     """
 
     epochs: int = 40
@@ -167,6 +171,8 @@ class TrainConfig:
     tensorboard: bool = True
     precision: str = "fp32"
     workers: int = 0
+    anneal_gates: bool = False
+    alternate: bool = False
 
     def __post_init__(self) -> None:
         _finite("train", self)
@@ -343,3 +349,16 @@ def _check_type(path: str, value: Any, typ: Any) -> Any:
             return value
     names = " or ".join(o.__name__ for o in options)
     raise ConfigError(f"{path} expects {names}, got {value!r}")
+
+
+def describe_gates(train: dict[str, Any]) -> str:
+    """How a run's sigmoid masks decided (for tables and reports); ``train``: the config's train
+    section as saved (keys missing in older runs read as off)."""
+    words = (
+        "annealed to binary 0/1 decisions (DNAL-style)"
+        if train.get("anneal_gates")
+        else "sigmoid masks (DNArch)"
+    )
+    if train.get("alternate"):
+        words += ", weights and masks updated on alternate steps"
+    return f"gates: {words}"

@@ -41,7 +41,13 @@ def test_cli_segment_run_scores_exports_and_reports(tmp_path, capsys, shape) -> 
     assert {"train_acc", "test_acc", "test_miou"} <= set(rows[0])
     static = load_static(out)
     assert static.spec.dense and static(torch.from_numpy(xte[:3])).shape == (3, 2, *shape)
-    assert (out / "report" / "index.html").read_text().count("mean IoU") >= 1
+    page = (out / "report" / "index.html").read_text()
+    assert page.count("mean IoU") >= 1 and "Example predictions" in page
+    with np.load(out / "examples.npz") as ex:  # the examples are the exported network's output
+        assert ex["x"].shape == (4, 1, *shape) and ex["y"].shape == ex["pred"].shape == (4, *shape)
+        expected = static(torch.from_numpy(ex["x"])).argmax(1).numpy()
+        assert (ex["pred"] == expected).all() and (ex["y"] == yte[:4]).all()
+    assert (out / "report" / "examples.png").stat().st_size > 0
     capsys.readouterr()
     assert main(["finetune", str(out), "--epochs", "1", "--quiet"]) == 0
     assert "test mean IoU" in capsys.readouterr().out
@@ -87,7 +93,9 @@ def test_api_regression_denoises_and_reports_psnr(tmp_path) -> None:
     assert result.static(torch.from_numpy(noisy[1024:1026, None])).shape == (2, 1, 32)
     with pytest.raises(AttributeError, match="no accuracy"):
         _ = result.test_accuracy
-    assert (tmp_path / "run" / "report" / "index.html").exists()
+    assert "Example predictions" in (tmp_path / "run" / "report" / "index.html").read_text()
+    with np.load(tmp_path / "run" / "examples.npz") as ex:
+        assert ex["pred"].shape == ex["y"].shape == (4, 1, 32)
 
 
 def test_api_takes_the_task_from_an_override_and_saves_it(tmp_path) -> None:

@@ -104,13 +104,13 @@ def test_batches_split_every_global_batch_and_keep_the_single_process_order() ->
             assert all(len(shards[r][epoch]) == len(batches) for r in range(size))
 
 
-# the same run, once in one process and once in two: a small image set, few steps, no dropout (its
-# random masks cannot match), a global batch of 33 that two ranks split 16 + 17, and 3 epochs, so
-# that the architecture freezes (and DDP is rebuilt) in the last one
+# the same run, once in one process and once in two: MNIST-1D, few steps, no dropout (its random
+# masks cannot match), a global batch of 33 that two ranks split 16 + 17, and 3 epochs, so that the
+# architecture freezes (and DDP is rebuilt) in the last one
 RUN = [
-    "train", "--data", "digits", "--budget", "0.4", "--epochs", "3", "--seed", "1", "--quiet",
-    "--data.limit_train=264", "--data.limit_test=120", "--train.batch_size=33",
-    "--net.dropout=0", "--net.width=8", "--net.hidden=16", "--net.blocks=2",
+    "train", "--data", "mnist1d", "--budget", "0.5", "--epochs", "3", "--seed", "1", "--quiet",
+    "--data.limit_train=528", "--data.limit_test=200", "--train.batch_size=33",
+    "--net.dropout=0", "--net.width=16", "--net.hidden=32", "--net.blocks=2",
     "--train.deterministic=true", "--train.tensorboard=false",
 ]  # fmt: skip
 
@@ -145,9 +145,13 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     )
     rows1, rows2 = _rows(one / "metrics.csv"), _rows(two / "metrics.csv")
     assert len(rows1) == len(rows2) == 3 and rows1[0].keys() == rows2[0].keys()
+    assert float(rows1[-1]["train_loss"]) < float(rows1[0]["train_loss"]) - 0.1  # it learns
     for a, b in zip(rows1, rows2, strict=True):
-        for key in ("train_loss", "train_penalty", "train_acc", "test_acc", "cost"):
+        for key in ("train_loss", "train_penalty", "cost"):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-5), key
+        # accuracies count argmaxes: rounding may flip a near tie, so allow one sample in either
+        assert float(b["train_acc"]) == pytest.approx(float(a["train_acc"]), abs=1.5 / 528)
+        assert float(b["test_acc"]) == pytest.approx(float(a["test_acc"]), abs=1.5 / 200)
         for key in (
             "macs",
             "residual_width",
@@ -160,14 +164,14 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     s1 = json.loads((one / "summary.json").read_text())
     s2 = json.loads((two / "summary.json").read_text())
     assert s2["macs"] == s1["macs"] and s2["params"] == s1["params"]
-    assert s2["test_accuracy"] == pytest.approx(s1["test_accuracy"], abs=1e-9)
-    # the exported networks compute the same function; their weights agree to float rounding except
-    # the biases that only ever feed a BatchNorm (zero gradient: Adam turns its rounding noise into
-    # steps, in either run alike), and the running means that carry those biases
+    assert s2["test_accuracy"] == pytest.approx(s1["test_accuracy"], abs=1.5 / 200)
+    # the exported networks compute the same function. Rounding differs (sums over ranks), and
+    # training amplifies it a little (one process with 2 threads instead of 1 differs from itself
+    # by about as much), hence 1e-3 on the outputs and 1e-4 on the weights
     net1, net2 = load_static(one), load_static(two)
-    x = load_data("digits").x_test[:120]
+    x = load_data("mnist1d").x_test[:200]
     with torch.no_grad():
-        torch.testing.assert_close(net2(x), net1(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(net2(x), net1(x), rtol=1e-3, atol=1e-3)
     w1 = torch.load(one / "model.pt", weights_only=True)
     w2 = torch.load(two / "model.pt", weights_only=True)
     assert w1.keys() == w2.keys()

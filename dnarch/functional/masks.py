@@ -27,10 +27,11 @@ def gaussian_cutoff(sigma: Tensor, threshold: float) -> Tensor:
     return sigma * math.sqrt(-2.0 * math.log(threshold))
 
 
-def sigmoid_step(u: Tensor, mu: Tensor, tau: float) -> Tensor:
+def sigmoid_step(u: Tensor, mu: Tensor, tau: float | Tensor) -> Tensor:
     """Sigmoid step ``sigmoid(tau * (mu - u))`` over a normalised index or frequency ``u``.
 
-    u: (..., N) in [0, 1]; mu: scalar (the learnable position of the step). Returns u's shape.
+    u: (..., N) in [0, 1]; mu: scalar (the learnable position of the step); tau: scalar sharpness.
+    Returns u's shape.
     """
     return torch.sigmoid(tau * (mu - u))
 

@@ -26,7 +26,7 @@ from dnarch.config import NetConfig
 from dnarch.functional import fourier
 from dnarch.functional import masks as fm
 from dnarch.nn.block import BlockSettings, DNArchBlock, batch_norm, channel_scale, pointwise
-from dnarch.nn.masks import SigmoidStepMask
+from dnarch.nn.masks import LowpassMask, SigmoidStepMask
 
 
 @dataclass
@@ -172,6 +172,35 @@ class DNArchNet(nn.Module):
         for m in masks:
             m.to_floor_()
         return small
+
+    def gates(self) -> list[SigmoidStepMask | LowpassMask]:
+        """The sigmoid masks (residual width, depth, each block's hidden width and resolution): the
+        decisions annealed gates make binary. The kernel's Gaussian mask is not one of them."""
+        out: list[SigmoidStepMask | LowpassMask] = [self.residual_mask, self.depth_mask]
+        for b in self._blocks():
+            out.append(b.width_mask)
+            if b.resolution is not None:
+                out.append(b.resolution.mask)
+        return out
+
+    @torch.no_grad()
+    def anneal_gates_(self, fraction: float) -> None:
+        """Every gate's sharpness at ``fraction`` (0: plain DNArch masks, 1: binary) of its schedule."""
+        for g in self.gates():
+            g.anneal_(fraction)
+
+    @torch.no_grad()
+    def snap_gates_(self) -> None:
+        """Make every gate binary without changing the cropped network: each gate's centre moves
+        midway between its last kept entry and the next, and its sharpness becomes binary, so every
+        mask value is 0 or 1 to within exp(-20) (kept values are exactly 1 in float32)."""
+        plan = self.hard_plan()
+        self.residual_mask.snap_()
+        self.depth_mask.snap_()
+        for b, p in zip(self._blocks(), plan, strict=True):
+            b.width_mask.snap_()
+            if b.resolution is not None:
+                b.resolution.mask.snap_(p["keep_bins"])
 
     @torch.no_grad()
     def project_arch_(self) -> None:

@@ -15,6 +15,33 @@ from torch import Tensor, nn
 from dnarch.functional import fourier
 from dnarch.functional import masks as fm
 
+# Annealed gates: the sigmoid's logit at half a step from its centre once the gate is binary. At 20,
+# float32 rounds the kept entries to exactly 1 and leaves the others below 3e-9.
+BINARY_LOGIT = 20.0
+
+
+class _Sharpness:
+    """An annealed-gate temperature: a persistent ``sharpness`` buffer multiplies the sigmoid's tau
+    (1: the plain DNArch mask). Run folders saved before it existed load with sharpness 1."""
+
+    sharpness: Tensor
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        key = prefix + "sharpness"
+        if key not in state_dict:
+            state_dict[key] = torch.ones_like(self.sharpness)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
+
+    def binary_sharpness(self) -> Tensor:
+        """The sharpness at which, with ``mu`` midway between two grid points, every value is within
+        exp(-BINARY_LOGIT) of 0 or 1."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def anneal_(self, fraction: float) -> None:
+        """Sharpness ``binary_sharpness ** fraction``: 1 at 0, binary at 1 (geometric in between)."""
+        self.sharpness.copy_(self.binary_sharpness() ** fraction)
+
 
 class GaussianKernelMask(nn.Module):
     """Kernel-extent mask: a Gaussian over relative kernel positions, one learnable width per axis.
@@ -78,7 +105,7 @@ class GaussianKernelMask(nn.Module):
         return f"cutoff={[round(c, 3) for c in self.cutoff().tolist()]}"
 
 
-class SigmoidStepMask(nn.Module):
+class SigmoidStepMask(_Sharpness, nn.Module):
     """Step mask ``sigmoid(tau (mu - i/n))`` over ``n`` ordered entries (channels or blocks).
 
     Args:
@@ -97,13 +124,28 @@ class SigmoidStepMask(nn.Module):
         # start with every entry at >= 0.95, i.e. the maximal network
         init = (n - 1) / n + math.log(0.95 / 0.05) / self.tau
         self.mu = nn.Parameter(torch.tensor(init))
-        self.mu_max = init + math.log(0.95 / 0.05) / self.tau
+        # room above the last entry for a binary gate (``snap_``) too
+        self.mu_max = max(init + math.log(0.95 / 0.05) / self.tau, (n - 0.5) / n)
         self.mu_min = -math.log((1 - threshold) / threshold) / self.tau  # first entry at T
+        self.register_buffer("sharpness", torch.ones(()))
 
     def raw(self) -> Tensor:
         """Mask values before the threshold. (n,)."""
         u = torch.arange(self.n, device=self.mu.device, dtype=self.mu.dtype) / self.n
-        return fm.sigmoid_step(u, self.mu, self.tau)
+        return fm.sigmoid_step(u, self.mu, self.tau * self.sharpness)
+
+    def binary_sharpness(self) -> Tensor:
+        # entries lie 1/n apart: half a step is 1/(2n)
+        value = 2 * self.n * BINARY_LOGIT / self.tau
+        return torch.full_like(self.sharpness, value).clamp(min=1.0)
+
+    @torch.no_grad()
+    def snap_(self) -> None:
+        """Make the gate binary with the same hard count: ``mu`` midway between the last kept entry and
+        the next, sharpness binary."""
+        k = self.hard_count()
+        self.mu.fill_((k - 0.5) / self.n)
+        self.sharpness.copy_(self.binary_sharpness())
 
     def hard_count(self) -> int:
         """Entries kept (mask >= T), at least ``floor``."""
@@ -132,7 +174,7 @@ class SigmoidStepMask(nn.Module):
         return f"n={self.n}, tau={self.tau:.1f}, kept={self.hard_count()}"
 
 
-class LowpassMask(nn.Module):
+class LowpassMask(_Sharpness, nn.Module):
     """Resolution mask: a sigmoid low-pass over normalised frequency, one learnable cut-off per axis.
 
     Frequencies are in the input's units (``base`` samples per axis). The effective ``mu`` is capped by
@@ -152,6 +194,7 @@ class LowpassMask(nn.Module):
         init = [1.0 + math.log(0.95 / 0.05) / t for t in self.tau]  # every bin at >= 0.95
         self.mu_max = [i + math.log(0.95 / 0.05) / t for i, t in zip(init, self.tau, strict=True)]
         self.mu = nn.Parameter(torch.tensor(init))
+        self.register_buffer("sharpness", torch.ones(len(self.base)))
 
     def effective_mu(self, cap: Tensor | None) -> Tensor:
         """mu capped by the previous block's effective mu. (ndim,)."""
@@ -161,14 +204,15 @@ class LowpassMask(nn.Module):
         """Mask over the rFFT bins of a length-``length`` axis (no threshold). (n_bins,)."""
         last = axis == len(self.base) - 1
         f = fourier.normalised_frequencies(length, self.base[axis], last=last).to(mu)
-        return fm.sigmoid_step(f, mu[axis], self.tau[axis])
+        return fm.sigmoid_step(f, mu[axis], self.tau[axis] * self.sharpness[axis])
 
     def hard_keep(self, mu: Tensor, lengths: Sequence[int]) -> tuple[int, ...]:
         """Highest bin kept per axis (mask >= T), at least bin 1 where the axis has it."""
         keep = []
         for axis, n in enumerate(lengths):
             f = fourier.normalised_frequencies(n, self.base[axis], last=True).to(mu.device)
-            m = fm.sigmoid_step(f, mu[axis].detach(), self.tau[axis])  # bins 0..n//2
+            tau = self.tau[axis] * self.sharpness[axis]
+            m = fm.sigmoid_step(f, mu[axis].detach(), tau)  # bins 0..n//2
             keep.append(fm.hard_count(m, self.threshold, floor=2) - 1)
         return tuple(keep)
 
@@ -177,11 +221,24 @@ class LowpassMask(nn.Module):
         with ``k_c = floor(cutoff * base / 2)``), at least min(3, N). No upper clip, so the gradient
         stays alive at full resolution. (ndim,)."""
         base = torch.tensor(self.base, dtype=mu.dtype, device=mu.device)
-        cutoff = fm.sigmoid_step_cutoff(mu, self.tau_tensor(mu), self.threshold)
+        cutoff = fm.sigmoid_step_cutoff(mu, self.tau_tensor(mu) * self.sharpness, self.threshold)
         return torch.maximum(cutoff * base + 1.0, torch.clamp(lengths, max=3.0))
 
     def tau_tensor(self, like: Tensor) -> Tensor:
         return torch.tensor(self.tau, dtype=like.dtype, device=like.device)
+
+    def binary_sharpness(self) -> Tensor:
+        # bins lie 2/base apart in normalised frequency: half a step is 1/base
+        steps = [b * BINARY_LOGIT / t for b, t in zip(self.base, self.tau, strict=True)]
+        return torch.tensor(steps, device=self.sharpness.device).clamp(min=1.0)
+
+    @torch.no_grad()
+    def snap_(self, keep: Sequence[int]) -> None:
+        """Make the gate binary, keeping bins ``0..keep`` per axis (the block's hard keep, cap
+        included): ``mu`` midway between bin ``keep`` and the next, sharpness binary."""
+        for axis, (k, b) in enumerate(zip(keep, self.base, strict=True)):
+            self.mu[axis] = (k + 0.5) * 2.0 / b
+        self.sharpness.copy_(self.binary_sharpness())
 
     @torch.no_grad()
     def project_(self) -> None:

@@ -51,21 +51,25 @@ def sync_batch_norm(
 ) -> Tensor:
     """Training-mode BatchNorm over every rank's batch. x: (B_rank, c, *S); the rest: (c,).
 
-    Two passes, as a single process computes it: the global mean first, then the global mean of
-    squared deviations (biased, for normalising; unbiased, for the running variance). The running
-    statistics are updated in place, identically on every rank.
+    One all-reduce of per-channel sums (and one of their gradients in the backward pass). The sums
+    are taken about ``running_mean``, a shift that is the same on every rank and close to the batch
+    mean, so that ``E[d^2] - E[d]^2`` keeps its precision in float32. The running statistics are
+    updated in place (unbiased variance), identically on every rank.
     """
     dims = [0, *range(2, x.ndim)]
-    count = torch.tensor([x.numel() / max(x.shape[1], 1)], dtype=x.dtype, device=x.device)
-    sums = dist_fn.all_reduce(torch.cat([x.sum(dims), count]), group=group)  # (c + 1,)
-    n = sums[-1]
-    mean = sums[:-1] / n  # (c,)
     shape = (1, -1, *([1] * (x.ndim - 2)))
-    centred = x - mean.reshape(shape)
-    var = dist_fn.all_reduce(centred.square().sum(dims), group=group) / n  # (c,), biased
+    shift = running_mean.detach().to(x.dtype, copy=True)  # (c,)
+    d = x - shift.reshape(shape)
+    count = torch.full((1,), x.numel() / max(x.shape[1], 1), dtype=x.dtype, device=x.device)
+    sums = dist_fn.all_reduce(torch.cat([d.sum(dims), d.square().sum(dims), count]), group=group)
+    c = x.shape[1]
+    n = sums[-1]
+    mean_d = sums[:c] / n  # (c,)
+    var = (sums[c : 2 * c] / n - mean_d.square()).clamp(min=0)  # (c,), biased
+    mean = shift + mean_d
     with torch.no_grad():
-        running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
         bessel = n / (n - 1).clamp(min=1)  # n / (n - 1); 1 for a single value
+        running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
         running_var.mul_(1 - momentum).add_(momentum * var.detach() * bessel)
     scale = weight * torch.rsqrt(var + eps)  # (c,)
-    return centred * scale.reshape(shape) + bias.reshape(shape)
+    return (x - mean.reshape(shape)) * scale.reshape(shape) + bias.reshape(shape)

@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from dnarch.config import describe_gates
 from dnarch.export.spec import ArchSpec
 from dnarch.train.metrics import score_lines
 
@@ -21,6 +23,7 @@ FIGURES = {
     "architecture_over_training": "The architecture over training",
     "final_architecture": "The learned architecture",
     "kernels": "The learned kernels",
+    "examples": "Example predictions",
 }
 CAPTIONS = {
     "training": "Left: the task's score after each epoch: accuracy on the training batches and on the "
@@ -40,7 +43,12 @@ CAPTIONS = {
     "kernels": "The depthwise kernels of the first channels of each kept block, as the exported network "
     "uses them (1D: curves, scaled; 2D: images, red positive, blue negative), next to the Gaussian mask "
     "that sets their extent.",
+    "examples": "The first test samples with the exported network's output (per-position tasks): "
+    "segmentation labels as colours, regression values as images or curves.",
 }
+
+
+EXAMPLES = "examples.npz"  # per-position runs: a few test inputs, targets and predictions
 
 
 class ReportError(ValueError):
@@ -126,6 +134,12 @@ def write_report(run_dir: str | Path) -> Path:
         kernels_note = f"(no kernel figure: {str(err).splitlines()[0]})"
     else:
         kernels_note = ""
+    examples = folder / EXAMPLES
+    if examples.is_file() and summary.get("task", "classify") != "classify":
+        with np.load(examples) as ex:
+            figures["examples"] = plots.examples(
+                ex["x"], ex["y"], ex["pred"], summary["task"], config["resolved"]["num_classes"]
+            )
     images = {}
     for name, fig in figures.items():
         buf = io.BytesIO()
@@ -169,6 +183,7 @@ img{{max-width:100%;border:1px solid #eee}}</style></head>
 <h1>dnarch run: {html.escape(folder.name)}</h1>
 <p>Data <b>{html.escape(config["resolved"]["dataset"])}</b>, input {html.escape("x".join(map(str, spec.input_shape)))},
 {html.escape(budget)}, {s["epochs"]} epochs, task {html.escape(s.get("task", "classify"))}.</p>
+<p>{html.escape(describe_gates(config.get("train", {})))}.</p>
 <p>{"<br>".join(html.escape(line) for line in score_lines(s))}</p>
 <h2>Maximal vs learned</h2>
 {_table(cost_rows, ["", "maximal", "learned", "learned / maximal"])}

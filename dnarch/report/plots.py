@@ -201,3 +201,50 @@ def kernels(items: list[dict[str, Any]], ndim: int, channels: int = 4) -> Figure
     fig.suptitle("learned kernels (first channels) and their masks", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def examples(x: Any, y: Any, pred: Any, task: str, num_classes: int) -> Figure:
+    """Test samples of a per-position task, one per row: the input, the truth and the exported
+    network's prediction. x: (n, C, *S) inputs; y, pred: (n, *S) labels (segment) or (n, K, *S)
+    values (regress); 1D samples are curves (labels as colour strips), 2D samples images."""
+    n, ndim = len(x), x.ndim - 2
+    if ndim == 2:
+        fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
+        label = task == "segment"
+        for i in range(n):
+            shown = [
+                (x[i, 0], "input", "gray", None),
+                (y[i] if label else y[i, 0], "truth", "tab20" if label else "gray", label),
+                (
+                    pred[i] if label else pred[i, 0],
+                    "prediction",
+                    "tab20" if label else "gray",
+                    label,
+                ),
+            ]
+            for ax, (img, title, cmap, labels) in zip(axes[i], shown, strict=True):
+                limits = {"vmin": 0, "vmax": max(num_classes - 1, 1)} if labels else {}
+                ax.imshow(img, cmap=cmap, interpolation="nearest", **limits)
+                ax.set_title(title, fontsize=9)
+                ax.set_xticks([])
+                ax.set_yticks([])
+    else:
+        fig, axes = plt.subplots(n, 1, figsize=(9, 2.2 * n), squeeze=False)
+        for i in range(n):
+            ax = axes[i, 0]
+            ax.plot(x[i, 0], color="0.5", lw=1, label="input")
+            if task == "segment":
+                strips = [[*y[i]], [*pred[i]]]
+                top = float(x[i, 0].max())
+                span = float(x[i, 0].max() - x[i, 0].min()) or 1.0
+                ax.imshow(strips, cmap="tab20", vmin=0, vmax=max(num_classes - 1, 1),
+                          aspect="auto", interpolation="nearest",
+                          extent=(-0.5, len(y[i]) - 0.5, top + 0.6 * span, top + 0.1 * span))  # fmt: skip
+                ax.set_ylim(float(x[i, 0].min()) - 0.1 * span, top + 0.7 * span)
+                ax.set_title("input; strips: truth (upper), prediction (lower)", fontsize=9)
+            else:
+                ax.plot(y[i, 0], color="black", lw=1, label="truth")
+                ax.plot(pred[i, 0], color="tab:red", lw=1, ls="--", label="prediction")
+                ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig

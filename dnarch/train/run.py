@@ -8,21 +8,31 @@ The run folder holds: ``config.json`` (resolved), ``metrics.csv``, ``checkpoint.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from dnarch.config import ConfigError, RunConfig, from_dict, to_dict, upgrade_saved
+from dnarch.config import (
+    ConfigError,
+    RunConfig,
+    describe_gates,
+    from_dict,
+    to_dict,
+    upgrade_saved,
+)
 from dnarch.cost import model_cost
 from dnarch.data import DataBundle, load_data
 from dnarch.export import ArchSpec, StaticNet, build_static, export_state, harden, save_static
 from dnarch.export.summary import before_after, before_after_table
 from dnarch.functional import masks as fm
 from dnarch.models import DNArchNet, build_model
+from dnarch.report import EXAMPLES
 from dnarch.train import distributed
 from dnarch.train.callbacks import Checkpointer, CSVLogger, atomic_write_bytes, load_checkpoint
 from dnarch.train.metrics import SCORES, evaluate_task, score_lines, target_peak
@@ -210,15 +220,31 @@ def run(
         "train_seconds": seconds,
         "epochs": cfg.train.epochs,
         "device": str(trainer.device),
+        "train": {"anneal_gates": cfg.train.anneal_gates, "alternate": cfg.train.alternate},
         **before_after(model, spec),
     }
     if path is not None and world.main:
         save_static(path, spec, state)
+        if data.task != "classify":
+            save_examples(path / EXAMPLES, static, data.x_test[:4], data.y_test[:4], data.task)
         atomic_write_bytes(path / "summary.json", json.dumps(summary, indent=2).encode())
         from dnarch.report import write_report
 
         write_report(path)  # everything above is saved already: a failure here loses nothing
     return RunResult(model, spec, static, summary, history, path)
+
+
+@torch.no_grad()
+def save_examples(
+    path: Path, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: str
+) -> None:
+    """A few test samples of a per-position task with ``net``'s output, for the report: x (n, C, *S),
+    y (n, *S) or (n, K, *S); the prediction is stored as labels (segment) or values (regress)."""
+    out = net.eval()(x)
+    pred = out.argmax(1) if task == "segment" else out
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=x.numpy(), y=y.numpy(), pred=pred.numpy())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def arch_table(result: RunResult) -> str:
@@ -251,6 +277,7 @@ def arch_table(result: RunResult) -> str:
     lines += [
         f"blocks: {len(spec.kept_blocks)} ({m.cfg.blocks}), residual width: "
         f"{spec.residual_width} ({spec.max_width})",
+        describe_gates(s.get("train", {})),
         f"MACs/sample: {s['macs']:,} ({s['max_macs']:,}) = {100 * s['macs'] / s['max_macs']:.1f}% "
         f"of maximal" + (f", budget {s['budget']:,.0f}" if s["budget"] is not None else ""),
         f"parameters:  {s['params']:,} ({s['max_params']:,}) = "

@@ -367,6 +367,8 @@ class Trainer:
                         cb.on_epoch_end(st)
                     if self._stop_requested and epoch + 1 < self.cfg.epochs:
                         self._interrupt()
+                if self.cfg.anneal_gates and self.freeze_epoch >= self.cfg.epochs:
+                    self.model.snap_gates_()  # no frozen phase: the gates become binary at the end
             finally:
                 torch.use_deterministic_algorithms(deterministic)
                 bar.close()
@@ -399,6 +401,8 @@ class Trainer:
         if epoch == self.freeze_epoch and st.step == 0:
             # the architecture is about to become final: make sure it meets the budget
             fit_steps = self.objective.fit_budget_(model, self._fit_groups())
+            if self.cfg.anneal_gates:
+                model.snap_gates_()  # and, with annealed gates, make every decision binary
         for p in self.arch_group:
             # the architecture is final: masks stop learning and skip their gradient-only work
             p.requires_grad_(not frozen)
@@ -425,6 +429,10 @@ class Trainer:
             progress = (epoch * self.steps_per_epoch + step) / (
                 self.cfg.epochs * self.steps_per_epoch
             )
+            if self.cfg.anneal_gates and not frozen:
+                model.anneal_gates_(
+                    min(1.0, progress * self.cfg.epochs / max(self.freeze_epoch, 1))
+                )
             with syncing(world.bn_group), torch.autocast(dev.type, torch.bfloat16, self.autocast):
                 logits, cost = step_module(xb)
                 out = self.objective(model, logits, yb, progress, cost=cost)
@@ -458,6 +466,8 @@ class Trainer:
                 self._numerical_fault(epoch, step, total)
                 self.optimizer.zero_grad(set_to_none=True)
             else:
+                if self.cfg.alternate and not frozen:
+                    self._alternate(epoch * self.steps_per_epoch + step)
                 self.optimizer.step()
             self.scheduler.step()
             model.project_arch_()
@@ -496,6 +506,15 @@ class Trainer:
             # training throughput over every rank (evaluation excluded); wall clock, so it varies
             "samples_per_s": seen / elapsed if elapsed > 0 else float("nan"),
         }
+
+    def _alternate(self, global_step: int) -> None:
+        """Decoupled updates: even steps move the weights only, odd steps the mask parameters only
+        (a parameter without a gradient is left alone by AdamW, moments included)."""
+        arch = {id(p) for p in self.arch_group}
+        weights_turn = global_step % 2 == 0
+        for p in self.model.parameters():
+            if (id(p) in arch) == weights_turn:
+                p.grad = None
 
     def _fit_groups(self) -> list[tuple[list[nn.Parameter], float]]:
         """Mask parameter groups with the step ``Objective.fit_budget_`` takes: 1e-3 (in mask units,
