@@ -9,6 +9,7 @@ what one process computes on the whole batch of B.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +18,14 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import Tensor
+
+# The autograd-aware all-reduce of torch.distributed.nn is marked deprecated in favour of a private
+# module (torch.distributed._functional_collectives); with torch pinned, the public one stays.
+warnings.filterwarnings(
+    "ignore",
+    message="torch.distributed.nn.functional.all_reduce is deprecated",
+    category=FutureWarning,
+)
 
 _GROUP: list[Any] = []  # the process group of the innermost ``syncing`` block, if any
 

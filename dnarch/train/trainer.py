@@ -387,7 +387,8 @@ class Trainer:
             self.wrapped = DistributedDataParallel(
                 self.loss_and_cost,
                 device_ids=[self.device.index] if cuda else None,
-                broadcast_buffers=False,  # BatchNorm statistics are synchronised as they are made
+                # BatchNorm statistics are synchronised as they are made (and equal at the start)
+                forward_sync_buffers=False,
                 find_unused_parameters=True,  # removed blocks and cropped axes leave some unused
             )
             self.wrapped_frozen = frozen
