@@ -11,8 +11,10 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,14 +117,19 @@ RUN = [
 ]  # fmt: skip
 
 
-def _launch(out: Path, nproc: int) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+def _command(nproc: int, args: list[str]) -> list[str]:
     if nproc == 1:
-        cmd = [sys.executable, "-m", "dnarch", *RUN, "--out", str(out)]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "dnarch", *RUN, "--out", str(out)]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+        return [sys.executable, "-m", "dnarch", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nproc}", "-m", "dnarch", *args]  # fmt: skip
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _launch(out: Path, nproc: int) -> subprocess.CompletedProcess[str]:
+    cmd = _command(nproc, [*RUN, "--out", str(out)])
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600, check=False)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -130,14 +137,24 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
-    one, two = tmp_path / "one", tmp_path / "two"
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """The same run in one process and in two: (one folder, two folder, two's stdout)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    one, two = tmp / "one", tmp / "two"
     r1 = _launch(one, 1)
     assert r1.returncode == 0, r1.stderr[-2000:]
     r2 = _launch(two, 2)
     assert r2.returncode == 0, r2.stderr[-2000:]
+    return one, two, r2.stdout
+
+
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(
+    runs: tuple[Path, Path, str],
+) -> None:
+    one, two, stdout = runs
     # rank 0 alone printed the table and wrote the folder (one checkpoint, one summary)
-    assert r2.stdout.count("learned architecture") == 1
+    assert stdout.count("learned architecture") == 1
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
 
     assert json.loads((two / "architecture.json").read_text()) == json.loads(
@@ -208,3 +225,33 @@ def test_bf16_autocast_runs_the_forward_in_bfloat16_and_follows_float32(
     assert all(map(math.isfinite, losses["bf16"]))
     # the same run to bfloat16's precision: every epoch's training loss within 0.03 of float32's
     assert losses["bf16"] == pytest.approx(losses["fp32"], abs=0.03)
+
+
+def test_a_stopped_two_process_run_resumes_to_the_same_result(
+    runs: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """SIGTERM to torchrun mid-run: every rank stops at the same step, rank 0 saves the checkpoint,
+    and ``dnarch train --resume`` under torchrun finishes the run as if it had never stopped."""
+    _, two, _ = runs
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(_command(2, [*RUN, "--out", str(cut)]), env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not ((cut / "metrics.csv").exists() and len(_rows(cut / "metrics.csv")) >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended too early"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
+    _, err = proc.communicate(timeout=300)
+    assert err.count("checkpoint saved") == 1, err[-2000:]  # one rank says so
+    assert not (cut / "summary.json").exists()
+    resumed = subprocess.run(_command(2, ["train", "--resume", str(cut), "--quiet"]), env=ENV,
+                             capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _rows(cut / "metrics.csv") == [
+        {k: v for k, v in r.items() if k != "samples_per_s"} | {"samples_per_s": c["samples_per_s"]}
+        for r, c in zip(_rows(two / "metrics.csv"), _rows(cut / "metrics.csv"), strict=True)
+    ]
+    assert (cut / "architecture.json").read_text() == (two / "architecture.json").read_text()
+    w1 = torch.load(two / "model.pt", weights_only=True)
+    w2 = torch.load(cut / "model.pt", weights_only=True)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)  # deterministic: bit for bit
