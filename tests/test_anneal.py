@@ -130,3 +130,30 @@ def test_alternating_updates_move_weights_and_masks_on_alternate_steps() -> None
     search, frozen = turns[:4], turns[4:]
     assert search == [(False, True), (True, False)] * 2  # weights, masks, weights, masks
     assert frozen and all(t == (False, True) for t in frozen)  # frozen: the weights every step
+
+
+def test_a_sharpened_gate_keeps_the_plain_gradient() -> None:
+    sharp, plain = SigmoidStepMask(16, 2.5, 0.1), SigmoidStepMask(16, 2.5, 0.1)
+    with torch.no_grad():
+        for m in (sharp, plain):
+            m.mu.fill_(0.4)
+    sharp.anneal_(1.0)
+    sharp.raw().sum().backward()
+    plain.raw().sum().backward()
+    assert sharp.mu.grad is not None and plain.mu.grad is not None
+    torch.testing.assert_close(sharp.mu.grad, plain.mu.grad)  # the budget still has a handle
+    value = sharp.raw().detach()
+    assert float(torch.minimum(value, 1 - value).max()) < 0.01  # while its value is sharp
+
+
+@pytest.mark.parametrize("budget", [0.25, 0.1])
+def test_an_annealed_run_still_meets_a_small_budget(budget: float) -> None:
+    from dnarch.cost import model_cost
+
+    data = load_data("mnist1d").limited(128, 64)
+    m = build_model(NetConfig(width=8, hidden=8, blocks=3, backend="direct"), 1, 10, (40,))
+    objective = Objective(m, BudgetConfig(budget=budget))
+    cfg = TrainConfig(epochs=5, batch_size=32, warmup_epochs=0, anneal_gates=True)
+    Trainer(m, objective, data, cfg, progress=False).fit()
+    assert objective.budget is not None
+    assert float(model_cost(m, "hard").macs) <= objective.budget

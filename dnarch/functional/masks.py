@@ -36,6 +36,15 @@ def sigmoid_step(u: Tensor, mu: Tensor, tau: float | Tensor) -> Tensor:
     return torch.sigmoid(tau * (mu - u))
 
 
+def annealed_step(u: Tensor, mu: Tensor, tau: float | Tensor, sharpness: Tensor) -> Tensor:
+    """``sigmoid_step`` at temperature ``tau * sharpness`` in value, with the gradient of the plain
+    step at ``tau`` (straight-through). A sharp gate's own gradient vanishes away from its centre,
+    which leaves the budget penalty nothing to push on; the plain one keeps it. At sharpness 1 this is
+    ``sigmoid_step`` exactly, in value and gradient. u: (..., N); mu, sharpness: scalars."""
+    plain = sigmoid_step(u, mu, tau)
+    return plain + (sigmoid_step(u, mu, tau * sharpness) - plain).detach()
+
+
 def sigmoid_step_cutoff(mu: Tensor, tau: float | Tensor, threshold: float) -> Tensor:
     """The ``u`` at which the sigmoid step equals ``threshold``: ``mu + ln((1 - T) / T) / tau``."""
     _check_threshold(threshold)

@@ -132,7 +132,7 @@ class SigmoidStepMask(_Sharpness, nn.Module):
     def raw(self) -> Tensor:
         """Mask values before the threshold. (n,)."""
         u = torch.arange(self.n, device=self.mu.device, dtype=self.mu.dtype) / self.n
-        return fm.sigmoid_step(u, self.mu, self.tau * self.sharpness)
+        return fm.annealed_step(u, self.mu, self.tau, self.sharpness)
 
     def binary_sharpness(self) -> Tensor:
         # entries lie 1/n apart: half a step is 1/(2n)
@@ -204,7 +204,7 @@ class LowpassMask(_Sharpness, nn.Module):
         """Mask over the rFFT bins of a length-``length`` axis (no threshold). (n_bins,)."""
         last = axis == len(self.base) - 1
         f = fourier.normalised_frequencies(length, self.base[axis], last=last).to(mu)
-        return fm.sigmoid_step(f, mu[axis], self.tau[axis] * self.sharpness[axis])
+        return fm.annealed_step(f, mu[axis], self.tau[axis], self.sharpness[axis])
 
     def hard_keep(self, mu: Tensor, lengths: Sequence[int]) -> tuple[int, ...]:
         """Highest bin kept per axis (mask >= T), at least bin 1 where the axis has it."""
