@@ -49,6 +49,7 @@ CAPTIONS = {
 
 
 EXAMPLES = "examples.npz"  # per-position runs: a few test inputs, targets and predictions
+PER_POSITION = {"examples"}  # figures that only per-position (dense) runs have
 
 
 class ReportError(ValueError):
@@ -173,6 +174,7 @@ def write_report(run_dir: str | Path) -> Path:
         )
         + (f"<p>{html.escape(kernels_note)}</p>" if name == "kernels" and kernels_note else "")
         for name, title in FIGURES.items()
+        if name in images or name not in PER_POSITION
     )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>dnarch run: {html.escape(folder.name)}</title>
