@@ -119,24 +119,15 @@ def on_main(fn: Callable[[], Any], world: World) -> Any:
     return result
 
 
-def any_rank(flag: bool, world: World, device: torch.device) -> bool:
-    """True if ``flag`` is true on any rank: one decision all ranks take together."""
-    if not world.active:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def step_consensus(
-    flags: list[bool], sums: list[float], world: World, device: torch.device
+    flags: list[bool], sums: list[float], world: World
 ) -> tuple[list[bool], list[float]]:
-    """One small all-reduce per training step: each flag true on any rank, each number summed."""
+    """One small all-reduce for a decision all ranks take together: each flag true on any rank, each
+    number summed over the ranks (both as they are for a world of one)."""
     if not world.active:
         return flags, sums
-    t = torch.tensor([float(f) for f in flags] + sums, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    values = t.tolist()
+    packed = torch.tensor([float(f) for f in flags] + sums, dtype=torch.float64)
+    values = all_reduce_sum(packed, world).tolist()
     return [v > 0 for v in values[: len(flags)]], values[len(flags) :]
 
 
@@ -148,6 +139,6 @@ def check_identical(tensors: list[Tensor], world: World, what: str) -> None:
     flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
     ref = flat.clone()
     dist.broadcast(ref, src=0)
-    differs = any_rank(not torch.equal(flat, ref), world, flat.device)
+    (differs,), _ = step_consensus([not torch.equal(flat, ref)], [], world)
     if differs:
         raise RuntimeError(f"{what} differ between data-parallel ranks")

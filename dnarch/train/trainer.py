@@ -459,7 +459,6 @@ class Trainer:
                     [not finite or not self._finite_gradients(), self._stop_requested],
                     [task * n, penalty * n, correct, float(n), float(yb.numel())],
                     world,
-                    dev,
                 )
             )
             if faulty:
