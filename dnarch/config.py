@@ -44,6 +44,9 @@ class NetConfig:
     (1: block 0 sees the full-resolution input, as a strided CNN convolves before it subsamples).
     dense_skip: for per-position tasks, add the stem's output to the features brought back to the input
     resolution, before the pointwise classifier.
+    learn_groups: learn each pointwise layer's group count (DGConv's Kronecker-factor gates, up to
+    2**floor(log2(min(width, hidden))) groups); off by default. group_span: factors over which its
+    step rises from T to 1-T.
     backend: depthwise conv backend, 'auto' picks the faster by measurement.
     """
 
@@ -65,6 +68,8 @@ class NetConfig:
     learn_depth: bool = True
     resolution_from: int = 1
     dense_skip: bool = True
+    learn_groups: bool = False
+    group_span: float = 1.5
     backend: str = "auto"
 
     def __post_init__(self) -> None:
@@ -85,7 +90,7 @@ class NetConfig:
         _require(
             0 < self.threshold < 0.5, f"net.threshold must lie in (0, 0.5), got {self.threshold}"
         )
-        for name in ("width_span", "depth_span", "resolution_span"):
+        for name in ("width_span", "depth_span", "resolution_span", "group_span"):
             _require(getattr(self, name) > 0, f"net.{name} must be > 0, got {getattr(self, name)}")
         _require(
             0 < self.init_kernel_cutoff <= 1,
@@ -98,7 +103,18 @@ class NetConfig:
 
     @property
     def learns_anything(self) -> bool:
-        return self.learn_kernel or self.learn_width or self.learn_resolution or self.learn_depth
+        return (
+            self.learn_kernel
+            or self.learn_width
+            or self.learn_resolution
+            or self.learn_depth
+            or self.learn_groups
+        )
+
+    @property
+    def group_bits(self) -> int:
+        """Kronecker factors of each pointwise layer's grouping (0 when grouping is not learned)."""
+        return int(math.log2(min(self.width, self.hidden))) if self.learn_groups else 0
 
 
 @dataclass(frozen=True)

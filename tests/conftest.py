@@ -25,13 +25,14 @@ def shrunk_model(
     skip: bool = True,
 ) -> DNArchNet:
     """A small model with random mask settings on the chosen axes and trained BN statistics.
-    task: 'classify', or 'segment' / 'regress' for a dense head (with the stem skip if ``skip``)."""
+    task: 'classify', or 'segment' / 'regress' for a dense head (with the stem skip if ``skip``).
+    axes may add 'groups': learned grouping (3 factors: up to 8 groups) at random group counts."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     # odd seeds let block 0 downsample too (net.resolution_from=0); even seeds keep the default
     cfg = NetConfig(
         width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct",
-        resolution_from=seed % 2, dense_skip=skip,
+        resolution_from=seed % 2, dense_skip=skip, learn_groups="groups" in axes,
     )  # fmt: skip
     m = build_model(cfg, in_channels, classes, shape, task)
 
@@ -50,6 +51,8 @@ def shrunk_model(
                 b.width_mask.mu.fill_(r(0.1, 0.9))
             if "resolution" in axes and b.resolution is not None:
                 b.resolution.mask.mu.copy_(torch.tensor([r(0.3, 0.9) for _ in shape]))
+            for gm in b.group_masks():
+                gm.mu.fill_(r(gm.mu_min, gm.mu_max))
         for name, p in m.named_parameters():  # biases start at zero; make them matter
             if name.endswith("bias"):
                 p.normal_(0, 0.3)

@@ -12,12 +12,17 @@ AXES = ("kernel", "width", "resolution", "depth")
 def frozen_net(net: NetConfig) -> NetConfig:
     """``net`` with no axis learned: the maximal network, trained as a fixed architecture."""
     return replace(
-        net, learn_kernel=False, learn_width=False, learn_resolution=False, learn_depth=False
+        net,
+        learn_kernel=False,
+        learn_width=False,
+        learn_resolution=False,
+        learn_depth=False,
+        learn_groups=False,
     )
 
 
 def ablation_net(net: NetConfig, axis: str) -> NetConfig:
-    """``net`` learning only ``axis`` (one of ``AXES``); the other three stay at their maximum."""
+    """``net`` learning only ``axis`` (one of ``AXES``); the others stay at their maximum (grouping off)."""
     if axis not in AXES:
         raise ValueError(f"unknown axis {axis!r}; choose one of {', '.join(AXES)}")
     flags: dict[str, bool] = {f"learn_{axis}": True}

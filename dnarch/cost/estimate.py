@@ -6,6 +6,9 @@ Not counted, by it or here: biases, norms and activations. Per sample, with P_l 
 
     stem   P_0 * C_in * C
     block  D_l * (P_l * C * K_l  +  P_l * C * W_l  +  P_l * W_l * C)     depthwise, pointwise x2
+           (grouped pointwise layers: P_l * ceil(C / G) * W' each, where G is the layer's groups and
+           W' = G_f * ceil(W_l / G_f) the hidden width padded for the finer grouping G_f of the two,
+           as ``export.static`` lays the groups out)
            + D_l * C * sum over downsampled axes of (positions after) * (input length of the axis)
     head   C * classes                                                    (classification)
            C * sum over upsampled axes of (positions after) * (input length of the axis)
@@ -19,7 +22,8 @@ per upsampled axis (Fourier zero-padding, as the exported network computes it); 
 is an addition, which the counter does not count.
 
 Parameters of the exported network: stem C_in*C + C; per block D_l * (2C norm + C*K_l + C depthwise
-+ C*W_l + W_l + W_l*C + C); head 2C + C*classes + classes (either head).
++ C*W_l + W_l + W_l*C + C), with grouped pointwise layers as their padded weights and biases; head
+2C + C*classes + classes (either head).
 """
 
 from __future__ import annotations
@@ -69,13 +73,27 @@ def estimate_cost(
     blocks = zip(
         sizes.depth, sizes.kernel, sizes.hidden, sizes.resolution, sizes.resampled, strict=True
     )
-    for d, k, w, r, resampled in blocks:
+    for (d, k, w, r, resampled), groups in zip(blocks, sizes.groups, strict=True):
         p = torch.prod(r)
         taps = torch.prod(k)
-        macs = macs + d * (p * c * taps + 2 * p * c * w + resample_macs(prev, r, resampled, c))
+        g1, g2 = groups.unbind(0)
+        hidden = torch.maximum(g1, g2)
+        hidden = hidden * per_group(w, hidden)  # the padded hidden width W'
+        pw1, pw2 = per_group(c, g1) * hidden, hidden * per_group(c, g2)  # weights of pw1, pw2
+        macs = macs + d * (p * c * taps + p * (pw1 + pw2) + resample_macs(prev, r, resampled, c))
         prev = r
-        params = params + d * (2 * c + c * taps + c + 2 * c * w + w + c)
+        bias2 = g2 * per_group(c, g2)
+        params = params + d * (2 * c + c * taps + c + pw1 + hidden + pw2 + bias2)
     return Cost(macs=torch.as_tensor(macs), params=torch.as_tensor(params))
+
+
+def per_group(channels: Tensor, groups: Tensor) -> Tensor:
+    """Channels per group of a grouped layer, ``channels / groups``; where the (hard) layer has
+    groups its value is the padded ``ceil(channels / groups)`` (the export pads every group to the
+    largest), with the gradient of the quotient."""
+    share = channels / groups
+    pad = (torch.ceil(share) - share).detach() * (groups.detach() > 1.5).to(share.dtype)
+    return share + pad
 
 
 def resample_macs(
@@ -133,4 +151,5 @@ def straight_through(soft: ArchSizes, hard: ArchSizes) -> ArchSizes:
         resampled=hard.resampled,
         head_in=st(soft.head_in, hard.head_in),
         head_upsampled=hard.head_upsampled,
+        groups=each(soft.groups, hard.groups),
     )

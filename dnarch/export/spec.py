@@ -13,7 +13,8 @@ if TYPE_CHECKING:  # loading an exported network must not need the training code
 @dataclass(frozen=True)
 class BlockSpec:
     """One block of the maximal network: kept or removed, resolution in/out per axis, kernel taps per
-    axis, hidden width, and the highest Fourier bin kept per axis."""
+    axis, hidden width, the highest Fourier bin kept per axis, and the group counts of its two
+    pointwise layers."""
 
     index: int
     kept: bool
@@ -22,6 +23,7 @@ class BlockSpec:
     kernel: tuple[int, ...]
     hidden: int
     keep_bins: tuple[int, ...]
+    groups: tuple[int, int] = (1, 1)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ArchSpec:
     max_hidden: int
     task: str = "classify"  # 'classify': pooled head; 'segment' / 'regress': dense head
     dense_skip: bool = False  # dense head: the stem's output is added before the classifier
+    group_bits: int = 0  # learned grouping: residual channels in bit-reversed order of these bits
 
     @property
     def dense(self) -> bool:
@@ -82,6 +85,7 @@ def harden(model: DNArchNet) -> ArchSpec:
                 kernel=tuple(p["kernel"]),
                 hidden=p["hidden"],
                 keep_bins=tuple(p["keep_bins"]),
+                groups=p["groups"],
             )  # fmt: skip
         )
     return ArchSpec(
@@ -95,4 +99,5 @@ def harden(model: DNArchNet) -> ArchSpec:
         max_hidden=model.cfg.hidden,
         task=model.task,
         dense_skip=model.dense_skip,
+        group_bits=model.cfg.group_bits,
     )

@@ -6,7 +6,11 @@ Folding (all exact in eval mode):
 - depth value D_l: into pw2's rows; hidden width mask M_l: into pw2's columns;
 - kernel mask and the Riemann gain: into the depthwise kernel, sampled once on the block's grid;
 - resolution: a band-limited crop (the kept band passes unchanged), one fixed matrix per axis;
-- the dense head's return to the input resolution: spectral zero-padding, one fixed matrix per axis.
+- the dense head's return to the input resolution: spectral zero-padding, one fixed matrix per axis;
+- learned grouping: the grouping relation into the pointwise weights, which become grouped convolutions
+  (``functional.groups``): the residual channels are stored in bit-reversed order, where every layer's
+  groups are contiguous; a group count that does not divide the channels pads each group with a zero
+  channel (``in_index`` / ``out_index``, fixed gathers), the hidden channels are laid out per group.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch import Tensor, nn
 
 from dnarch.export.spec import ArchSpec, BlockSpec
 from dnarch.functional import fourier
+from dnarch.functional.groups import bit_reversed_order, group_slots, pack_grouped, relation
 
 _CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -47,10 +52,46 @@ class Resample(nn.Module):
         return x
 
 
-class StaticBlock(nn.Module):
-    """Resample -> norm -> depthwise conv -> GELU -> 1x1 -> GELU -> 1x1, added to the residual."""
+class BlockLayout:
+    """Channel slots of a block's pointwise layers (``functional.groups.group_slots``).
 
-    def __init__(self, spec: BlockSpec, width: int, ndim: int) -> None:
+    order: the original residual channel at each position of the stream. in_slots / out_slots: the
+    stream positions in pw1's input and pw2's output slots; hidden: the original hidden channel in
+    each hidden slot (-1: a zero channel).
+    """
+
+    def __init__(self, spec: BlockSpec, order: list[int]) -> None:
+        g1, g2 = spec.groups
+        self.in_slots = group_slots(order, g1)
+        self.out_slots = group_slots(order, g2)
+        self.hidden = group_slots(list(range(spec.hidden)), max(g1, g2))
+
+    def in_index(self, width: int) -> Tensor | None:
+        """Gather of pw1's input from the stream plus a zero channel (index ``width``), or None."""
+        if self.in_slots == list(range(width)):
+            return None
+        return torch.tensor([p if p >= 0 else width for p in self.in_slots])
+
+    def out_index(self, width: int) -> Tensor | None:
+        """Gather of the stream from pw2's output slots, or None when they are the stream."""
+        if self.out_slots == list(range(width)):
+            return None
+        return torch.tensor([self.out_slots.index(p) for p in range(width)])
+
+
+def residual_order(spec: ArchSpec) -> list[int]:
+    """The original residual channel at each position of the exported stream."""
+    return bit_reversed_order(spec.residual_width, spec.group_bits)
+
+
+class StaticBlock(nn.Module):
+    """Resample -> norm -> depthwise conv -> GELU -> 1x1 -> GELU -> 1x1, added to the residual. With
+    learned grouping the 1x1 convolutions are grouped, with fixed gathers where groups are padded."""
+
+    in_index: Tensor | None
+    out_index: Tensor | None
+
+    def __init__(self, spec: BlockSpec, width: int, ndim: int, order: list[int]) -> None:
         super().__init__()
         conv = _CONV[ndim]
         self.resample = (
@@ -61,15 +102,23 @@ class StaticBlock(nn.Module):
         self.norm = _NORM[ndim](width)
         pad = tuple(k // 2 for k in spec.kernel)
         self.conv = conv(width, width, spec.kernel, padding=pad, groups=width)
-        self.pw1 = conv(width, spec.hidden, 1)
-        self.pw2 = conv(spec.hidden, width, 1)
+        lay, (g1, g2) = BlockLayout(spec, order), spec.groups
+        self.pw1 = conv(len(lay.in_slots), len(lay.hidden), 1, groups=g1)
+        self.pw2 = conv(len(lay.hidden), len(lay.out_slots), 1, groups=g2)
+        self.register_buffer("in_index", lay.in_index(width), persistent=False)
+        self.register_buffer("out_index", lay.out_index(width), persistent=False)
         self.act = nn.GELU()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.resample is not None:
             x = self.resample(x)
         h = self.act(self.conv(self.norm(x)))
-        return x + self.pw2(self.act(self.pw1(h)))
+        if self.in_index is not None:  # pad each group to the largest with a zero channel
+            h = torch.cat([h, torch.zeros_like(h[:, :1])], 1).index_select(1, self.in_index)
+        h = self.pw2(self.act(self.pw1(h)))
+        if self.out_index is not None:
+            h = h.index_select(1, self.out_index)
+        return x + h
 
 
 class StaticNet(nn.Module):
@@ -82,7 +131,8 @@ class StaticNet(nn.Module):
         self.spec = spec
         c, nd = spec.residual_width, spec.ndim
         self.stem = _CONV[nd](spec.in_channels, c, 1)
-        self.blocks = nn.ModuleList(StaticBlock(b, c, nd) for b in spec.kept_blocks)
+        order = residual_order(spec)
+        self.blocks = nn.ModuleList(StaticBlock(b, c, nd, order) for b in spec.kept_blocks)
         self.head_norm = _NORM[nd](c)
         self.upsample = (
             Resample(spec.head_in, spec.input_shape)
@@ -112,13 +162,14 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
     """Folded weights of ``model`` (a DNArchNet) for ``StaticNet(spec)``; ``spec`` from ``harden``."""
     c, nd = spec.residual_width, spec.ndim
     ones = [1] * nd
+    order = residual_order(spec)  # every residual-channel axis below is put in this order
     m_c = model.residual_mask.values()[:c]
     state: dict[str, Tensor] = {
-        "stem.weight": (model.stem.weight[:c] * m_c[:, None]).reshape(c, -1, *ones),
-        "stem.bias": model.stem.bias[:c] * m_c,
+        "stem.weight": (model.stem.weight[:c] * m_c[:, None])[order].reshape(c, -1, *ones),
+        "stem.bias": (model.stem.bias[:c] * m_c)[order],
     }
-    _norm_state(state, "head_norm", model.head_norm, c, m_c)
-    head = model.head.weight[:, :c]
+    _norm_state(state, "head_norm", model.head_norm, order, m_c)
+    head = model.head.weight[:, :c][:, order]
     state["head.weight"] = head.reshape(*head.shape, *ones) if spec.dense else head.clone()
     state["head.bias"] = model.head.bias.clone()
     if spec.dense and spec.head_in != spec.input_shape:
@@ -137,29 +188,42 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
                 state[pre + f"resample.matrix{i}"] = fourier.resample_matrix(
                     b.resolution_in[i], b.keep_bins[i]
                 )
-        _norm_state(state, pre + "norm", block.norm, c, m_c)
-        state[pre + "conv.weight"] = block.conv.kernel(b.resolution_out, c).unsqueeze(1)
-        state[pre + "conv.bias"] = block.conv.bias[:c].clone()
-        w = b.hidden
-        state[pre + "pw1.weight"] = block.pw1.weight[:w, :c].reshape(w, c, *ones).clone()
-        state[pre + "pw1.bias"] = block.pw1.bias[:w].clone()
+        _norm_state(state, pre + "norm", block.norm, order, m_c)
+        state[pre + "conv.weight"] = block.conv.kernel(b.resolution_out, c)[order].unsqueeze(1)
+        state[pre + "conv.bias"] = block.conv.bias[:c][order]
+        w, lay, (g1, g2) = b.hidden, BlockLayout(b, order), b.groups
+        pw1 = block.pw1.weight[:w, :c]
+        if block.pw1_groups is not None:
+            pw1 = pw1 * relation(w, c, block.pw1_groups.factors())
+        pw1 = pack_grouped(pw1[:, order], lay.hidden, lay.in_slots, g1)
+        state[pre + "pw1.weight"] = pw1.reshape(*pw1.shape, *ones)
+        state[pre + "pw1.bias"] = _slots(block.pw1.bias[:w], lay.hidden)
         rows = m_c * depth[b.index]
         m_w = block.width_mask.values()[:w]
-        state[pre + "pw2.weight"] = (
-            block.pw2.weight[:c, :w] * rows[:, None] * m_w[None, :]
-        ).reshape(c, w, *ones)
-        state[pre + "pw2.bias"] = block.pw2.bias[:c] * rows
+        pw2 = block.pw2.weight[:c, :w] * rows[:, None] * m_w[None, :]
+        if block.pw2_groups is not None:
+            pw2 = pw2 * relation(c, w, block.pw2_groups.factors())
+        pw2 = pack_grouped(pw2[order], lay.out_slots, lay.hidden, g2)
+        state[pre + "pw2.weight"] = pw2.reshape(*pw2.shape, *ones)
+        state[pre + "pw2.bias"] = _slots((block.pw2.bias[:c] * rows)[order], lay.out_slots)
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
+def _slots(values: Tensor, slots: list[int]) -> Tensor:
+    """values: (n,) -> (len(slots),), zero where a slot is -1."""
+    return torch.cat([values, values.new_zeros(1)])[torch.tensor(slots)]
+
+
 def _norm_state(
-    state: dict[str, Tensor], pre: str, norm: nn.BatchNorm1d, c: int, m: Tensor
+    state: dict[str, Tensor], pre: str, norm: nn.BatchNorm1d, order: list[int], m: Tensor
 ) -> None:
+    """The first ``len(order)`` channels of ``norm``, affine folded with ``m``, in ``order``."""
     assert norm.running_mean is not None and norm.running_var is not None
-    state[pre + ".weight"] = norm.weight[:c] * m
-    state[pre + ".bias"] = norm.bias[:c] * m
-    state[pre + ".running_mean"] = norm.running_mean[:c].clone()
-    state[pre + ".running_var"] = norm.running_var[:c].clone()
+    c = len(order)
+    state[pre + ".weight"] = (norm.weight[:c] * m)[order]
+    state[pre + ".bias"] = (norm.bias[:c] * m)[order]
+    state[pre + ".running_mean"] = norm.running_mean[:c][order]
+    state[pre + ".running_var"] = norm.running_var[:c][order]
     state[pre + ".num_batches_tracked"] = norm.num_batches_tracked.clone()  # type: ignore[union-attr]
 
 

@@ -46,6 +46,7 @@ def maximal_spec(spec: ArchSpec) -> ArchSpec:
             hidden=spec.max_hidden,
             kernel=tuple(fm.max_kernel_size(n) for n in shape),
             keep_bins=tuple(n // 2 for n in shape),
+            groups=(1, 1),
         )  # fmt: skip
         for b in spec.blocks
     )

@@ -35,7 +35,8 @@ class ArchSizes:
 
     residual: residual width C; per block l: depth D_l (mask value soft, 0/1 hard), kernel (ndim,) taps
     per axis, hidden W_l, resolution (ndim,) samples per axis the block runs at; resampled: which
-    axes the hard network downsamples at block l (a discrete fact, shared by soft and hard sizes).
+    axes the hard network downsamples at block l (a discrete fact, shared by soft and hard sizes);
+    groups (2,): group counts of the block's two pointwise layers (1 without learned grouping).
     """
 
     residual: Tensor
@@ -46,6 +47,7 @@ class ArchSizes:
     resampled: list[tuple[bool, ...]]  # per block and axis: does the (hard) network downsample here
     head_in: Tensor  # (ndim,) the resolution the head sees: the last kept block's output
     head_upsampled: tuple[bool, ...]  # per axis: does the (hard) dense head upsample it
+    groups: list[Tensor]
 
 
 class DNArchNet(nn.Module):
@@ -88,7 +90,8 @@ class DNArchNet(nn.Module):
             kernel_hidden=cfg.kernel_hidden, kernel_layers=cfg.kernel_layers, omega0=cfg.omega0,
             init_cutoff=cfg.init_kernel_cutoff, threshold=cfg.threshold, width_span=cfg.width_span,
             resolution_span=cfg.resolution_span, dropout=cfg.dropout, backend=cfg.backend,
-            learn_resolution=cfg.learn_resolution,
+            learn_resolution=cfg.learn_resolution, group_bits=cfg.group_bits,
+            group_span=cfg.group_span,
         )  # fmt: skip
         self.stem = nn.Linear(in_channels, cfg.width)
         self.residual_mask = SigmoidStepMask(cfg.width, cfg.width_span, cfg.threshold)
@@ -103,9 +106,9 @@ class DNArchNet(nn.Module):
         )
         self.head_norm = nn.BatchNorm1d(cfg.width)
         self.head = nn.Linear(cfg.width, num_classes)
-        for p in self._axis_parameters(kernel=True, width=False, resolution=False, depth=False):
+        for p in self._axis_parameters(True, False, False, False, False):
             p.requires_grad_(cfg.learn_kernel)
-        for p in self._axis_parameters(kernel=False, width=True, resolution=False, depth=False):
+        for p in self._axis_parameters(False, True, False, False, False):
             p.requires_grad_(cfg.learn_width)
         self.depth_mask.mu.requires_grad_(cfg.learn_depth)
         # Biases whose every consumer is a BatchNorm (per-channel shifts it removes) have a zero
@@ -122,7 +125,7 @@ class DNArchNet(nn.Module):
 
     # ---- architecture parameters, found by structure -------------------------------------------
     def _axis_parameters(
-        self, kernel: bool, width: bool, resolution: bool, depth: bool
+        self, kernel: bool, width: bool, resolution: bool, depth: bool, groups: bool
     ) -> list[nn.Parameter]:
         out: list[nn.Parameter] = []
         if width:
@@ -137,21 +140,23 @@ class DNArchNet(nn.Module):
                 out.append(b.width_mask.mu)
             if resolution and b.resolution is not None:
                 out.append(b.resolution.mask.mu)
+            if groups:
+                out += [g.mu for g in b.group_masks()]
         return out
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The learnable mask parameters (those of frozen axes excluded)."""
-        every = self._axis_parameters(True, True, True, True)
+        every = self._axis_parameters(True, True, True, True, True)
         return [p for p in every if p.requires_grad]
 
     def resolution_parameters(self) -> list[nn.Parameter]:
         """The learnable resolution cut-offs (a subset of ``arch_parameters``)."""
-        every = self._axis_parameters(False, False, True, False)
+        every = self._axis_parameters(False, False, True, False, False)
         return [p for p in every if p.requires_grad]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every other trainable parameter."""
-        arch = {id(p) for p in self._axis_parameters(True, True, True, True)}
+        arch = {id(p) for p in self._axis_parameters(True, True, True, True, True)}
         return [p for p in self.parameters() if id(p) not in arch and p.requires_grad]
 
     @torch.no_grad()
@@ -169,16 +174,17 @@ class DNArchNet(nn.Module):
                 masks.append(b.conv.mask)
             if self.cfg.learn_resolution and b.resolution is not None:
                 masks.append(b.resolution.mask)
+            masks += b.group_masks()
         for m in masks:
             m.to_floor_()
         return small
 
     def gates(self) -> list[SigmoidStepMask | LowpassMask]:
-        """The sigmoid masks (residual width, depth, each block's hidden width and resolution): the
-        decisions annealed gates make binary. The kernel's Gaussian mask is not one of them."""
+        """The sigmoid masks (residual width, depth, each block's hidden width, resolution and
+        groupings): the decisions annealed gates make binary. The kernel's Gaussian mask is not one."""
         out: list[SigmoidStepMask | LowpassMask] = [self.residual_mask, self.depth_mask]
         for b in self._blocks():
-            out.append(b.width_mask)
+            out += [b.width_mask, *b.group_masks()]
             if b.resolution is not None:
                 out.append(b.resolution.mask)
         return out
@@ -199,6 +205,8 @@ class DNArchNet(nn.Module):
         self.depth_mask.snap_()
         for b, p in zip(self._blocks(), plan, strict=True):
             b.width_mask.snap_()
+            for g in b.group_masks():
+                g.snap_()
             if b.resolution is not None:
                 b.resolution.mask.snap_(p["keep_bins"])
 
@@ -254,7 +262,8 @@ class DNArchNet(nn.Module):
 
     # ---- sizes ---------------------------------------------------------------------------------
     def hard_plan(self) -> list[dict]:
-        """Per block: kept, resolution in/out, kernel size and hidden width of the cropped network."""
+        """Per block: kept, resolution in/out, kernel size, hidden width and the pointwise layers'
+        group counts of the cropped network."""
         lengths = self.input_shape
         n_blocks = self.depth_mask.hard_count()
         cap: Tensor | None = None
@@ -275,6 +284,7 @@ class DNArchNet(nn.Module):
                     "kernel": b.conv.mask.hard_sizes(out),
                     "hidden": b.width_mask.hard_count(),
                     "keep_bins": keep,
+                    "groups": b.hard_groups(),
                 }
             )
             if kept:
@@ -300,12 +310,13 @@ class DNArchNet(nn.Module):
                 resampled=_resampled(plan),
                 head_in=t(plan[-1]["resolution_out"]),  # removed blocks pass their input on
                 head_upsampled=self._head_upsampled(plan),
+                groups=[t(p["groups"]) for p in plan],
             )
         lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
         cap: Tensor | None = None
         sizes = ArchSizes(
             self.residual_mask.soft_count(), [], [], [], [], _resampled(plan), lengths,
-            self._head_upsampled(plan),
+            self._head_upsampled(plan), [],
         )  # fmt: skip
         depth = self.depth_mask.raw()
         for index, b in enumerate(self._blocks()):
@@ -317,6 +328,7 @@ class DNArchNet(nn.Module):
             sizes.resolution.append(lengths)
             sizes.kernel.append(b.conv.mask.soft_sizes(lengths))
             sizes.hidden.append(b.soft_hidden())
+            sizes.groups.append(b.soft_groups())
         kept = sum(bool(p["kept"]) for p in plan)
         sizes.head_in = sizes.resolution[kept - 1]  # the last kept block's (soft) output size
         return sizes
@@ -338,6 +350,7 @@ class DNArchNet(nn.Module):
             resampled=[(False,) * self.ndim] * L,
             head_in=t([float(n) for n in self.input_shape]),
             head_upsampled=(False,) * self.ndim,
+            groups=[t([1.0, 1.0])] * L,
         )
 
     def _head_upsampled(self, plan: list[dict]) -> tuple[bool, ...]:

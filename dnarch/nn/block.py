@@ -4,6 +4,9 @@
       -> pointwise C -> W_l (width mask M_l) -> GELU -> pointwise W_l -> C -> dropout
       -> times depth value D_l, added to the (resampled) residual stream.
 
+With learned grouping (``group_bits > 0``) each pointwise weight is multiplied by its DGConv
+relationship matrix (``functional.groups.relation``, gates from a ``GroupMask``).
+
 The residual width mask ``m_C`` multiplies the norm's output and the block's output, so that cropped
 residual channels are exactly zero everywhere and cropping them changes nothing.
 """
@@ -12,11 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dnarch.functional.groups import relation
 from dnarch.nn.ckconv import DepthwiseCKConv
-from dnarch.nn.masks import SigmoidStepMask
+from dnarch.nn.masks import GroupMask, SigmoidStepMask
 from dnarch.nn.resolution import FourierResolution
 from dnarch.nn.sync_norm import sync_batch_norm, sync_group
 
@@ -39,6 +44,8 @@ class BlockSettings:
     dropout: float
     backend: str
     learn_resolution: bool
+    group_bits: int = 0
+    group_span: float = 1.5
 
 
 def batch_norm(x: Tensor, norm: nn.BatchNorm1d, c: int, training: bool) -> Tensor:
@@ -65,9 +72,15 @@ def batch_norm(x: Tensor, norm: nn.BatchNorm1d, c: int, training: bool) -> Tenso
     )
 
 
-def pointwise(x: Tensor, lin: nn.Linear, rows: int, cols: int) -> Tensor:
-    """1x1 convolution with the top-left (rows, cols) corner of ``lin``. x: (B, cols, *S) -> (B, rows, *S)."""
-    w = lin.weight[:rows, :cols].reshape(rows, cols, *([1] * (x.ndim - 2)))
+def pointwise(
+    x: Tensor, lin: nn.Linear, rows: int, cols: int, groups: GroupMask | None = None
+) -> Tensor:
+    """1x1 convolution with the top-left (rows, cols) corner of ``lin``, times its grouping relation
+    when ``groups`` is given. x: (B, cols, *S) -> (B, rows, *S)."""
+    w = lin.weight[:rows, :cols]
+    if groups is not None:
+        w = w * relation(rows, cols, groups.factors())
+    w = w.reshape(rows, cols, *([1] * (x.ndim - 2)))
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[x.ndim - 2]
     return conv(x, w, lin.bias[:rows])
 
@@ -95,6 +108,12 @@ class DNArchBlock(nn.Module):
         self.width_mask = SigmoidStepMask(s.hidden, s.width_span, s.threshold)
         self.pw1 = nn.Linear(s.width, s.hidden)
         self.pw2 = nn.Linear(s.hidden, s.width)
+        self.pw1_groups = (
+            GroupMask(s.group_bits, s.group_span, s.threshold) if s.group_bits else None
+        )
+        self.pw2_groups = (
+            GroupMask(s.group_bits, s.group_span, s.threshold) if s.group_bits else None
+        )
         self.dropout = nn.Dropout(s.dropout)
 
     def resample(self, x: Tensor, cap: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -130,15 +149,32 @@ class DNArchBlock(nn.Module):
         h = F.gelu(h)
         m_w = self.width_mask.values()
         w = self.width_mask.hard_count() if crop else m_w.numel()
-        h = channel_scale(F.gelu(pointwise(h, self.pw1, w, c)), m_w[:w])  # (B, w, *S')
-        h = self.dropout(pointwise(h, self.pw2, c, w))  # (B, c, *S')
+        h = channel_scale(F.gelu(pointwise(h, self.pw1, w, c, self.pw1_groups)), m_w[:w])
+        h = self.dropout(pointwise(h, self.pw2, c, w, self.pw2_groups))  # (B, c, *S')
         return x + channel_scale(h, m_res * depth), cap
 
     def soft_hidden(self) -> Tensor:
         return self.width_mask.soft_count()
 
+    def soft_groups(self) -> Tensor:
+        """Differentiable group counts of (pw1, pw2). (2,)."""
+        one = torch.ones((), device=self.pw1.weight.device)
+        g = [m.soft_groups() if m is not None else one for m in (self.pw1_groups, self.pw2_groups)]
+        return torch.stack(g)
+
+    def group_masks(self) -> list[GroupMask]:
+        """The learned groupings of pw1 and pw2 (none when grouping is off)."""
+        return [g for g in (self.pw1_groups, self.pw2_groups) if g is not None]
+
+    def hard_groups(self) -> tuple[int, int]:
+        """Groups of (pw1, pw2) in the cropped network."""
+        g1, g2 = self.pw1_groups, self.pw2_groups
+        return (g1.hard_groups() if g1 else 1, g2.hard_groups() if g2 else 1)
+
     def project_(self) -> None:
         self.conv.mask.project_()
         self.width_mask.project_()
+        for g in self.group_masks():
+            g.project_()
         if self.resolution is not None:
             self.resolution.mask.project_()

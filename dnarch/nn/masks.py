@@ -252,3 +252,36 @@ class LowpassMask(_Sharpness, nn.Module):
 
     def extra_repr(self) -> str:
         return f"base={self.base}, mu={[round(m, 3) for m in self.mu.tolist()]}"
+
+
+class GroupMask(SigmoidStepMask):
+    """Group count of one pointwise layer: DGConv's Kronecker factors (``functional.groups``), one
+    gate per bit of the channel index, ordered so that the lowest bits close first.
+
+    It is a step mask over the ``bits`` factors, highest bit first: entry ``e`` gates bit
+    ``bits - 1 - e``. The kept entries (>= T) are the bits whose channels stay connected (their
+    factor keeps its value, 1 or fractional); the closed ones (below T, exactly 0 after the threshold)
+    split the channels, so the layer has ``2 ** (bits - kept)`` groups. No entry need stay open (floor
+    0): every bit closed is ``2 ** bits`` groups. At the start every factor is open: the dense layer.
+    """
+
+    def __init__(self, bits: int, span: float, threshold: float) -> None:
+        super().__init__(bits, span, threshold, floor=0)
+        # room below the first entry for it to close (value 0.05 there, well under T)
+        self.mu_min = min(-0.5 / bits, -math.log(0.95 / 0.05) / self.tau)
+
+    def factors(self) -> Tensor:
+        """Thresholded gate per bit, bit 0 first: 0 for a closed bit. (bits,)."""
+        return self.values().flip(0)
+
+    def hard_groups(self) -> int:
+        """Groups of the cropped (exported) layer."""
+        return 2 ** (self.n - self.hard_count())
+
+    def soft_groups(self) -> Tensor:
+        """Differentiable group count: the inverse of U's density, ``prod_j 2 / (1 + g_j)`` over the
+        raw gates (``hard_groups`` when every gate is 0 or 1). Scalar."""
+        return (2.0 / (1.0 + self.raw())).prod()
+
+    def extra_repr(self) -> str:
+        return f"bits={self.n}, tau={self.tau:.1f}, groups={self.hard_groups()}"

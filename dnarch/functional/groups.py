@@ -1,0 +1,89 @@
+"""Learned grouping of a channel-mixing (pointwise) layer: DGConv's Kronecker-factor gating.
+
+DGConv (Zhang et al., ICCV 2019) multiplies a layer's weight by a relationship matrix that is a
+Kronecker product of 2x2 factors, each ``g * ones + (1 - g) * identity``. Written on the binary digits
+of the channel indices, entry (o, i) of that product is
+
+    U(o, i) = prod over bits j of  (1 if bit j of o equals bit j of i, else g_j),
+
+which is defined for any number of rows and columns, so it crops with the layer's widths (the top-left
+corner of the maximal U is the cropped layer's U). A factor with ``g_j = 0`` separates the channels
+that differ in bit j; with the lowest ``k`` factors at 0 and the rest at 1 the layer is a grouped
+convolution with ``2**k`` groups, channel ``i`` in group ``i mod 2**k`` (strided groups).
+
+dnarch orders the factors (the lowest bits close first, ``GroupMask``), so that the groups of every
+layer are residue classes modulo a power of two. One channel order, the bit-reversed one
+(``bit_reversed_order``), then makes every such class contiguous for every group count at once, and
+the exported network holds each pointwise layer as a real grouped ``ConvNd`` on that order. When a
+group count does not divide the channel count the classes differ in size by one; the export pads each
+to the largest (``group_slots``) with a zero channel, and the cost counts the padding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def relation(rows: int, cols: int, factors: Tensor) -> Tensor:
+    """DGConv's relationship matrix on channel indices. factors: (K,) gate per bit, bit 0 first.
+
+    Returns (rows, cols): ``prod_j (1 if bit j of o == bit j of i else factors[j])``.
+    """
+    o = torch.arange(rows, device=factors.device)[:, None]
+    i = torch.arange(cols, device=factors.device)[None, :]
+    out = torch.ones(rows, cols, dtype=factors.dtype, device=factors.device)
+    for j in range(factors.numel()):
+        differ = (((o >> j) ^ (i >> j)) & 1).to(factors.dtype)  # (rows, cols) 0/1
+        out = out * (1 + differ * (factors[j] - 1))
+    return out
+
+
+def bit_reverse(value: int, bits: int) -> int:
+    """``value``'s lowest ``bits`` binary digits in reverse order."""
+    return int(format(value, f"0{bits}b")[::-1], 2) if bits else 0
+
+
+def bit_reversed_order(n: int, bits: int) -> list[int]:
+    """Channels 0..n-1 sorted by (bit-reversed lowest ``bits`` digits, the rest). For every
+    ``g = 2**k <= 2**bits`` the residue classes modulo ``g`` are contiguous in this order, in the
+    order ``group_slots`` lays them out. Returns the original channel at each position."""
+    return sorted(range(n), key=lambda i: (bit_reverse(i % (1 << bits), bits), i >> bits))
+
+
+def group_slots(channels: list[int], groups: int) -> list[int]:
+    """The input (or output) slots of a grouped layer with ``groups`` groups (a power of two).
+
+    channels: the original channel index at each position of the layer's input. Group ``s`` holds the
+    positions whose channel is ``bit_reverse(s) mod groups``, in position order, padded with -1 to
+    ``ceil(len(channels) / groups)`` slots. Returns the position in each slot (-1: a zero channel).
+    """
+    k = int(math.log2(groups))
+    if 1 << k != groups:
+        raise ValueError(f"group count must be a power of two, got {groups}")
+    size = -(-len(channels) // groups)
+    slots: list[int] = []
+    for s in range(groups):
+        r = bit_reverse(s, k)
+        members = [p for p, ch in enumerate(channels) if ch % groups == r]
+        slots += members + [-1] * (size - len(members))
+    return slots
+
+
+def pack_grouped(dense: Tensor, row_slots: list[int], col_slots: list[int], groups: int) -> Tensor:
+    """A grouped layer's weight from its dense (masked) matrix.
+
+    dense: (rows, cols), zero between channels of different groups. Slots from ``group_slots`` (-1:
+    a zero row or column). Returns (len(row_slots), len(col_slots) // groups): the diagonal blocks,
+    the weight layout of ``ConvNd(..., groups=groups)`` without its kernel axes.
+    """
+    padded = torch.nn.functional.pad(dense, (0, 1, 0, 1))  # index -1 reads the zero row / column
+    full = padded[torch.tensor(row_slots)][:, torch.tensor(col_slots)]
+    nr, nc = len(row_slots) // groups, len(col_slots) // groups
+    blocks = [full[g * nr : (g + 1) * nr, g * nc : (g + 1) * nc] for g in range(groups)]
+    kept = sum(float(b.abs().sum()) for b in blocks)
+    if not math.isclose(kept, float(full.abs().sum()), rel_tol=1e-6, abs_tol=1e-12):
+        raise ValueError("the weight connects channels of different groups")
+    return torch.cat(blocks, 0)
