@@ -5,6 +5,7 @@ For every dataset, seed and budget (a fraction of the maximal network's MACs) it
 - fixedres    DNArch with the resolution axis fixed (kernel, width and depth learned);
 - anneal      DNArch with annealed gates (``train.anneal_gates``): widths, depth and resolution
               decisions sharpen to exact 0/1 by the time the architecture freezes;
+- groups      DNArch that also learns the group count of every pointwise layer (``net.learn_groups``);
 - kernel, width, resolution, depth
               ablations: that axis learned alone, at the budget (it may not be able to reach it);
 - plain       a ResNet-style CNN of 3x3 convolutions with stride-2 stages, as wide as the budget allows;
@@ -60,11 +61,12 @@ from dnarch.train.metrics import SCORES
 from dnarch.train.objective import Objective
 from dnarch.train.plain import train_classifier
 
-METHODS = ("dnarch", "fixedres", "anneal", *AXES, "plain", "prune", "frozen")
+METHODS = ("dnarch", "fixedres", "anneal", "groups", *AXES, "plain", "prune", "frozen")
 LABELS = {
     "dnarch": "DNArch (all axes)",
     "fixedres": "DNArch, resolution fixed",
     "anneal": "DNArch, annealed gates",
+    "groups": "DNArch, learned grouping",
     "kernel": "kernel only",
     "width": "width only",
     "resolution": "resolution only",
@@ -361,6 +363,11 @@ def main() -> None:
                     dataset, "anneal", budget, seed, epochs,
                     run_dnarch, data, base, budget, epochs, args, seed, True,
                 )  # fmt: skip
+            if "groups" in args.methods:
+                record(
+                    dataset, "groups", budget, seed, epochs,
+                    run_dnarch, data, replace(base, learn_groups=True), budget, epochs, args, seed,
+                )  # fmt: skip
             for axis in AXES:
                 if axis in args.methods:
                     record(
@@ -528,6 +535,7 @@ def write_plot(path: Path, rows: list[dict[str, Any]]) -> None:
                 "dnarch": "-o",
                 "fixedres": "-D",
                 "anneal": "-v",
+                "groups": "-P",
                 "plain": "-s",
                 "prune": "-^",
                 "frozen": "*",

@@ -157,6 +157,7 @@ def write_report(run_dir: str | Path) -> Path:
     block_rows = [
         [str(b.index), "kept" if b.kept else "removed",
          "x".join(map(str, b.kernel)) if b.kept else "-", str(b.hidden) if b.kept else "-",
+         *([f"{b.groups[0]}/{b.groups[1]}" if b.kept else "-"] if spec.group_bits else []),
          f"{'x'.join(map(str, b.resolution_in))} -> {'x'.join(map(str, b.resolution_out))}" if b.kept else "-"]
         for b in spec.blocks
     ]  # fmt: skip
@@ -189,7 +190,7 @@ img{{max-width:100%;border:1px solid #eee}}</style></head>
 <p>{"<br>".join(html.escape(line) for line in score_lines(s))}</p>
 <h2>Maximal vs learned</h2>
 {_table(cost_rows, ["", "maximal", "learned", "learned / maximal"])}
-{_table(block_rows, ["block", "status", "kernel", "hidden", "resolution in -> out"])}
+{_table(block_rows, ["block", "status", "kernel", "hidden", *(["groups (pw1/pw2)"] if spec.group_bits else []), "resolution in -> out"])}
 {sections}
 <script>
 window.addEventListener("load", () => {{

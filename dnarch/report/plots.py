@@ -30,8 +30,9 @@ def _blocks(rows: list[dict[str, str]]) -> list[int]:
 
 
 def architecture_over_training(rows: list[dict[str, str]], ndim: int) -> Figure:
-    """Per block, kernel size per axis, hidden width, resolution per axis and depth mask value against
-    epoch: the hard (exported) value as a solid line, the soft (learned) one dashed."""
+    """Per block, kernel size per axis, hidden width, resolution per axis, depth mask value and (when
+    learned) the pointwise layers' group counts against epoch: the hard (exported) value as a solid
+    line, the soft (learned) one dashed."""
     epochs = [int(r["epoch"]) for r in rows]
     blocks = _blocks(rows)
     panels: list[tuple[str, str, int | None]] = [
@@ -40,6 +41,8 @@ def architecture_over_training(rows: list[dict[str, str]], ndim: int) -> Figure:
     panels += [("hidden width", "hidden", None)]
     panels += [(f"resolution (samples), axis {a}", "res_out", a) for a in range(ndim)]
     panels += [("depth mask value", "depth", None)]
+    if blocks and f"b{blocks[0]}_groups" in rows[0]:
+        panels += [(f"groups of pw{a + 1}", "groups", a) for a in range(2)]
     cols = min(3, len(panels))
     fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols, figsize=(5 * cols, 3.4 * math.ceil(len(panels) / cols)), squeeze=False)  # fmt: skip
     colours = plt.get_cmap("viridis")
@@ -51,8 +54,11 @@ def architecture_over_training(rows: list[dict[str, str]], ndim: int) -> Figure:
                 "hidden": f"soft_block{b}_hidden",
                 "res_out": f"soft_block{b}_resolution_axis{axis}",
                 "depth": f"soft_block{b}_depth",
+                "groups": f"soft_block{b}_groups_pw{(axis or 0) + 1}",
             }[key]
-            if key == "depth":
+            if key == "groups":
+                hard = [float(r[f"b{b}_groups"].split("/")[axis or 0]) for r in rows]
+            elif key == "depth":
                 hard = [float(r[f"b{b}_kept"]) for r in rows]
             elif axis is None:
                 hard = [float(r[f"b{b}_{key}"]) for r in rows]
@@ -61,6 +67,8 @@ def architecture_over_training(rows: list[dict[str, str]], ndim: int) -> Figure:
             ax.plot(epochs, hard, "-", color=c, label=f"block {b}")
             if soft_key in rows[0]:
                 ax.plot(epochs, [float(r[soft_key]) for r in rows], "--", color=c, alpha=0.6)
+        if key == "groups":
+            ax.set_yscale("log", base=2)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -146,7 +154,8 @@ def final_architecture(spec: ArchSpec) -> Figure:
         ax.text(
             x + 0.6,
             h + 0.04,
-            f"block {b.index}\nhidden {b.hidden}\nres {res}\nkernel {kern}",
+            f"block {b.index}\nhidden {b.hidden}\nres {res}\nkernel {kern}"
+            + (f"\ngroups {b.groups[0]}/{b.groups[1]}" if spec.group_bits else ""),
             ha="center",
             va="bottom",
             fontsize=7,

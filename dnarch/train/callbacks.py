@@ -47,6 +47,8 @@ def arch_columns(model: DNArchNet) -> dict[str, Any]:
         row[f"b{i}_kernel"] = "x".join(map(str, p["kernel"]))
         row[f"b{i}_hidden"] = p["hidden"]
         row[f"b{i}_res_out"] = "x".join(map(str, p["resolution_out"]))
+        if model.cfg.learn_groups:
+            row[f"b{i}_groups"] = "/".join(map(str, p["groups"]))
     return row
 
 
@@ -54,7 +56,8 @@ def arch_columns(model: DNArchNet) -> dict[str, Any]:
 def soft_sizes(model: Any) -> dict[str, float]:
     """The differentiable architecture as flat scalars: ``residual_width`` and, per block ``l``,
     ``block{l}/depth`` (the mask value), ``block{l}/kernel_axis{a}``, ``block{l}/hidden`` and
-    ``block{l}/resolution_axis{a}`` (sizes in taps, channels and samples)."""
+    ``block{l}/resolution_axis{a}`` (sizes in taps, channels and samples); with learned grouping
+    ``block{l}/groups_pw1`` and ``block{l}/groups_pw2``."""
     sizes = model.arch_sizes(hard=False)
     out = {"residual_width": float(sizes.residual)}
     for i, (d, k, h, r) in enumerate(
@@ -66,6 +69,8 @@ def soft_sizes(model: Any) -> dict[str, float]:
             out[f"block{i}/kernel_axis{a}"] = v
         for a, v in enumerate(r.reshape(-1).tolist()):
             out[f"block{i}/resolution_axis{a}"] = v
+        if model.cfg.learn_groups:
+            out[f"block{i}/groups_pw1"], out[f"block{i}/groups_pw2"] = sizes.groups[i].tolist()
     return out
 
 

@@ -256,9 +256,12 @@ def arch_table(result: RunResult) -> str:
 
     shape = dims(spec.input_shape)
     max_kernel = dims(tuple(fm.max_kernel_size(n) for n in spec.input_shape))
+    grouped = spec.group_bits > 0  # a groups column: pw1/pw2 group counts
     lines = [
         "learned architecture (maximal in brackets)",
-        f"{'block':>5}  {'status':<8} {'kernel':>14} {'hidden':>10}  resolution in -> out",
+        f"{'block':>5}  {'status':<8} {'kernel':>14} {'hidden':>10}"
+        + (f" {'groups':>11}" if grouped else "")
+        + "  resolution in -> out",
     ]
     for b in spec.blocks:
         if b.kept:
@@ -271,8 +274,10 @@ def arch_table(result: RunResult) -> str:
                 f"- ({spec.max_hidden})",
                 f"- ({shape} -> {shape})",
             )
+        cell = f"{b.groups[0]}/{b.groups[1]} (1/1)" if b.kept else "- (1/1)"
+        groups = f" {cell:>11}" if grouped else ""
         lines.append(
-            f"{b.index:>5}  {'kept' if b.kept else 'removed':<8} {kern:>14} {hid:>10}  {res}"
+            f"{b.index:>5}  {'kept' if b.kept else 'removed':<8} {kern:>14} {hid:>10}{groups}  {res}"
         )
     lines += [
         f"blocks: {len(spec.kept_blocks)} ({m.cfg.blocks}), residual width: "
