@@ -21,6 +21,7 @@ from dnarch.export.summary import count
 from dnarch.functional.groups import (
     bit_reversed_order,
     group_slots,
+    grouped_pointwise,
     pack_grouped,
     relation,
 )
@@ -306,3 +307,63 @@ def test_a_grouped_run_meets_its_budget_and_exports_exactly(budget: float) -> No
         a, b = m(x), static(x)
     assert ((a - b).abs().max() / a.abs().max()) < 1e-4
     assert math.isclose(count(static)[0], float(model_cost(m, "hard").macs))
+
+
+@pytest.mark.parametrize("shape", [(40,), (9, 12)])
+def test_grouped_training_path_equals_the_dense_masked_product(shape: tuple[int, ...]) -> None:
+    """Cropped training may run a grouped layer grouped (where measured faster): values and every
+    gradient equal the dense masked product's."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(12, 10)
+    x = torch.randn(3, 12, *shape, requires_grad=True)
+    for groups in (2, 4, 8):
+        mask = GroupMask(3, 1.5, 0.1)
+        set_groups(mask, groups, seed=groups)
+        outs = []
+        for run in ("dense", "grouped"):
+            for t in (x, lin.weight, lin.bias, mask.mu):
+                t.grad = None
+            w = lin.weight[:10, :12] * relation(10, 12, mask.factors())
+            y = (
+                pointwise(x, lin, 10, 12, mask)
+                if run == "dense"
+                else grouped_pointwise(x, w, lin.bias, groups)
+            )
+            (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+            grads = [t.grad.clone() for t in (x, lin.weight, lin.bias, mask.mu)]  # type: ignore[union-attr]
+            outs.append((y.detach(), grads))
+        torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
+        for a, b in zip(outs[0][1], outs[1][1], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("verdict", ["grouped", "dense"])
+def test_a_grouped_model_crops_to_the_reference_whichever_way_it_mixes(
+    monkeypatch, verdict
+) -> None:
+    import dnarch.nn.block as block
+
+    monkeypatch.setattr(block, "choose_mixing", lambda *a: verdict)
+    m = _grouped_model((12, 9), 3)
+    x = torch.randn(4, 2, 12, 9)
+    with torch.no_grad():
+        a, b = m(x), m(x, crop=False)
+    assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+def test_the_mixing_verdict_is_cached_with_the_conv_verdicts() -> None:
+    from dnarch.functional import conv as fconv
+    from dnarch.functional.groups import choose_mixing
+
+    x, w = torch.randn(8, 12, 30), torch.randn(10, 12)
+    verdict = choose_mixing(x, w, 4)
+    assert verdict in ("grouped", "dense")
+    saved = [c for c in fconv.conv_choices() if c[3] == ["groups", 4] and c[2] == [12, 10, 30]]
+    assert saved and saved[0][-1] == verdict
+    fconv.set_conv_choices([[*saved[0][:4], "dense" if verdict == "grouped" else "grouped"]])
+    assert choose_mixing(x, w, 4) != verdict  # a restored verdict wins over a new measurement
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert choose_mixing(x, w, 8) == "dense"  # deterministic runs never time
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -18,7 +18,17 @@ from torch import Tensor
 from dnarch.functional.fourier import fft_input
 
 BACKENDS = ("auto", "direct", "fft")
+# Verdicts of the timed choices between two computations of one function, per (device, dtype, shape,
+# buckets): the depthwise backend here, and whether a grouped 1x1 layer runs grouped or dense
+# (``functional.groups.choose_mixing``, buckets ("groups", G)). Checkpoints carry them.
 _CHOICE: dict[tuple, str] = {}
+
+
+def remember(key: tuple, decide: Callable[[], str]) -> str:
+    """The cached verdict for ``key``, made by ``decide()`` the first time."""
+    if key not in _CHOICE:
+        _CHOICE[key] = decide()
+    return _CHOICE[key]
 
 
 def depthwise_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -140,7 +150,7 @@ def set_conv_choices(choices: list[list[Any]]) -> None:
         _CHOICE[key] = choice
 
 
-def _time(fn: Callable[[], Tensor], device: torch.device, repeats: int = 3) -> float:
+def _time(fn: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
     fn()  # warm-up: first calls pay for allocation and kernel selection
     best = float("inf")
     for _ in range(repeats):

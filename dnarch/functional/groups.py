@@ -17,14 +17,21 @@ layer are residue classes modulo a power of two. One channel order, the bit-reve
 the exported network holds each pointwise layer as a real grouped ``ConvNd`` on that order. When a
 group count does not divide the channel count the classes differ in size by one; the export pads each
 to the largest (``group_slots``) with a zero channel, and the cost counts the padding.
+
+During training a cropped grouped layer runs grouped (``grouped_pointwise``) where that was measured
+faster than the dense masked product on this device and shape (``choose_mixing``), dense elsewhere.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from dnarch.functional import conv as fconv
 
 
 def relation(rows: int, cols: int, factors: Tensor) -> Tensor:
@@ -72,18 +79,78 @@ def group_slots(channels: list[int], groups: int) -> list[int]:
     return slots
 
 
-def pack_grouped(dense: Tensor, row_slots: list[int], col_slots: list[int], groups: int) -> Tensor:
-    """A grouped layer's weight from its dense (masked) matrix.
+def pack_grouped(
+    dense: Tensor, row_slots: list[int], col_slots: list[int], groups: int, check: bool = True
+) -> Tensor:
+    """A grouped layer's weight from its dense (masked) matrix (differentiable).
 
-    dense: (rows, cols), zero between channels of different groups. Slots from ``group_slots`` (-1:
-    a zero row or column). Returns (len(row_slots), len(col_slots) // groups): the diagonal blocks,
-    the weight layout of ``ConvNd(..., groups=groups)`` without its kernel axes.
+    dense: (rows, cols), zero between channels of different groups (``check`` raises otherwise).
+    Slots from ``group_slots`` (-1: a zero row or column). Returns (len(row_slots),
+    len(col_slots) // groups): the diagonal blocks, the weight layout of ``ConvNd(..., groups=groups)``
+    without its kernel axes.
     """
-    padded = torch.nn.functional.pad(dense, (0, 1, 0, 1))  # index -1 reads the zero row / column
-    full = padded[torch.tensor(row_slots)][:, torch.tensor(col_slots)]
+    padded = F.pad(dense, (0, 1, 0, 1))  # index -1 reads the zero row / column
     nr, nc = len(row_slots) // groups, len(col_slots) // groups
-    blocks = [full[g * nr : (g + 1) * nr, g * nc : (g + 1) * nc] for g in range(groups)]
-    kept = sum(float(b.abs().sum()) for b in blocks)
-    if not math.isclose(kept, float(full.abs().sum()), rel_tol=1e-6, abs_tol=1e-12):
-        raise ValueError("the weight connects channels of different groups")
-    return torch.cat(blocks, 0)
+    rows = torch.tensor(row_slots, device=dense.device).view(groups, nr, 1)
+    cols = torch.tensor(col_slots, device=dense.device).view(groups, 1, nc)
+    blocks = padded[rows, cols]  # (groups, nr, nc)
+    if check:
+        kept = float(blocks.abs().sum())
+        if not math.isclose(kept, float(dense.abs().sum()), rel_tol=1e-6, abs_tol=1e-12):
+            raise ValueError("the weight connects channels of different groups")
+    return blocks.reshape(groups * nr, nc)
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(rows: int, cols: int, groups: int) -> tuple[list[int], list[int], list[int]]:
+    """Row slots, column slots, and each row's slot, for channels in their natural order."""
+    row_slots = group_slots(list(range(rows)), groups)
+    return (
+        row_slots,
+        group_slots(list(range(cols)), groups),
+        [row_slots.index(r) for r in range(rows)],
+    )
+
+
+def grouped_pointwise(x: Tensor, weight: Tensor, bias: Tensor, groups: int) -> Tensor:
+    """The 1x1 layer ``weight`` (rows, cols; zero between groups), bias (rows,), run as a grouped
+    convolution on padded groups. x: (B, cols, *S) -> (B, rows, *S), equal to the dense product."""
+    rows, cols = weight.shape
+    row_slots, col_slots, back = _layout(rows, cols, groups)
+    w = pack_grouped(weight, row_slots, col_slots, groups, check=False)
+    idx = torch.tensor([c if c >= 0 else cols for c in col_slots], device=x.device)
+    xin = torch.cat([x, torch.zeros_like(x[:, :1])], 1).index_select(1, idx)
+    b = F.pad(bias, (0, 1))[torch.tensor(row_slots, device=x.device)]
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[x.ndim - 2]
+    out = conv(xin, w.reshape(*w.shape, *([1] * (x.ndim - 2))), b, groups=groups)
+    return out.index_select(1, torch.tensor(back, device=x.device))
+
+
+def choose_mixing(x: Tensor, weight: Tensor, groups: int) -> str:
+    """'grouped' or 'dense': the faster way to run a grouped 1x1 layer for these shapes on this
+    device, forward and backward, timed once on 4 samples and cached with the conv backend verdicts
+    (``functional.conv.remember``). Under deterministic algorithms: 'dense', untimed."""
+    rows, cols = weight.shape
+    key = (x.device.type, x.dtype, (cols, rows, *x.shape[2:]), ("groups", groups))
+
+    def decide() -> str:
+        if torch.are_deterministic_algorithms_enabled():
+            return "dense"
+        xs = x[:4].detach()
+        w = weight.detach().requires_grad_(True)
+        b = torch.zeros(rows, device=x.device, dtype=x.dtype, requires_grad=True)
+        ones = [1] * (x.ndim - 2)
+        conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[x.ndim - 2]
+
+        def dense() -> None:
+            conv(xs, w.reshape(rows, cols, *ones), b).sum().backward()
+
+        def grouped() -> None:
+            grouped_pointwise(xs, w, b, groups).sum().backward()
+
+        with torch.enable_grad():  # the layer may first be met under no_grad (evaluation)
+            t_dense = fconv._time(dense, x.device)
+            t_grouped = fconv._time(grouped, x.device)
+        return "grouped" if t_grouped < t_dense else "dense"
+
+    return fconv.remember(key, decide)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnarch.functional.groups import relation
+from dnarch.functional.groups import choose_mixing, grouped_pointwise, relation
 from dnarch.nn.ckconv import DepthwiseCKConv
 from dnarch.nn.masks import GroupMask, SigmoidStepMask
 from dnarch.nn.resolution import FourierResolution
@@ -80,9 +80,27 @@ def pointwise(
     w = lin.weight[:rows, :cols]
     if groups is not None:
         w = w * relation(rows, cols, groups.factors())
-    w = w.reshape(rows, cols, *([1] * (x.ndim - 2)))
+    return conv1x1(x, w, lin.bias[:rows])
+
+
+def conv1x1(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """x: (B, cols, *S), w: (rows, cols), b: (rows,) -> (B, rows, *S)."""
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[x.ndim - 2]
-    return conv(x, w, lin.bias[:rows])
+    return conv(x, w.reshape(*w.shape, *([1] * (x.ndim - 2))), b)
+
+
+def mixing(
+    x: Tensor, lin: nn.Linear, rows: int, cols: int, groups: GroupMask | None, crop: bool
+) -> Tensor:
+    """``pointwise``, run as a grouped convolution when cropping, the layer has hard groups, and that
+    was measured faster here (``functional.groups.choose_mixing``). x: (B, cols, *S) -> (B, rows, *S)."""
+    g = groups.hard_groups() if groups is not None and crop else 1
+    if groups is None or g == 1:
+        return pointwise(x, lin, rows, cols, groups)
+    w = lin.weight[:rows, :cols] * relation(rows, cols, groups.factors())
+    if choose_mixing(x, w, g) == "dense":
+        return conv1x1(x, w, lin.bias[:rows])
+    return grouped_pointwise(x, w, lin.bias[:rows], g)
 
 
 def channel_scale(x: Tensor, m: Tensor) -> Tensor:
@@ -149,8 +167,9 @@ class DNArchBlock(nn.Module):
         h = F.gelu(h)
         m_w = self.width_mask.values()
         w = self.width_mask.hard_count() if crop else m_w.numel()
-        h = channel_scale(F.gelu(pointwise(h, self.pw1, w, c, self.pw1_groups)), m_w[:w])
-        h = self.dropout(pointwise(h, self.pw2, c, w, self.pw2_groups))  # (B, c, *S')
+        h = mixing(h, self.pw1, w, c, self.pw1_groups, crop)  # (B, w, *S')
+        h = channel_scale(F.gelu(h), m_w[:w])
+        h = self.dropout(mixing(h, self.pw2, c, w, self.pw2_groups, crop))  # (B, c, *S')
         return x + channel_scale(h, m_res * depth), cap
 
     def soft_hidden(self) -> Tensor:

@@ -1,0 +1,142 @@
+"""Issue 9: does learned grouping make networks faster, or only smaller in MACs? In one run:
+
+1. a grouped 1x1 convolution (32 -> 64 channels) against the dense one, forward and backward, for every
+   group count, in 1D (length 40) and 2D (28x28): whether training could gain by running the grouped
+   layers grouped (dnarch trains them as dense masked products);
+2. the exported networks that DNArch learned with grouping (the ``groups`` rows of a
+   ``benchmarks/compare.py`` result file) against the same architectures with dense pointwise layers:
+   MACs counted by ``torch.utils.flop_counter`` and inference throughput.
+
+    python benchmarks/groups_speed.py --from benchmarks/results/g9-groups-mnist1d.json \\
+        benchmarks/results/g9-groups-fashion.json
+
+Writes benchmarks/results/groups_speed.md with the command that made it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dnarch.export import ArchSpec, StaticNet
+from dnarch.export.summary import count
+
+
+def seconds_per_call(fn: Callable[[], object], budget: float) -> float:
+    """Median seconds of ``fn`` over repeated calls for about ``budget`` seconds (after warm-up)."""
+    for _ in range(3):
+        fn()
+    times: list[float] = []
+    end = time.perf_counter() + budget
+    while time.perf_counter() < end or len(times) < 5:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def layer_table(budget: float) -> list[str]:
+    lines = [
+        "| input | groups | MACs per position | forward + backward (ms) | vs dense |",
+        "|---|---|---|---|---|",
+    ]
+    for name, shape in (("1D, length 40", (40,)), ("2D, 28x28", (28, 28))):
+        x = torch.randn(64, 32, *shape, requires_grad=True)
+        conv = F.conv1d if len(shape) == 1 else F.conv2d
+        dense = None
+        for groups in (1, 2, 4, 8, 16, 32):
+            w = torch.randn(64, 32 // groups, *([1] * len(shape)), requires_grad=True)
+
+            def step(
+                x: torch.Tensor = x, w: torch.Tensor = w, groups: int = groups, conv=conv
+            ) -> None:
+                conv(x, w, groups=groups).sum().backward()
+
+            ms = 1e3 * seconds_per_call(step, budget)
+            dense = dense or ms
+            lines.append(
+                f"| {name} | {groups} | {32 * 64 // groups:,} | {ms:.3f} | {dense / ms:.2f}x |"
+            )
+    return lines
+
+
+def dense_twin(spec: ArchSpec) -> ArchSpec:
+    """The same architecture with ungrouped pointwise layers."""
+    return replace(spec, group_bits=0, blocks=tuple(replace(b, groups=(1, 1)) for b in spec.blocks))
+
+
+def samples_per_s(net: StaticNet, batch: int, budget: float) -> float:
+    x = torch.randn(batch, net.spec.in_channels, *net.spec.input_shape)
+    with torch.no_grad():
+        return batch / seconds_per_call(lambda: net(x), budget)
+
+
+def network_table(paths: list[str], batch: int, budget: float) -> list[str]:
+    lines = [
+        "| data | budget | seed | groups per block (pw1/pw2) | MACs grouped | MACs dense twin | "
+        "samples/s grouped | samples/s dense twin | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        for row in json.loads(Path(path).read_text())["runs"]:
+            if row["method"] != "groups":
+                continue
+            spec = ArchSpec.from_json(json.dumps(row["architecture"]))
+            grouped, twin = StaticNet(spec).eval(), StaticNet(dense_twin(spec)).eval()
+            groups = " ".join(f"{b.groups[0]}/{b.groups[1]}" for b in spec.kept_blocks)
+            a, b = samples_per_s(grouped, batch, budget), samples_per_s(twin, batch, budget)
+            lines.append(
+                f"| {row['dataset']} | {row['budget']:.0%} | {row['seed']} | {groups} | "
+                f"{count(grouped)[0]:,} | {count(twin)[0]:,} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x |"
+            )
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--from", dest="paths", nargs="+", default=[], help="compare.py result files")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--seconds", type=float, default=2.0, help="measuring time per case")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    command = "python benchmarks/groups_speed.py " + " ".join(sys.argv[1:])
+    text = [
+        "# Learned grouping: MACs against speed",
+        "",
+        f"Made by: `{command.strip()}`",
+        f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.",
+        "",
+        "## A grouped 1x1 convolution, 32 -> 64 channels, batch 64",
+        "",
+        *layer_table(args.seconds),
+    ]
+    if args.paths:
+        text += [
+            "",
+            f"## Learned grouped networks against their dense twins (batch {args.batch}, eval)",
+            "",
+            "The dense twin is the same exported architecture with ungrouped pointwise layers.",
+            "",
+            *network_table(args.paths, args.batch, args.seconds),
+        ]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "groups_speed.md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()
