@@ -119,6 +119,11 @@ def main() -> None:
     rows = []
     for name, masked, static in cases:
         spec = static.spec
+        if spec.group_bits:
+            sys.exit(
+                "export_throughput.py: the hand-written network has no grouped layers; for a run with "
+                "learned grouping use benchmarks/groups_speed.py"
+            )
         hand = HandWritten(spec).eval()
         x = torch.randn(args.batch, spec.in_channels, *spec.input_shape)
         nets: dict[str, Callable[[Tensor], Tensor]] = {"static": static, "hand": hand}

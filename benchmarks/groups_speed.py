@@ -1,8 +1,8 @@
 """Issue 9: does learned grouping make networks faster, or only smaller in MACs? In one run:
 
 1. a grouped 1x1 convolution (32 -> 64 channels) against the dense one, forward and backward, for every
-   group count, in 1D (length 40) and 2D (28x28): whether training could gain by running the grouped
-   layers grouped (dnarch trains them as dense masked products);
+   group count, in 1D (length 40) and 2D (28x28): where training gains by running the grouped
+   layers grouped (dnarch times this per shape, ``functional.groups.choose_mixing``);
 2. the exported networks that DNArch learned with grouping (the ``groups`` rows of a
    ``benchmarks/compare.py`` result file) against the same architectures with dense pointwise layers:
    MACs counted by ``torch.utils.flop_counter`` and inference throughput.

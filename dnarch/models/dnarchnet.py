@@ -160,9 +160,11 @@ class DNArchNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch and p.requires_grad]
 
     @torch.no_grad()
-    def floor_copy(self) -> DNArchNet:
+    def floor_copy(self, metric: str = "macs") -> DNArchNet:
         """A copy with every learned axis at its floor: the smallest network this search can reach
-        (axes that are not learned stay as they are)."""
+        (axes that are not learned stay as they are). Learned groupings take, layer by layer, the
+        group count that makes it cheapest in ``metric``: at the floor widths, padding can make the
+        most groups dearer than fewer."""
         small = copy.deepcopy(self)
         masks: list[Any] = []
         if self.cfg.learn_width:
@@ -174,9 +176,23 @@ class DNArchNet(nn.Module):
                 masks.append(b.conv.mask)
             if self.cfg.learn_resolution and b.resolution is not None:
                 masks.append(b.resolution.mask)
-            masks += b.group_masks()
         for m in masks:
             m.to_floor_()
+        from dnarch.cost.estimate import model_cost  # the cost module imports this one
+
+        for b in small._blocks():
+            for g in b.group_masks():
+                best: tuple[float, float] | None = None
+                seen: set[int] = set()
+                for mu in torch.linspace(g.mu_min, g.mu_max, 16 * g.n + 1).tolist():
+                    g.mu.fill_(mu)
+                    if g.hard_count() in seen:
+                        continue  # one cost per reachable group count
+                    seen.add(g.hard_count())
+                    cost = float(model_cost(small, "hard").get(metric))
+                    best = (cost, mu) if best is None or cost < best[0] else best
+                assert best is not None
+                g.mu.fill_(best[1])
         return small
 
     def gates(self) -> list[SigmoidStepMask | LowpassMask]:

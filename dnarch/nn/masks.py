@@ -267,8 +267,9 @@ class GroupMask(SigmoidStepMask):
 
     def __init__(self, bits: int, span: float, threshold: float) -> None:
         super().__init__(bits, span, threshold, floor=0)
-        # room below the first entry for it to close (value 0.05 there, well under T)
-        self.mu_min = min(-0.5 / bits, -math.log(0.95 / 0.05) / self.tau)
+        # room below the first entry for it to close (a value there well under T)
+        low = min(0.05, threshold / 2)
+        self.mu_min = min(-0.5 / bits, -math.log((1 - low) / low) / self.tau)
 
     def factors(self) -> Tensor:
         """Thresholded gate per bit, bit 0 first: 0 for a closed bit. (bits,)."""

@@ -28,7 +28,7 @@ class Objective:
         self.max_cost = float(model_cost(model, "max").get(cfg.metric))
         budget = resolve_budget(cfg, self.max_cost)
         self.budget = budget
-        self.floor_cost = float(model_cost(model.floor_copy(), "hard").get(cfg.metric))
+        self.floor_cost = float(model_cost(model.floor_copy(cfg.metric), "hard").get(cfg.metric))
         unit = "MACs" if cfg.metric == "macs" else "parameters"
         if budget is not None and budget > self.max_cost * (1 + 1e-9):
             raise ConfigError(
