@@ -111,7 +111,7 @@ def test_frozen_phase_keeps_the_architecture() -> None:
     class Snap:
         def on_epoch_end(self, state) -> None:
             snapshots.append(
-                [p.detach().clone() for p in m._axis_parameters(True, True, True, True)]
+                [p.detach().clone() for p in m._axis_parameters(True, True, True, True, True)]
             )
 
     cfg = TrainConfig(epochs=4, batch_size=32, freeze_arch_fraction=0.5, warmup_epochs=0)
