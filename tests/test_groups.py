@@ -383,3 +383,23 @@ def test_the_mixing_verdict_is_cached_with_the_conv_verdicts(monkeypatch) -> Non
         assert choose_mixing(x, w, 8) == "dense"  # deterministic runs never time
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_a_grouped_cli_run_reports_its_groups(tmp_path, capsys) -> None:
+    from dnarch.cli import main
+
+    flags = ["--epochs", "2", "--net.blocks=2", "--net.width=8", "--net.hidden=8",
+             "--net.kernel_hidden=4", "--data.limit_train=64", "--data.limit_test=32",
+             "--net.learn_groups=true", "--budget", "0.3"]  # fmt: skip
+    assert main(["train", *flags, "--out", str(tmp_path / "run")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    title = next(i for i, line in enumerate(lines) if line.startswith("learned architecture"))
+    assert "groups" in lines[title + 1].split()  # the architecture table's header
+    spec = ArchSpec.from_json((tmp_path / "run" / "architecture.json").read_text())
+    assert spec.group_bits == 3
+    page = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert "groups (pw1/pw2)" in page
+    cells = [f"<td>{b.groups[0]}/{b.groups[1]}</td>" for b in spec.kept_blocks]
+    assert all(c in page for c in cells)
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert "b0_groups" in header and "soft_block0_groups_pw1" in header
