@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from dnarch.tasks import TASKS
+
 
 class ConfigError(ValueError):
     """A bad configuration value or key. Its message is one line meant for the user."""
@@ -239,8 +241,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(bool(self.name), "data.name must not be empty")
         _require(
-            self.task in ("auto", "classify", "segment", "regress"),
-            f"data.task must be auto, classify, segment or regress; got {self.task!r}",
+            self.task in ("auto", *TASKS),
+            f"data.task must be auto or one of {', '.join(TASKS)}; got {self.task!r}",
         )
         _require(self.limit_train >= 0, f"data.limit_train must be >= 0, got {self.limit_train}")
         _require(self.limit_test >= 0, f"data.limit_test must be >= 0, got {self.limit_test}")

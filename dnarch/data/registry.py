@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dnarch.tasks import TASKS
+
 
 class DataError(ValueError):
     """Bad or missing data. Its message is one line meant for the user."""
 
 
-TASKS = ("classify", "segment", "regress")
 MAX_CLASSES = 1024  # more labels than this is almost always a regression target read as labels
 
 

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from dnarch.tasks import TASKS
+
 if TYPE_CHECKING:  # loading an exported network must not need the training code
     from dnarch.models import DNArchNet
 
@@ -67,7 +69,7 @@ class ArchSpec:
             return {k: tuple(v) if isinstance(v, list) else v for k, v in items.items()}
 
         blocks = tuple(BlockSpec(**tuples(b)) for b in d.pop("blocks"))
-        if d.get("task", "classify") not in ("classify", "segment", "regress"):
+        if d.get("task", "classify") not in TASKS:
             raise ValueError(f"unknown task {d['task']!r} in the architecture")
         return cls(blocks=blocks, **tuples(d))
 

@@ -27,6 +27,7 @@ from dnarch.functional import fourier
 from dnarch.functional import masks as fm
 from dnarch.nn.block import BlockSettings, DNArchBlock, batch_norm, channel_scale, pointwise
 from dnarch.nn.masks import LowpassMask, SigmoidStepMask
+from dnarch.tasks import TASKS
 
 
 @dataclass
@@ -68,7 +69,7 @@ class DNArchNet(nn.Module):
         task: str = "classify",
     ) -> None:
         super().__init__()
-        if task not in ("classify", "segment", "regress"):
+        if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose classify, segment or regress")
         if len(input_shape) not in (1, 2, 3):
             raise ValueError(
