@@ -400,10 +400,7 @@ class Trainer:
         frozen = epoch >= self.freeze_epoch
         fit_steps = 0
         if epoch == self.freeze_epoch and st.step == 0:
-            # the architecture is about to become final: make sure it meets the budget
-            fit_steps = self.objective.fit_budget_(model, self._fit_groups())
-            if self.cfg.anneal_gates:
-                model.snap_gates_()  # and, with annealed gates, make every decision binary
+            fit_steps = self._finalise_architecture()
         for p in self.arch_group:
             # the architecture is final: masks stop learning and skip their gradient-only work
             p.requires_grad_(not frozen)
@@ -515,6 +512,14 @@ class Trainer:
         for p in self.model.parameters():
             if (id(p) in arch) == weights_turn:
                 p.grad = None
+
+    def _finalise_architecture(self) -> int:
+        """At the freeze, before the first frozen step: fit the architecture into the budget and,
+        with annealed gates, make every decision binary. Returns the budget fit's steps."""
+        steps = self.objective.fit_budget_(self.model, self._fit_groups())
+        if self.cfg.anneal_gates:
+            self.model.snap_gates_()
+        return steps
 
     def _fit_groups(self) -> list[tuple[list[nn.Parameter], float]]:
         """Mask parameter groups with the step ``Objective.fit_budget_`` takes: 1e-3 (in mask units,
