@@ -32,40 +32,48 @@ from dnarch.export import ArchSpec, StaticNet
 from dnarch.export.summary import count
 
 
-def seconds_per_call(fn: Callable[[], object], budget: float) -> float:
-    """Median seconds of ``fn`` over repeated calls for about ``budget`` seconds (after warm-up)."""
+def paired_seconds(
+    a: Callable[[], object], b: Callable[[], object], budget: float
+) -> tuple[float, float]:
+    """Median seconds per call of ``a`` and of ``b``, called alternately for about ``budget`` seconds
+    (after warm-up), so that drifting load on the machine falls on both alike."""
     for _ in range(3):
-        fn()
-    times: list[float] = []
+        a()
+        b()
+    times: tuple[list[float], list[float]] = ([], [])
     end = time.perf_counter() + budget
-    while time.perf_counter() < end or len(times) < 5:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    while time.perf_counter() < end or len(times[0]) < 5:
+        for fn, out in ((a, times[0]), (b, times[1])):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def layer_table(budget: float) -> list[str]:
     lines = [
-        "| input | groups | MACs per position | forward + backward (ms) | vs dense |",
-        "|---|---|---|---|---|",
+        "| input | groups | MACs per position | dense: forward + backward (ms) | grouped (ms) | "
+        "speed-up |",
+        "|---|---|---|---|---|---|",
     ]
     for name, shape in (("1D, length 40", (40,)), ("2D, 28x28", (28, 28))):
         x = torch.randn(64, 32, *shape, requires_grad=True)
         conv = F.conv1d if len(shape) == 1 else F.conv2d
-        dense = None
-        for groups in (1, 2, 4, 8, 16, 32):
-            w = torch.randn(64, 32 // groups, *([1] * len(shape)), requires_grad=True)
+        ones = [1] * len(shape)
+        w_dense = torch.randn(64, 32, *ones, requires_grad=True)
+        for groups in (2, 4, 8, 16, 32):
+            w = torch.randn(64, 32 // groups, *ones, requires_grad=True)
 
-            def step(
-                x: torch.Tensor = x, w: torch.Tensor = w, groups: int = groups, conv=conv
-            ) -> None:
-                conv(x, w, groups=groups).sum().backward()
+            def step(w: torch.Tensor = w, groups: int = groups) -> None:
+                conv(x, w, groups=groups).sum().backward()  # noqa: B023 (x, conv: this input)
 
-            ms = 1e3 * seconds_per_call(step, budget)
-            dense = dense or ms
+            def dense() -> None:
+                conv(x, w_dense).sum().backward()  # noqa: B023
+
+            t_grouped, t_dense = paired_seconds(step, dense, budget)
             lines.append(
-                f"| {name} | {groups} | {32 * 64 // groups:,} | {ms:.3f} | {dense / ms:.2f}x |"
+                f"| {name} | {groups} | {32 * 64 // groups:,} | {1e3 * t_dense:.3f} | "
+                f"{1e3 * t_grouped:.3f} | {t_dense / t_grouped:.2f}x |"
             )
     return lines
 
@@ -75,10 +83,12 @@ def dense_twin(spec: ArchSpec) -> ArchSpec:
     return replace(spec, group_bits=0, blocks=tuple(replace(b, groups=(1, 1)) for b in spec.blocks))
 
 
-def samples_per_s(net: StaticNet, batch: int, budget: float) -> float:
-    x = torch.randn(batch, net.spec.in_channels, *net.spec.input_shape)
+def samples_per_s(a: StaticNet, b: StaticNet, batch: int, budget: float) -> tuple[float, float]:
+    """Inference samples per second of two networks on the same input, measured alternately."""
+    x = torch.randn(batch, a.spec.in_channels, *a.spec.input_shape)
     with torch.no_grad():
-        return batch / seconds_per_call(lambda: net(x), budget)
+        ta, tb = paired_seconds(lambda: a(x), lambda: b(x), budget)
+    return batch / ta, batch / tb
 
 
 def network_table(paths: list[str], batch: int, budget: float) -> list[str]:
@@ -94,7 +104,7 @@ def network_table(paths: list[str], batch: int, budget: float) -> list[str]:
             spec = ArchSpec.from_json(json.dumps(row["architecture"]))
             grouped, twin = StaticNet(spec).eval(), StaticNet(dense_twin(spec)).eval()
             groups = " ".join(f"{b.groups[0]}/{b.groups[1]}" for b in spec.kept_blocks)
-            a, b = samples_per_s(grouped, batch, budget), samples_per_s(twin, batch, budget)
+            a, b = samples_per_s(grouped, twin, batch, budget)
             lines.append(
                 f"| {row['dataset']} | {row['budget']:.0%} | {row['seed']} | {groups} | "
                 f"{count(grouped)[0]:,} | {count(twin)[0]:,} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x |"
