@@ -347,32 +347,20 @@ def main() -> None:
                 run_dnarch, data, frozen_net(base), None, epochs, args, seed,
             )  # fmt: skip
         max_macs = frozen["max_macs"] if frozen else maximal_macs(data, base)
+        # the DNArch variants: method -> (network config, annealed gates), run in this order
+        variants: dict[str, tuple[Any, bool]] = {
+            "dnarch": (base, False),
+            "fixedres": (replace(base, learn_resolution=False), False),
+            "anneal": (base, True),
+            "groups": (replace(base, learn_groups=True), False),
+            **{axis: (ablation_net(base, axis), False) for axis in AXES},
+        }
         for budget in args.budgets:
-            if "dnarch" in args.methods:
-                record(
-                    dataset, "dnarch", budget, seed, epochs,
-                    run_dnarch, data, base, budget, epochs, args, seed,
-                )  # fmt: skip
-            if "fixedres" in args.methods:
-                record(
-                    dataset, "fixedres", budget, seed, epochs,
-                    run_dnarch, data, replace(base, learn_resolution=False), budget, epochs, args, seed,
-                )  # fmt: skip
-            if "anneal" in args.methods:
-                record(
-                    dataset, "anneal", budget, seed, epochs,
-                    run_dnarch, data, base, budget, epochs, args, seed, True,
-                )  # fmt: skip
-            if "groups" in args.methods:
-                record(
-                    dataset, "groups", budget, seed, epochs,
-                    run_dnarch, data, replace(base, learn_groups=True), budget, epochs, args, seed,
-                )  # fmt: skip
-            for axis in AXES:
-                if axis in args.methods:
+            for method, (net, anneal) in variants.items():
+                if method in args.methods:
                     record(
-                        dataset, axis, budget, seed, epochs,
-                        run_dnarch, data, ablation_net(base, axis), budget, epochs, args, seed,
+                        dataset, method, budget, seed, epochs,
+                        run_dnarch, data, net, budget, epochs, args, seed, anneal,
                     )  # fmt: skip
             if "plain" in args.methods:
                 record(

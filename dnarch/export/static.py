@@ -24,7 +24,13 @@ from torch import Tensor, nn
 
 from dnarch.export.spec import ArchSpec, BlockSpec
 from dnarch.functional import fourier
-from dnarch.functional.groups import bit_reversed_order, group_slots, pack_grouped, relation
+from dnarch.functional.groups import (
+    bit_reversed_order,
+    group_slots,
+    pack_grouped,
+    relation,
+    take_slots,
+)
 
 _CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -197,7 +203,7 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
             pw1 = pw1 * relation(w, c, block.pw1_groups.factors())
         pw1 = pack_grouped(pw1[:, order], lay.hidden, lay.in_slots, g1)
         state[pre + "pw1.weight"] = pw1.reshape(*pw1.shape, *ones)
-        state[pre + "pw1.bias"] = _slots(block.pw1.bias[:w], lay.hidden)
+        state[pre + "pw1.bias"] = take_slots(block.pw1.bias[:w], lay.hidden)
         rows = m_c * depth[b.index]
         m_w = block.width_mask.values()[:w]
         pw2 = block.pw2.weight[:c, :w] * rows[:, None] * m_w[None, :]
@@ -205,13 +211,8 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
             pw2 = pw2 * relation(c, w, block.pw2_groups.factors())
         pw2 = pack_grouped(pw2[order], lay.out_slots, lay.hidden, g2)
         state[pre + "pw2.weight"] = pw2.reshape(*pw2.shape, *ones)
-        state[pre + "pw2.bias"] = _slots((block.pw2.bias[:c] * rows)[order], lay.out_slots)
+        state[pre + "pw2.bias"] = take_slots((block.pw2.bias[:c] * rows)[order], lay.out_slots)
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
-
-
-def _slots(values: Tensor, slots: list[int]) -> Tensor:
-    """values: (n,) -> (len(slots),), zero where a slot is -1."""
-    return torch.cat([values, values.new_zeros(1)])[torch.tensor(slots)]
 
 
 def _norm_state(

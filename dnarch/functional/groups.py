@@ -102,6 +102,11 @@ def pack_grouped(
     return blocks.reshape(groups * nr, nc)
 
 
+def take_slots(values: Tensor, slots: list[int]) -> Tensor:
+    """values: (n,) -> (len(slots),), zero where a slot is -1 (a padded channel's bias)."""
+    return F.pad(values, (0, 1))[_index(tuple(slots), values.device)]
+
+
 @functools.lru_cache(maxsize=1024)
 def _index(values: tuple[int, ...], device: torch.device) -> Tensor:
     """An index tensor on ``device``, made once (no host-to-device copy per forward)."""
@@ -127,7 +132,7 @@ def grouped_pointwise(x: Tensor, weight: Tensor, bias: Tensor, groups: int) -> T
     w = pack_grouped(weight, row_slots, col_slots, groups, check=False)
     idx = _index(tuple(c if c >= 0 else cols for c in col_slots), x.device)
     xin = torch.cat([x, torch.zeros_like(x[:, :1])], 1).index_select(1, idx)
-    b = F.pad(bias, (0, 1))[_index(tuple(row_slots), x.device)]
+    b = take_slots(bias, row_slots)
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[x.ndim - 2]
     out = conv(xin, w.reshape(*w.shape, *([1] * (x.ndim - 2))), b, groups=groups)
     return out.index_select(1, _index(tuple(back), x.device))
