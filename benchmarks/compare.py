@@ -3,6 +3,8 @@
 For every dataset, seed and budget (a fraction of the maximal network's MACs) it trains:
 - dnarch      DNArch, all four axes learned, at the budget;
 - fixedres    DNArch with the resolution axis fixed (kernel, width and depth learned);
+- fastres     DNArch with the resolution cut-offs learning at the other masks' rate
+              (``train.resolution_lr_scale=1``; the default is 0.1);
 - anneal      DNArch with annealed gates (``train.anneal_gates``): widths, depth and resolution
               decisions sharpen to exact 0/1 by the time the architecture freezes;
 - groups      DNArch that also learns the group count of every pointwise layer (``net.learn_groups``);
@@ -61,10 +63,11 @@ from dnarch.train.metrics import SCORES
 from dnarch.train.objective import Objective
 from dnarch.train.plain import train_classifier
 
-METHODS = ("dnarch", "fixedres", "anneal", "groups", *AXES, "plain", "prune", "frozen")
+METHODS = ("dnarch", "fixedres", "fastres", "anneal", "groups", *AXES, "plain", "prune", "frozen")
 LABELS = {
     "dnarch": "DNArch (all axes)",
     "fixedres": "DNArch, resolution fixed",
+    "fastres": "DNArch, resolution at full rate",
     "anneal": "DNArch, annealed gates",
     "groups": "DNArch, learned grouping",
     "kernel": "kernel only",
@@ -110,7 +113,7 @@ def run_dnarch(
     epochs: int,
     args: argparse.Namespace,
     seed: int,
-    anneal_gates: bool = False,
+    train: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     floor = None
     if budget is not None:
@@ -124,7 +127,7 @@ def run_dnarch(
     cfg = RunConfig(
         net=net,
         budget=BudgetConfig(budget=budget),
-        train=TrainConfig(epochs=epochs, seed=seed, device=args.device, anneal_gates=anneal_gates),
+        train=TrainConfig(epochs=epochs, seed=seed, device=args.device, **(train or {})),
         data=DataConfig(name=data.name),
     )
     with Clock() as clock:
@@ -347,20 +350,21 @@ def main() -> None:
                 run_dnarch, data, frozen_net(base), None, epochs, args, seed,
             )  # fmt: skip
         max_macs = frozen["max_macs"] if frozen else maximal_macs(data, base)
-        # the DNArch variants: method -> (network config, annealed gates), run in this order
-        variants: dict[str, tuple[Any, bool]] = {
-            "dnarch": (base, False),
-            "fixedres": (replace(base, learn_resolution=False), False),
-            "anneal": (base, True),
-            "groups": (replace(base, learn_groups=True), False),
-            **{axis: (ablation_net(base, axis), False) for axis in AXES},
+        # the DNArch variants: method -> (network config, training options), run in this order
+        variants: dict[str, tuple[Any, dict[str, Any]]] = {
+            "dnarch": (base, {}),
+            "fixedres": (replace(base, learn_resolution=False), {}),
+            "fastres": (base, {"resolution_lr_scale": 1.0}),
+            "anneal": (base, {"anneal_gates": True}),
+            "groups": (replace(base, learn_groups=True), {}),
+            **{axis: (ablation_net(base, axis), {}) for axis in AXES},
         }
         for budget in args.budgets:
-            for method, (net, anneal) in variants.items():
+            for method, (net, train) in variants.items():
                 if method in args.methods:
                     record(
                         dataset, method, budget, seed, epochs,
-                        run_dnarch, data, net, budget, epochs, args, seed, anneal,
+                        run_dnarch, data, net, budget, epochs, args, seed, train,
                     )  # fmt: skip
             if "plain" in args.methods:
                 record(
@@ -522,6 +526,7 @@ def write_plot(path: Path, rows: list[dict[str, Any]]) -> None:
             style = {
                 "dnarch": "-o",
                 "fixedres": "-D",
+                "fastres": "-X",
                 "anneal": "-v",
                 "groups": "-P",
                 "plain": "-s",
