@@ -160,7 +160,12 @@ class BudgetConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation. lr/weight_decay: weights; arch_lr: mask parameters (no weight decay);
-    resolution_lr_scale: the resolution cut-offs learn at arch_lr times this.
+    resolution_travel: how far (in the input's normalised frequency, Nyquist = 1) a resolution cut-off
+    can move over the architecture-learning epochs if every step pushes it the same way: the sum of
+    its learning rate over those steps (Adam's steps are about one learning rate long). The cut-offs'
+    learning rate is set from it and the run's length, at most arch_lr, so that short and long runs
+    give the cut-offs the same reach. resolution_lr_scale: if set, the cut-offs learn at arch_lr times
+    this instead (the travel is then ignored).
     freeze_arch_fraction: the last fraction of epochs trains the weights with the architecture frozen.
     device: 'auto' picks CUDA when present, else CPU. deterministic: PyTorch's deterministic
     algorithms, and the conv backend chosen by operation count instead of timing, so that a run (and
@@ -179,7 +184,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     arch_lr: float = 2e-2
-    resolution_lr_scale: float = 0.1
+    resolution_travel: float = 1.22
+    resolution_lr_scale: float | None = None
     weight_decay: float = 1e-2
     warmup_epochs: int = 2
     freeze_arch_fraction: float = 0.2
@@ -204,8 +210,12 @@ class TrainConfig:
         _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _require(self.arch_lr >= 0, f"train.arch_lr must be >= 0, got {self.arch_lr}")
         _require(
-            self.resolution_lr_scale >= 0,
+            self.resolution_lr_scale is None or self.resolution_lr_scale >= 0,
             f"train.resolution_lr_scale must be >= 0, got {self.resolution_lr_scale}",
+        )
+        _require(
+            self.resolution_travel >= 0,
+            f"train.resolution_travel must be >= 0, got {self.resolution_travel}",
         )
         _require(
             self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}"

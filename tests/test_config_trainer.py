@@ -13,7 +13,13 @@ from dnarch.config import (
     with_overrides,
 )
 from dnarch.models import build_model
-from dnarch.train.trainer import param_groups, pick_device, warmup_cosine
+from dnarch.train.trainer import (
+    freeze_epoch,
+    param_groups,
+    pick_device,
+    resolution_scale,
+    warmup_cosine,
+)
 
 
 def test_overrides_are_typed() -> None:
@@ -78,6 +84,39 @@ def test_param_groups_by_structure() -> None:
     assert groups["weights"]["weight_decay"] == 0.1
     total = sum(len(g["params"]) for g in groups.values())
     assert total == len([p for p in m.parameters() if p.requires_grad])
+
+
+@pytest.mark.parametrize(
+    ("epochs", "steps", "warmup", "freeze"), [(20, 62, 2, 0.2), (10, 15, 2, 0.2), (30, 9, 0, 0.0)]
+)
+def test_resolution_rate_gives_the_cutoffs_their_travel(
+    epochs: int, steps: int, warmup: int, freeze: float
+) -> None:
+    """Summed over the architecture-learning steps of the real scheduler, the cut-offs' learning
+    rate is ``resolution_travel``, whatever the run's length."""
+    cfg = TrainConfig(
+        epochs=epochs, warmup_epochs=warmup, freeze_arch_fraction=freeze, resolution_travel=0.9
+    )
+    m = build_model(NetConfig(blocks=2), 1, 10, (40,))
+    opt = torch.optim.AdamW(param_groups(m, cfg, resolution_scale(cfg, steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(epochs * steps, warmup * steps))
+    travel = 0.0
+    for _ in range(freeze_epoch(cfg) * steps):
+        travel += next(g["lr"] for g in opt.param_groups if g["name"] == "resolution")
+        opt.step()
+        sched.step()
+    assert travel == pytest.approx(0.9)
+
+
+def test_resolution_rate_defaults_and_overrides() -> None:
+    cfg = TrainConfig(epochs=20)
+    # MNIST-1D's default run (4,000 samples, batch 64): the 0.1 that was measured there
+    assert resolution_scale(cfg, 62) == pytest.approx(0.1, abs=1e-3)
+    # 4x fewer steps per epoch: about 4x the rate (the warm-up is the same fraction of the run)
+    assert resolution_scale(cfg, 15) == pytest.approx(4 * resolution_scale(cfg, 60), rel=0.01)
+    assert resolution_scale(TrainConfig(epochs=1), 1) == 1.0  # capped at arch_lr
+    assert resolution_scale(TrainConfig(resolution_lr_scale=0.3), 62) == 0.3  # an explicit scale
+    assert resolution_scale(TrainConfig(arch_lr=0.0), 62) == 1.0  # nothing to scale
 
 
 def test_warmup_then_cosine() -> None:
