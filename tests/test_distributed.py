@@ -108,12 +108,14 @@ def test_batches_split_every_global_batch_and_keep_the_single_process_order() ->
 
 # the same run, once in one process and once in two: MNIST-1D, few steps, no dropout (its random
 # masks cannot match), a global batch of 33 that two ranks split 16 + 17, and 3 epochs, so that the
-# architecture freezes (and DDP is rebuilt) in the last one
+# architecture freezes (and DDP is rebuilt) in the last one. The cut-offs move at 0.1 x arch_lr: at the
+# default rate (capped at arch_lr in a run this short) training amplifies the ranks' rounding 6x more
+# (2.9e-5 of the largest kernel tap, against 4.5e-6), past the tolerances that catch a real mismatch
 RUN = [
     "train", "--data", "mnist1d", "--budget", "0.5", "--epochs", "3", "--seed", "1", "--quiet",
     "--data.limit_train=528", "--data.limit_test=200", "--train.batch_size=33",
     "--net.dropout=0", "--net.width=16", "--net.hidden=32", "--net.blocks=2",
-    "--train.deterministic=true", "--train.tensorboard=false",
+    "--train.deterministic=true", "--train.tensorboard=false", "--train.resolution_lr_scale=0.1",
 ]  # fmt: skip
 
 
