@@ -53,7 +53,15 @@ import torch
 import dnarch
 from dnarch.baselines import AXES, ablation_net, frozen_net
 from dnarch.baselines.prune import prune_then_finetune
-from dnarch.config import BudgetConfig, DataConfig, RunConfig, TrainConfig
+from dnarch.config import (
+    BudgetConfig,
+    ConfigError,
+    DataConfig,
+    NetConfig,
+    RunConfig,
+    TrainConfig,
+    with_overrides,
+)
 from dnarch.data import DataBundle
 from dnarch.export.summary import count, counted_macs
 from dnarch.models import PRESETS, preset_for
@@ -232,6 +240,10 @@ def main() -> None:
     ap.add_argument(
         "--limit-test", nargs="+", default=["0"], help="as --limit-train, for the test set"
     )
+    ap.add_argument(
+        "--net", nargs="+", default=[], metavar="KEY=VALUE",
+        help="change the preset maximal network of every dataset, e.g. width=64 hidden=128",
+    )  # fmt: skip
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="2 epochs, 256/256 samples, 25%%, seed 0")
@@ -383,7 +395,7 @@ def main() -> None:
     ):  # seed-major: an interrupted run holds whole seeds of every dataset
         for dataset in args.datasets:
             data = datasets[dataset]
-            base = PRESETS[preset_for(len(data.input_shape))]
+            base = maximal_net(data, args.net)
             epochs = per_dataset(args.epochs, dataset, "epochs")
             ft = (
                 per_dataset(args.finetune_epochs, dataset, "finetune-epochs")
@@ -393,6 +405,19 @@ def main() -> None:
             run_one_seed(dataset, data, base, epochs, ft, seed)
     save()
     print((out / f"{name}.md").read_text())
+
+
+def maximal_net(data: DataBundle, changes: list[str]) -> NetConfig:
+    """The preset maximal network for ``data``, with ``--net KEY=VALUE`` changes."""
+    preset = PRESETS[preset_for(len(data.input_shape))]
+    pairs = [c.partition("=") for c in changes]
+    if any(not sep for _, sep, _ in pairs):
+        raise SystemExit(f"compare.py: error: --net takes KEY=VALUE, got {changes}")
+    try:
+        cfg = with_overrides(RunConfig(net=preset), {f"net.{k}": v for k, _, v in pairs})
+    except ConfigError as err:
+        raise SystemExit(f"compare.py: error: --net: {err}") from None
+    return cfg.net
 
 
 def maximal_macs(data: DataBundle, net: Any) -> int:

@@ -205,3 +205,31 @@ def test_the_frozen_architecture_meets_the_budget_even_when_training_is_short() 
     assert history[1]["cost"] > objective.budget  # it was over the budget before the fit
     assert objective.budget is not None
     assert float(model_cost(m, "hard").macs) <= objective.budget
+
+
+@pytest.mark.parametrize(
+    ("epochs", "fraction", "frozen_epochs"), [(1, 0.2, 0), (2, 0.2, 1), (3, 0.0, 0), (5, 0.2, 1)]
+)
+def test_every_run_with_a_budget_ends_inside_it(
+    epochs: int, fraction: float, frozen_epochs: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs too short for ``freeze_arch_fraction`` to round to a frozen epoch freeze their last one
+    (two epochs or more); runs with no frozen phase are fit into the budget after the last step, with
+    a note, so the exported network meets the budget either way."""
+    from dnarch.config import BudgetConfig
+    from dnarch.cost import model_cost
+    from dnarch.data import load_data
+    from dnarch.train.objective import Objective
+    from dnarch.train.trainer import Trainer
+
+    cfg = TrainConfig(epochs=epochs, batch_size=32, freeze_arch_fraction=fraction)
+    assert epochs - freeze_epoch(cfg) == frozen_epochs
+    data = load_data("mnist1d").limited(64, 32)
+    m = build_model(NetConfig(width=8, hidden=8, blocks=2, backend="direct"), 1, 10, (40,))
+    objective = Objective(m, BudgetConfig(budget=0.25))
+    history = Trainer(m, objective, data, cfg, progress=False).fit()
+    assert objective.budget is not None
+    cost = float(model_cost(m, "hard").macs)
+    assert 0.98 * objective.budget <= cost <= objective.budget
+    assert [r["arch_frozen"] for r in history] == [e >= freeze_epoch(cfg) for e in range(epochs)]
+    assert ("never froze" in capsys.readouterr().err) == (frozen_epochs == 0)

@@ -186,8 +186,12 @@ def param_groups(
 
 
 def freeze_epoch(cfg: TrainConfig) -> int:
-    """The first epoch with the architecture frozen (``cfg.epochs``: never frozen)."""
-    return cfg.epochs - int(round(cfg.freeze_arch_fraction * cfg.epochs))
+    """The first epoch with the architecture frozen (``cfg.epochs``: never frozen). A run of two
+    epochs or more with a freeze fraction freezes at least its last epoch."""
+    frozen = int(round(cfg.freeze_arch_fraction * cfg.epochs))
+    if cfg.freeze_arch_fraction > 0 and cfg.epochs >= 2:
+        frozen = max(1, frozen)
+    return cfg.epochs - frozen
 
 
 def resolution_scale(cfg: TrainConfig, steps_per_epoch: int) -> float:
@@ -392,8 +396,8 @@ class Trainer:
                         cb.on_epoch_end(st)
                     if self._stop_requested and epoch + 1 < self.cfg.epochs:
                         self._interrupt()
-                if self.cfg.anneal_gates and self.freeze_epoch >= self.cfg.epochs:
-                    self.model.snap_gates_()  # no frozen phase: the gates become binary at the end
+                if self.freeze_epoch >= self.cfg.epochs and self.state.epoch == self.cfg.epochs:
+                    self._finalise_at_the_end()
             finally:
                 torch.use_deterministic_algorithms(deterministic)
                 bar.close()
@@ -545,6 +549,19 @@ class Trainer:
         if self.cfg.anneal_gates:
             self.model.snap_gates_()
         return steps
+
+    def _finalise_at_the_end(self) -> None:
+        """No frozen phase (``train.freeze_arch_fraction=0`` or one epoch): the architecture is fit
+        into the budget (and annealed gates snap) after the last step, so the exported network still
+        meets the budget; its weights were not trained after the fit, which the user is told."""
+        steps = self._finalise_architecture()
+        if steps and self.world.main:
+            tqdm.write(
+                f"dnarch: the architecture never froze (train.freeze_arch_fraction="
+                f"{self.cfg.freeze_arch_fraction:g}, {self.cfg.epochs} epoch(s)), so it was fit into "
+                f"the budget after the last step ({steps} steps), with no training after the fit",
+                file=sys.stderr,
+            )
 
     def _fit_groups(self) -> list[tuple[list[nn.Parameter], float]]:
         """Mask parameter groups with the step ``Objective.fit_budget_`` takes: 1e-3 (in mask units,
