@@ -255,7 +255,7 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument(
         "--table-only", action="store_true",
-        help="train nothing: rewrite the table and plot from the saved (and --merge) runs",
+        help="train nothing: rewrite the table and plot from the saved (and --merge) runs of --methods",
     )  # fmt: skip
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--name", default=None, help="file stem (default compare, compare-quick)")
@@ -287,6 +287,8 @@ def main() -> None:
             if (r["dataset"], r["method"], r["budget"], r["seed"]) not in keys
         ]
         earlier += part["meta"].get("commands", [part["meta"]["command"]])
+    if args.table_only:  # the table shows the --methods named (all by default)
+        rows = [r for r in rows if r["method"] in args.methods]
     done = {(r["dataset"], r["method"], r["budget"], r["seed"]) for r in rows}
 
     def save() -> None:
