@@ -110,7 +110,7 @@ def test_resolution_rate_gives_the_cutoffs_their_travel(
 
 def test_resolution_rate_defaults_and_overrides() -> None:
     cfg = TrainConfig(epochs=20)
-    # MNIST-1D's default run (4,000 samples, batch 64): the 0.1 that was measured there
+    # MNIST-1D's 20-epoch run (4,000 samples, batch 64): the 0.1 that was measured there
     assert resolution_scale(cfg, 62) == pytest.approx(0.1, abs=1e-3)
     # 4x fewer steps per epoch: about 4x the rate (the warm-up is the same fraction of the run)
     assert resolution_scale(cfg, 15) == pytest.approx(4 * resolution_scale(cfg, 60), rel=0.01)
