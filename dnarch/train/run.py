@@ -212,6 +212,7 @@ def run(
         "test_metrics": test,
         "static_test_metrics": static_test,
         "macs": int(learned.macs),
+        "resolution_lr_scale": trainer.resolution_scale,  # the cut-offs' rate / arch_lr, as used
         "params": int(learned.params),
         "max_macs": int(maximal.macs),
         "max_params": int(maximal.params),
