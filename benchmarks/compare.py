@@ -4,7 +4,8 @@ For every dataset, seed and budget (a fraction of the maximal network's MACs) it
 - dnarch      DNArch, all four axes learned, at the budget;
 - fixedres    DNArch with the resolution axis fixed (kernel, width and depth learned);
 - fastres     DNArch with the resolution cut-offs learning at the other masks' rate
-              (``train.resolution_lr_scale=1``; the default is 0.1);
+              (``train.resolution_lr_scale=1``; by default the rate is set by the run's length,
+              ``train.resolution_travel``);
 - anneal      DNArch with annealed gates (``train.anneal_gates``): widths, depth and resolution
               decisions sharpen to exact 0/1 by the time the architecture freezes;
 - groups      DNArch that also learns the group count of every pointwise layer (``net.learn_groups``);

@@ -13,7 +13,8 @@ def tight_run() -> dnarch.RunResult:
     cfg = RunConfig(
         net=NetConfig(width=16, hidden=16, blocks=4, kernel_hidden=16, backend="direct"),
         budget=BudgetConfig(budget=0.1, anneal_fraction=0.5),
-        # 48 steps: the resolution cut-offs learn at the full arch_lr here (default 0.1x) to move
+        # 48 steps: the resolution cut-offs learn at the full arch_lr to move (what the default rate,
+        # set by the run's length, is capped at for a run this short)
         train=TrainConfig(
             epochs=6, batch_size=64, freeze_arch_fraction=0.0, resolution_lr_scale=1.0
         ),

@@ -72,7 +72,7 @@ def test_from_dict_rejects_unknown_keys_and_wrong_types() -> None:
 def test_param_groups_by_structure() -> None:
     m = build_model(NetConfig(blocks=2), 1, 10, (40,))
     cfg = TrainConfig(lr=1e-3, arch_lr=5e-2, weight_decay=0.1, resolution_lr_scale=0.1)
-    groups = {g["name"]: g for g in param_groups(m, cfg)}
+    groups = {g["name"]: g for g in param_groups(m, cfg, resolution_scale(cfg, 62))}
     arch, res = groups["arch"], groups["resolution"]
     assert arch["params"] and arch["lr"] == 5e-2 and arch["weight_decay"] == 0.0
     assert res["params"] and res["lr"] == pytest.approx(5e-3) and res["weight_decay"] == 0.0

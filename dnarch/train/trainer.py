@@ -160,11 +160,11 @@ class Callback(Protocol):
 
 
 def param_groups(
-    model: DNArchNet, cfg: TrainConfig, resolution_scale: float | None = None
+    model: DNArchNet, cfg: TrainConfig, resolution_scale: float
 ) -> list[dict[str, Any]]:
     """Weights with decay (matrices), weights without (biases, norms), and mask parameters at arch_lr
-    without decay; the resolution cut-offs at ``arch_lr * resolution_scale`` (default: the config's
-    ``resolution_lr_scale``, or 1). Groups are found through the model's API, never by names."""
+    without decay; the resolution cut-offs at ``arch_lr * resolution_scale`` (see
+    ``resolution_scale``). Groups are found through the model's API, never by names."""
     weights = model.weight_parameters()
     resolution = model.resolution_parameters()
     ids = {id(p) for p in resolution}
@@ -178,8 +178,6 @@ def param_groups(
     if arch:
         groups.append({"params": arch, "lr": cfg.arch_lr, "weight_decay": 0.0, "name": "arch"})
     if resolution:
-        if resolution_scale is None:
-            resolution_scale = 1.0 if cfg.resolution_lr_scale is None else cfg.resolution_lr_scale
         lr = cfg.arch_lr * resolution_scale
         groups.append({"params": resolution, "lr": lr, "weight_decay": 0.0, "name": "resolution"})
     return groups
@@ -396,7 +394,7 @@ class Trainer:
                         cb.on_epoch_end(st)
                     if self._stop_requested and epoch + 1 < self.cfg.epochs:
                         self._interrupt()
-                if self.freeze_epoch >= self.cfg.epochs and self.state.epoch == self.cfg.epochs:
+                if self.freeze_epoch >= self.cfg.epochs:
                     self._finalise_at_the_end()
             finally:
                 torch.use_deterministic_algorithms(deterministic)
