@@ -272,30 +272,19 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     raw_path = out / f"{name}.json"
     command = "python benchmarks/compare.py " + " ".join(sys.argv[1:])
-    rows: list[dict[str, Any]] = []
-    earlier: list[str] = []  # the commands that made the rows taken over
-    if args.resume and raw_path.exists():
-        old = json.loads(raw_path.read_text())
-        rows, earlier = old["runs"], old["meta"].get("commands", [old["meta"]["command"]])
-    for (
-        path
-    ) in args.merge:  # runs made by other invocations (e.g. in parallel), with their commands
-        part = json.loads(Path(path).read_text())
-        keys = {(r["dataset"], r["method"], r["budget"], r["seed"]) for r in rows}
-        rows += [
-            r
-            for r in part["runs"]
-            if (r["dataset"], r["method"], r["budget"], r["seed"]) not in keys
-        ]
-        earlier += part["meta"].get("commands", [part["meta"]["command"]])
+    # the saved runs taken over: this file's (--resume), then each --merge file's (runs made by other
+    # invocations, e.g. in parallel); where two hold the same run, the first wins
+    sources = [raw_path] if args.resume and raw_path.exists() else []
+    rows = taken_over([*sources, *map(Path, args.merge)])
     if args.table_only:  # the table shows the --methods named (all by default)
         rows = [r for r in rows if r["method"] in args.methods]
     done = {(r["dataset"], r["method"], r["budget"], r["seed"]) for r in rows}
 
     def save() -> None:
+        made_by = [c for r in rows for c in r.get("commands", [])]  # of the rows shown, in order
         meta = {
             "command": command.strip(), "epochs": args.epochs,
-            "commands": list(dict.fromkeys([*earlier, command.strip()])),
+            "commands": list(dict.fromkeys([*made_by, command.strip()])),
             "finetune_epochs": args.finetune_epochs or "half the epochs",
             "limit_train": args.limit_train, "limit_test": args.limit_test,
             "n_train": {d: len(b.x_train) for d, b in datasets.items()},
@@ -331,6 +320,7 @@ def main() -> None:
             "seed": seed,
             "epochs": epochs,
             "task": datasets[dataset].task,
+            "commands": [command.strip()],
         }
         row.update({k: v for k, v in result.items() if not k.startswith("_")})
         rows.append(row)
@@ -408,6 +398,23 @@ def main() -> None:
             run_one_seed(dataset, data, base, epochs, ft, seed)
     save()
     print((out / f"{name}.md").read_text())
+
+
+def taken_over(paths: list[Path]) -> list[dict[str, Any]]:
+    """The runs of saved compare.py JSON files, the first file's run kept where several hold the same
+    (dataset, method, budget, seed). Each run carries the commands that made it: its own, or, in files
+    written before runs recorded theirs, every command of its file."""
+    rows: list[dict[str, Any]] = []
+    keys: set[tuple[Any, ...]] = set()
+    for path in paths:
+        part = json.loads(path.read_text())
+        file_commands = part["meta"].get("commands", [part["meta"]["command"]])
+        for r in part["runs"]:
+            key = (r["dataset"], r["method"], r["budget"], r["seed"])
+            if key not in keys:
+                keys.add(key)
+                rows.append({**r, "commands": r.get("commands", file_commands)})
+    return rows
 
 
 def maximal_net(data: DataBundle, changes: list[str]) -> NetConfig:
@@ -488,7 +495,12 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     max_macs = {r["dataset"]: r["max_macs"] for r in rows if "max_macs" in r}
     lines = [
-        "Made by:" if len(meta.get("commands", [])) > 1 else f"Made by: `{meta['command']}`",
+        (
+            "Made by (the commands of the runs shown, then the one that wrote this table; where "
+            "files held the same run, the first named in its --merge was kept):"
+        )
+        if len(meta.get("commands", [])) > 1
+        else f"Made by: `{meta['command']}`",
         *(f"- `{c}`" for c in meta.get("commands", []) if len(meta["commands"]) > 1),
         f"{meta['machine']}, {meta['threads']} threads, torch {meta['torch']}.",
         "",

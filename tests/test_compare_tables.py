@@ -1,0 +1,70 @@
+"""benchmarks/compare.py's table-only merge: which saved run a table shows, and which commands it says
+made it (README tables are regenerated this way, so a wrong "Made by" misleads the reader)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_row(method: str, accuracy: float, **extra: Any) -> dict[str, Any]:
+    """One saved MNIST-1D run at 25%, seed 0, with the fields the table reads."""
+    return {
+        "dataset": "mnist1d", "method": method, "budget": 0.25, "seed": 0, "epochs": 20,
+        "task": "classify", "accuracy": accuracy, "macs": 300_000, "max_macs": 1_284_160,
+        "params": 9_000, "cpu_seconds": 60.0, "wall_seconds": 70.0, "train_macs": 1e11, **extra,
+    }  # fmt: skip
+
+
+def saved(path: Path, commands: list[str], runs: list[dict[str, Any]]) -> str:
+    meta = {"command": commands[-1], "commands": commands, "epochs": ["20"], "machine": "x86_64"}
+    path.write_text(json.dumps({"meta": meta, "runs": runs}))
+    return str(path)
+
+
+def table(tmp_path: Path, methods: list[str], files: list[str]) -> tuple[dict[str, Any], str]:
+    argv = ["--datasets", "mnist1d", "--threads", "1", "--table-only", "--methods", *methods]
+    argv += ["--merge", *files, "--out", str(tmp_path / "out"), "--name", "t"]
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), *argv],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    out = tmp_path / "out"
+    return json.loads((out / "t.json").read_text()), (out / "t.md").read_text()
+
+
+def test_merge_keeps_the_first_files_run_and_lists_only_the_commands_of_runs_shown(
+    tmp_path: Path,
+) -> None:
+    a = saved(tmp_path / "a.json", ["cmd-A"], [run_row("dnarch", 0.9), run_row("plain", 0.98)])
+    b = saved(
+        tmp_path / "b.json",
+        ["cmd-B1", "cmd-B2"],  # a resumed run: every command of the file made its runs
+        [run_row("dnarch", 0.1), run_row("prune", 0.94)],
+    )
+    # a run of its own that a.json supersedes: its command made nothing the table shows
+    c = saved(tmp_path / "c.json", ["cmd-C"], [run_row("dnarch", 0.2, commands=["cmd-C"])])
+    raw, md = table(tmp_path, ["dnarch", "plain", "prune"], [a, b, c])
+    accuracy = {r["method"]: r["accuracy"] for r in raw["runs"]}
+    assert accuracy == {"dnarch": 0.9, "plain": 0.98, "prune": 0.94}
+    listed = raw["meta"]["commands"]
+    assert listed[:3] == ["cmd-A", "cmd-B1", "cmd-B2"] and "--table-only" in listed[3]
+    assert len(listed) == 4 and "`cmd-C`" not in md and "- `cmd-B2`" in md
+    assert "| 25% | DNArch (all axes) | 1 | 90.00" in md
+
+
+def test_table_only_shows_the_methods_named_and_only_their_commands(tmp_path: Path) -> None:
+    a = saved(tmp_path / "a.json", ["cmd-A"], [run_row("dnarch", 0.9)])
+    b = saved(tmp_path / "b.json", ["cmd-B"], [run_row("prune", 0.94)])
+    raw, md = table(tmp_path, ["dnarch"], [a, b])
+    assert [r["method"] for r in raw["runs"]] == ["dnarch"]
+    assert "cmd-B" not in md and "| prune-then-finetune |" not in md
+    # the table it writes records each run's commands, so merging it again keeps them
+    assert raw["runs"][0]["commands"] == ["cmd-A"]
