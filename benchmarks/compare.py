@@ -321,6 +321,7 @@ def main() -> None:
             "epochs": epochs,
             "task": datasets[dataset].task,
             "commands": [command.strip()],
+            "source": name,
         }
         row.update({k: v for k, v in result.items() if not k.startswith("_")})
         rows.append(row)
@@ -413,7 +414,13 @@ def taken_over(paths: list[Path]) -> list[dict[str, Any]]:
             key = (r["dataset"], r["method"], r["budget"], r["seed"])
             if key not in keys:
                 keys.add(key)
-                rows.append({**r, "commands": r.get("commands", file_commands)})
+                rows.append(
+                    {
+                        **r,
+                        "commands": r.get("commands", file_commands),
+                        "source": r.get("source", path.stem),
+                    }
+                )
     return rows
 
 
@@ -486,6 +493,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "wall_seconds": statistics.mean(r["wall_seconds"] for r in rs),
             "train_macs": statistics.mean(r["train_macs"] for r in rs),
             "capped": any((r.get("budget_used") or 0) > r["budget"] for r in rs),
+            "sources": list(dict.fromkeys(r["source"] for r in rs if "source" in r)),
         })  # fmt: skip
     order = {m: i for i, m in enumerate(METHODS)}
     out.sort(key=lambda s: (s["dataset"], -s["budget"], order[s["method"]]))
@@ -494,6 +502,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     max_macs = {r["dataset"]: r["max_macs"] for r in rows if "max_macs" in r}
+    # a table drawn from several saved files names, per row, the files its runs came from
+    merged = len({r["source"] for r in rows if "source" in r}) > 1
     lines = [
         (
             "Made by (the commands of the runs shown, then the one that wrote this table; where "
@@ -508,7 +518,12 @@ def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) ->
         "(n = seeds). MACs and parameters: counted on the final "
         "exported module. CPU s: process CPU time to the final network (prune includes training the "
         "maximal network). Training MACs: nominal, 3 x forward MACs per sample seen. (†): the one "
-        "learned axis cannot reach this budget; the run aimed 5% above the smallest network it can reach.",
+        "learned axis cannot reach this budget; the run aimed 5% above the smallest network it can reach."
+        + (
+            " Runs from: the saved file (benchmarks/results/NAME.json) of each row's runs."
+            if merged
+            else ""
+        ),
     ]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         epochs = sorted(
@@ -527,9 +542,8 @@ def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) ->
             + f"; maximal network {max_macs.get(dataset, 0):,} MACs.",
             "",
             f"| budget | method | n | {SCORE_HEADERS[_task_of(rows, dataset)]} | MACs (% of maximal) "
-            "| parameters | CPU s | "
-            "wall s | training MACs |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| parameters | CPU s | wall s | training MACs |" + (" runs from |" if merged else ""),
+            "|---|---|---|---|---|---|---|---|---|" + ("---|" if merged else ""),
         ]
         for s in summarise([r for r in rows if r["dataset"] == dataset]):
             share = (
@@ -540,7 +554,7 @@ def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) ->
                 f"{' (†)' if s['capped'] else ''} | {s['n']} | "
                 f"{s['accuracy']:.2f} ± {s['accuracy_sd']:.2f} | {s['macs']:,.0f}{share} | "
                 f"{s['params']:,.0f} | {s['cpu_seconds']:,.0f} | {s['wall_seconds']:,.0f} | "
-                f"{s['train_macs']:.3g} |"
+                f"{s['train_macs']:.3g} |" + (f" {', '.join(s['sources'])} |" if merged else "")
             )
     path.write_text("\n".join(lines) + "\n")
 

@@ -57,7 +57,12 @@ def test_merge_keeps_the_first_files_run_and_lists_only_the_commands_of_runs_sho
     listed = raw["meta"]["commands"]
     assert listed[:3] == ["cmd-A", "cmd-B1", "cmd-B2"] and "--table-only" in listed[3]
     assert len(listed) == 4 and "`cmd-C`" not in md and "- `cmd-B2`" in md
-    assert "| 25% | DNArch (all axes) | 1 | 90.00" in md
+    rows = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| 25% |")}
+    # each row names the saved file its runs came from
+    assert rows["DNArch (all axes)"].startswith("| 25% | DNArch (all axes) | 1 | 90.00")
+    assert rows["DNArch (all axes)"].endswith("| a |") and rows["prune-then-finetune"].endswith(
+        "| b |"
+    )
 
 
 def test_table_only_shows_the_methods_named_and_only_their_commands(tmp_path: Path) -> None:
@@ -67,4 +72,6 @@ def test_table_only_shows_the_methods_named_and_only_their_commands(tmp_path: Pa
     assert [r["method"] for r in raw["runs"]] == ["dnarch"]
     assert "cmd-B" not in md and "| prune-then-finetune |" not in md
     # the table it writes records each run's commands, so merging it again keeps them
-    assert raw["runs"][0]["commands"] == ["cmd-A"]
+    assert raw["runs"][0]["commands"] == ["cmd-A"] and raw["runs"][0]["source"] == "a"
+    # one file behind every row: no column for it
+    assert "runs from" not in md
