@@ -9,23 +9,33 @@ what one process computes on the whole batch of B.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import Tensor
 
-# The autograd-aware all-reduce of torch.distributed.nn is marked deprecated in favour of a private
-# module (torch.distributed._functional_collectives); with torch pinned, the public one stays.
-warnings.filterwarnings(
-    "ignore",
-    message="torch.distributed.nn.functional.all_reduce is deprecated",
-    category=FutureWarning,
-)
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the ranks of ``group``, differentiable: every rank's output is the same sum, so the
+    gradient of each rank's input is the sum of every rank's output gradient (a second all-reduce).
+    (torch.distributed.nn's autograd-aware all_reduce does this too, but is deprecated.)"""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, group: Any) -> Tensor:
+        ctx.group = group
+        out = x.clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        out = grad.contiguous().clone()
+        dist.all_reduce(out, group=ctx.group)
+        return out, None
+
 
 _GROUP: list[Any] = []  # the process group of the innermost ``syncing`` block, if any
 
@@ -70,7 +80,7 @@ def sync_batch_norm(
     shift = running_mean.detach().to(x.dtype, copy=True)  # (c,)
     d = x - shift.reshape(shape)
     count = torch.full((1,), x.numel() / max(x.shape[1], 1), dtype=x.dtype, device=x.device)
-    sums = dist_fn.all_reduce(torch.cat([d.sum(dims), d.square().sum(dims), count]), group=group)
+    sums = _AllReduceSum.apply(torch.cat([d.sum(dims), d.square().sum(dims), count]), group)
     c = x.shape[1]
     n = sums[-1]
     mean_d = sums[:c] / n  # (c,)
