@@ -556,7 +556,35 @@ def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) ->
                 f"{s['params']:,.0f} | {s['cpu_seconds']:,.0f} | {s['wall_seconds']:,.0f} | "
                 f"{s['train_macs']:.3g} |" + (f" {', '.join(s['sources'])} |" if merged else "")
             )
+    lines += glance(rows)
     path.write_text("\n".join(lines) + "\n")
+
+
+def glance(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: per dataset, the mean score of every method (columns) at every budget (rows),
+    with the MACs reached where they are more than 5% off the budget ((†): it could not reach it)."""
+    lines = [
+        "",
+        "**At a glance**: mean score over seeds; in brackets the MACs reached (% of maximal) where "
+        "more than 5% off the budget.",
+    ]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        stats = summarise([r for r in rows if r["dataset"] == dataset])
+        methods = [m for m in METHODS if any(s["method"] == m for s in stats)]
+        task = _task_of(rows, dataset)
+        max_macs = next(r["max_macs"] for r in rows if r["dataset"] == dataset)
+        names = " | ".join(label(m, task) for m in methods)
+        lines += ["", f"| {dataset} | {names} |", "|---" * (len(methods) + 1) + "|"]
+        for budget in sorted({s["budget"] for s in stats}, reverse=True):
+            at = {s["method"]: s for s in stats if s["budget"] == budget}
+            cells = []
+            for m in methods:
+                share = at[m]["macs"] / max_macs if m in at else budget
+                off = abs(share / budget - 1) > 0.05
+                mark = f" ({'† ' if at[m]['capped'] else ''}{100 * share:.0f}%)" if off else ""
+                cells.append(f"{at[m]['accuracy']:.2f}{mark}" if m in at else "")
+            lines.append(f"| {budget:.0%} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_plot(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,5 +1,6 @@
-"""benchmarks/compare.py's table-only merge: which saved run a table shows, and which commands it says
-made it (README tables are regenerated this way, so a wrong "Made by" misleads the reader)."""
+"""benchmarks/compare.py's table-only merge: which saved run a table shows, which commands and files it
+says made it, and the at-a-glance table (README tables are regenerated this way, so a wrong "Made by"
+misleads the reader)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def run_row(method: str, accuracy: float, **extra: Any) -> dict[str, Any]:
     """One saved MNIST-1D run at 25%, seed 0, with the fields the table reads."""
     return {
         "dataset": "mnist1d", "method": method, "budget": 0.25, "seed": 0, "epochs": 20,
-        "task": "classify", "accuracy": accuracy, "macs": 300_000, "max_macs": 1_284_160,
+        "task": "classify", "accuracy": accuracy, "macs": 320_000, "max_macs": 1_284_160,
         "params": 9_000, "cpu_seconds": 60.0, "wall_seconds": 70.0, "train_macs": 1e11, **extra,
     }  # fmt: skip
 
@@ -43,7 +44,11 @@ def table(tmp_path: Path, methods: list[str], files: list[str]) -> tuple[dict[st
 def test_merge_keeps_the_first_files_run_and_lists_only_the_commands_of_runs_shown(
     tmp_path: Path,
 ) -> None:
-    a = saved(tmp_path / "a.json", ["cmd-A"], [run_row("dnarch", 0.9), run_row("plain", 0.98)])
+    a = saved(
+        tmp_path / "a.json",
+        ["cmd-A"],
+        [run_row("dnarch", 0.9), run_row("plain", 0.98), run_row("depth", 0.8, macs=214_000)],
+    )
     b = saved(
         tmp_path / "b.json",
         ["cmd-B1", "cmd-B2"],  # a resumed run: every command of the file made its runs
@@ -51,18 +56,20 @@ def test_merge_keeps_the_first_files_run_and_lists_only_the_commands_of_runs_sho
     )
     # a run of its own that a.json supersedes: its command made nothing the table shows
     c = saved(tmp_path / "c.json", ["cmd-C"], [run_row("dnarch", 0.2, commands=["cmd-C"])])
-    raw, md = table(tmp_path, ["dnarch", "plain", "prune"], [a, b, c])
+    raw, md = table(tmp_path, ["dnarch", "depth", "plain", "prune"], [a, b, c])
     accuracy = {r["method"]: r["accuracy"] for r in raw["runs"]}
-    assert accuracy == {"dnarch": 0.9, "plain": 0.98, "prune": 0.94}
+    assert accuracy == {"dnarch": 0.9, "plain": 0.98, "depth": 0.8, "prune": 0.94}
     listed = raw["meta"]["commands"]
     assert listed[:3] == ["cmd-A", "cmd-B1", "cmd-B2"] and "--table-only" in listed[3]
     assert len(listed) == 4 and "`cmd-C`" not in md and "- `cmd-B2`" in md
     rows = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| 25% |")}
     # each row names the saved file its runs came from
     assert rows["DNArch (all axes)"].startswith("| 25% | DNArch (all axes) | 1 | 90.00")
-    assert rows["DNArch (all axes)"].endswith("| a |") and rows["prune-then-finetune"].endswith(
-        "| b |"
-    )
+    assert rows["DNArch (all axes)"].endswith("| a |")
+    assert rows["prune-then-finetune"].endswith("| b |")
+    # at a glance: one row per budget, one column per method, the MACs where off the budget by > 5%
+    glance = "| mnist1d | DNArch (all axes) | depth only | plain 3x3 CNN | prune-then-finetune |"
+    assert glance in md and "| 25% | 90.00 | 80.00 (17%) | 98.00 | 94.00 |" in md
 
 
 def test_table_only_shows_the_methods_named_and_only_their_commands(tmp_path: Path) -> None:
