@@ -45,9 +45,7 @@ class NetConfig:
     resolution_from: the first block that may downsample; earlier blocks run at the input resolution
     (1: block 0 sees the full-resolution input, as a strided CNN convolves before it subsamples).
     dense_skip: for per-position tasks, add the stem's output to the features brought back to the input
-    resolution, before the pointwise classifier. dense_skip_block: the skip carries the residual stream
-    after this many blocks instead (0: the stem's output); at most resolution_from, so that it is at
-    the input resolution.
+    resolution, before the pointwise classifier.
     learn_groups: learn each pointwise layer's group count (DGConv's Kronecker-factor gates, up to
     2**floor(log2(min(width, hidden))) groups); off by default. group_span: factors over which its
     step rises from T to 1-T.
@@ -72,7 +70,6 @@ class NetConfig:
     learn_depth: bool = True
     resolution_from: int = 1
     dense_skip: bool = True
-    dense_skip_block: int = 0
     learn_groups: bool = False
     group_span: float = 1.5
     backend: str = "auto"
@@ -89,12 +86,6 @@ class NetConfig:
         _require(
             0 <= self.resolution_from <= self.blocks,
             f"net.resolution_from must lie in [0, net.blocks={self.blocks}], got {self.resolution_from}",
-        )
-        _require(
-            0 <= self.dense_skip_block <= self.blocks
-            and (self.dense_skip_block <= self.resolution_from or not self.learn_resolution),
-            f"net.dense_skip_block must lie in [0, net.resolution_from={self.resolution_from}] (the "
-            f"blocks that run at the input resolution), got {self.dense_skip_block}",
         )
         _require(self.omega0 > 0, f"net.omega0 must be > 0, got {self.omega0}")
         _require(0 <= self.dropout < 1, f"net.dropout must lie in [0, 1), got {self.dropout}")

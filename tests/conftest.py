@@ -23,20 +23,16 @@ def shrunk_model(
     axes: tuple[str, ...] = ("kernel", "width", "resolution", "depth"),
     task: str = "classify",
     skip: bool = True,
-    skip_block: int = 0,
-    resolution_from: int | None = None,
 ) -> DNArchNet:
     """A small model with random mask settings on the chosen axes and trained BN statistics.
-    task: 'classify', or 'segment' / 'regress' for a dense head (with the stem skip if ``skip``, or
-    the stream after ``skip_block`` blocks); resolution_from: None gives ``seed % 2``.
+    task: 'classify', or 'segment' / 'regress' for a dense head (with the stem skip if ``skip``).
     axes may add 'groups': learned grouping (3 factors: up to 8 groups) at random group counts."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    # even seeds let block 0 downsample too (net.resolution_from=0); odd seeds keep the default (1)
+    # odd seeds let block 0 downsample too (net.resolution_from=0); even seeds keep the default
     cfg = NetConfig(
         width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct",
-        resolution_from=seed % 2 if resolution_from is None else resolution_from,
-        dense_skip=skip, dense_skip_block=skip_block, learn_groups="groups" in axes,
+        resolution_from=seed % 2, dense_skip=skip, learn_groups="groups" in axes,
     )  # fmt: skip
     m = build_model(cfg, in_channels, classes, shape, task)
 

@@ -3,10 +3,9 @@ one, and the cost estimate against the FLOP counter, with and without learned do
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from dnarch.config import ConfigError, NetConfig
+from dnarch.config import NetConfig
 from dnarch.cost import budget_penalty, model_cost
 from dnarch.export import ArchSpec, build_static, export_state, harden
 from dnarch.functional import fourier
@@ -50,46 +49,6 @@ def test_exported_dense_network_equals_the_masked_one(shape, seed, skip) -> None
         a, b = m(x), static(x)
     assert a.shape == b.shape == (5, 5, *shape)
     assert ((a - b).abs().max() / a.abs().max()) < 1e-4
-
-
-@pytest.mark.parametrize(
-    ("seed", "resolution_from", "skip_block"),
-    [(1, 1, 1), (3, 1, 1), (0, 2, 2), (2, 4, 3), (1, 4, 4)],  # depth keeps 2 or 3 of the 4 blocks
-)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_skip_from_a_block_is_that_blocks_output_and_exports_exactly(
-    shape, seed, resolution_from, skip_block
-) -> None:
-    m = shrunk_model(
-        shape, seed, task="segment", skip_block=skip_block, resolution_from=resolution_from
-    )
-    n_kept = m.depth_mask.hard_count()
-    spec = harden(m)
-    assert spec.dense_skip_block == skip_block
-    static = build_static(spec, export_state(m, spec))
-    x = torch.randn(5, 2, *shape)
-    taps: list[torch.Tensor] = []
-    # the stream after `skip_block` blocks (after the last kept one if fewer are kept)
-    tapped = m.blocks[min(skip_block, n_kept) - 1]
-    handle = tapped.register_forward_hook(lambda mod, args, out: taps.append(out[0]))
-    with torch.no_grad():
-        a, ref, b = m(x), m(x, crop=False), static(x)
-        m.dense_skip = False
-        no_skip = m(x)
-    handle.remove()
-    assert ((a - b).abs().max() / a.abs().max()) < 1e-4
-    assert ((a - ref).abs().max() / a.abs().max()) < 1e-4
-    # the head is linear: the skip adds its 1x1 convolution of the tapped stream
-    c = taps[0].shape[1]
-    w = m.head.weight[:, :c].reshape(*m.head.weight[:, :c].shape, *([1] * len(shape)))
-    added = {1: F.conv1d, 2: F.conv2d}[len(shape)](taps[0], w)
-    torch.testing.assert_close(a - no_skip, added, rtol=1e-4, atol=1e-5)
-
-
-def test_skip_block_must_run_at_the_input_resolution() -> None:
-    with pytest.raises(ConfigError, match="dense_skip_block"):
-        NetConfig(blocks=4, resolution_from=1, dense_skip_block=2)
-    NetConfig(blocks=4, resolution_from=1, dense_skip_block=2, learn_resolution=False)  # fine
 
 
 def test_dense_models_really_downsample_and_upsample() -> None:

@@ -42,7 +42,6 @@ class ArchSpec:
     max_hidden: int
     task: str = "classify"  # 'classify': pooled head; 'segment' / 'regress': dense head
     dense_skip: bool = False  # dense head: the stem's output is added before the classifier
-    dense_skip_block: int = 0  # ... or the residual stream after this many blocks
     group_bits: int = 0  # learned grouping: residual channels in bit-reversed order of these bits
 
     @property
@@ -102,6 +101,5 @@ def harden(model: DNArchNet) -> ArchSpec:
         max_hidden=model.cfg.hidden,
         task=model.task,
         dense_skip=model.dense_skip,
-        dense_skip_block=model.cfg.dense_skip_block if model.dense_skip else 0,
         group_bits=model.cfg.group_bits,
     )

@@ -130,8 +130,7 @@ class StaticBlock(nn.Module):
 class StaticNet(nn.Module):
     """The exported network. x: (B, in_channels, *input_shape) -> logits (B, num_classes), or for a
     per-position task (B, num_classes, *input_shape): norm, upsampling back to the input resolution,
-    the stem's output (or the stream after ``spec.dense_skip_block`` blocks) added (``spec.dense_skip``),
-    a 1x1 convolution."""
+    the stem's output added (``spec.dense_skip``), a 1x1 convolution."""
 
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
@@ -151,20 +150,16 @@ class StaticNet(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        skip = h = self.stem(x)
-        for index, block in enumerate(self.blocks):
+        h0 = h = self.stem(x)
+        for block in self.blocks:
             h = block(h)
-            if index + 1 == self.spec.dense_skip_block:
-                skip = h
-        if len(self.blocks) < self.spec.dense_skip_block:  # fewer blocks kept than the tap's
-            skip = h
         h = self.head_norm(h)
         if not self.spec.dense:
             return self.head(h.flatten(2).mean(-1))
         if self.upsample is not None:
             h = self.upsample(h)
         if self.spec.dense_skip:
-            h = h + skip
+            h = h + h0
         return self.head(h)
 
 

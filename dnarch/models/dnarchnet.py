@@ -251,14 +251,11 @@ class DNArchNet(nn.Module):
         c = self.residual_mask.hard_count() if crop else m_res.numel()
         m_res = m_res[:c]
         h = channel_scale(pointwise(x, self.stem, c, self.in_channels), m_res)  # (B, c, *S0)
-        skip = h  # the dense head's skip: the stem's output, or the stream after `tap` blocks
-        tap = self.cfg.dense_skip_block if self.dense_skip else 0
+        h0 = h
         depth = self.depth_mask.values()
         n_blocks = self.depth_mask.hard_count()
         cap: Tensor | None = None
         for index, block in enumerate(self._blocks()):
-            if index == tap:
-                skip = h
             if index >= n_blocks:
                 if crop:
                     break
@@ -266,21 +263,18 @@ class DNArchNet(nn.Module):
                 h = block(h, m_res, depth[index], cap, crop=False, resample=False)[0]
                 continue
             h, cap = block(h, m_res, depth[index], cap, crop=crop)
-        if tap >= min(n_blocks, len(self.blocks)):  # the tap lies past the last block run
-            skip = h  # (the reference path's removed blocks left h as the kept ones did)
         h = channel_scale(batch_norm(h, self.head_norm, c, self.training), m_res)
         if not self.dense:
             pooled = h.flatten(2).mean(-1)  # (B, c)
             return F.linear(pooled, self.head.weight[:, :c], self.head.bias)
-        return self._dense_head(h, skip)
+        return self._dense_head(h, h0)
 
-    def _dense_head(self, h: Tensor, skip: Tensor) -> Tensor:
-        """h: (B, c, *S_L) normed features; skip: (B, c, *S0), the stem's output or the stream after
-        ``net.dense_skip_block`` blocks (at the input resolution) -> (B, K, *S0)."""
+    def _dense_head(self, h: Tensor, h0: Tensor) -> Tensor:
+        """h: (B, c, *S_L) normed features; h0: (B, c, *S0) the stem's output -> (B, K, *S0)."""
         if tuple(h.shape[2:]) != self.input_shape:
             h = fourier.fourier_upsample(h, self.input_shape)  # (B, c, *S0), band-limited
         if self.dense_skip:
-            h = h + skip
+            h = h + h0
         return pointwise(h, self.head, self.num_classes, h.shape[1])  # (B, K, *S0)
 
     # ---- sizes ---------------------------------------------------------------------------------
