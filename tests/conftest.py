@@ -29,7 +29,7 @@ def shrunk_model(
     axes may add 'groups': learned grouping (3 factors: up to 8 groups) at random group counts."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    # odd seeds let block 0 downsample too (net.resolution_from=0); even seeds keep the default
+    # even seeds let block 0 downsample too (net.resolution_from=0); odd seeds keep the default (1)
     cfg = NetConfig(
         width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct",
         resolution_from=seed % 2, dense_skip=skip, learn_groups="groups" in axes,
