@@ -271,7 +271,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     raw_path = out / f"{name}.json"
-    command = "python benchmarks/compare.py " + " ".join(sys.argv[1:])
+    command = ("python benchmarks/compare.py " + " ".join(sys.argv[1:])).strip()
     # the saved runs taken over: this file's (--resume), then each --merge file's (runs made by other
     # invocations, e.g. in parallel); where two hold the same run, the first wins
     sources = [raw_path] if args.resume and raw_path.exists() else []
@@ -283,8 +283,8 @@ def main() -> None:
     def save() -> None:
         made_by = [c for r in rows for c in r.get("commands", [])]  # of the rows shown, in order
         meta = {
-            "command": command.strip(), "epochs": args.epochs,
-            "commands": list(dict.fromkeys([*made_by, command.strip()])),
+            "command": command, "epochs": args.epochs,
+            "commands": list(dict.fromkeys([*made_by, command])),
             "finetune_epochs": args.finetune_epochs or "half the epochs",
             "limit_train": args.limit_train, "limit_test": args.limit_test,
             "n_train": {d: len(b.x_train) for d, b in datasets.items()},
@@ -320,7 +320,7 @@ def main() -> None:
             "seed": seed,
             "epochs": epochs,
             "task": datasets[dataset].task,
-            "commands": [command.strip()],
+            "commands": [command],
             "source": name,
         }
         row.update({k: v for k, v in result.items() if not k.startswith("_")})
@@ -556,13 +556,14 @@ def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) ->
                 f"{s['params']:,.0f} | {s['cpu_seconds']:,.0f} | {s['wall_seconds']:,.0f} | "
                 f"{s['train_macs']:.3g} |" + (f" {', '.join(s['sources'])} |" if merged else "")
             )
-    lines += glance(rows)
+    lines += glance(rows, max_macs)
     path.write_text("\n".join(lines) + "\n")
 
 
-def glance(rows: list[dict[str, Any]]) -> list[str]:
+def glance(rows: list[dict[str, Any]], max_macs: dict[str, int]) -> list[str]:
     """Markdown lines: per dataset, the mean score of every method (columns) at every budget (rows),
-    with the MACs reached where they are more than 5% off the budget ((†): it could not reach it)."""
+    with the MACs reached where they are more than 5% off the budget ((†): it could not reach it).
+    max_macs: the maximal network's MACs per dataset (runs of the plain CNN do not record it)."""
     lines = [
         "",
         "**At a glance**: mean score over seeds; in brackets the MACs reached (% of maximal) where "
@@ -572,17 +573,19 @@ def glance(rows: list[dict[str, Any]]) -> list[str]:
         stats = summarise([r for r in rows if r["dataset"] == dataset])
         methods = [m for m in METHODS if any(s["method"] == m for s in stats)]
         task = _task_of(rows, dataset)
-        max_macs = next(r["max_macs"] for r in rows if r["dataset"] == dataset)
         names = " | ".join(label(m, task) for m in methods)
         lines += ["", f"| {dataset} | {names} |", "|---" * (len(methods) + 1) + "|"]
         for budget in sorted({s["budget"] for s in stats}, reverse=True):
             at = {s["method"]: s for s in stats if s["budget"] == budget}
             cells = []
             for m in methods:
-                share = at[m]["macs"] / max_macs if m in at else budget
+                if m not in at:
+                    cells.append("")
+                    continue
+                share = at[m]["macs"] / max_macs[dataset] if dataset in max_macs else budget
                 off = abs(share / budget - 1) > 0.05
                 mark = f" ({'† ' if at[m]['capped'] else ''}{100 * share:.0f}%)" if off else ""
-                cells.append(f"{at[m]['accuracy']:.2f}{mark}" if m in at else "")
+                cells.append(f"{at[m]['accuracy']:.2f}{mark}")
             lines.append(f"| {budget:.0%} | " + " | ".join(cells) + " |")
     return lines
 
