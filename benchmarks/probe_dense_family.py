@@ -14,12 +14,14 @@ allows (counted by ``torch.utils.flop_counter``), with the baselines' recipe (``
   no kernel network: the shape DNArch finds on ``fashion-scenes`` at 25%.
 
     python benchmarks/probe_dense_family.py --variants unet unet-sep3 unet-sep7 iso13 --seeds 0
+    python benchmarks/probe_dense_family.py --table-only --merge benchmarks/results/A.json ... --name T
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import re
 import sys
 import time
@@ -154,6 +156,36 @@ def make_variant(
     return make(widest_under(make, c_in, shape, macs))
 
 
+def write_table(path: Path, rows: list[dict], commands: list[str], setting: str) -> str:
+    """Markdown table of ``rows`` (each with its ``file`` stem), variants in order of appearance,
+    under the ``commands`` that made them and ``setting``; written to ``path`` and returned."""
+    lines = ["Made by (the commands of the runs shown, then the one that wrote this table):"]
+    lines += [f"- `{c}`" for c in commands]
+    lines += [
+        "",
+        setting,
+        "",
+        "| variant | n | score | per seed | MACs | parameters | CPU s (mean) | runs from |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        rs = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["seed"])
+        s = torch.tensor([100 * r["score"] for r in rs], dtype=torch.float64)
+        std = float(s.std()) if len(s) > 1 else 0.0
+        per_seed = ", ".join(
+            f"{v:.1f} (seed {r['seed']})" for v, r in zip(s.tolist(), rs, strict=True)
+        )
+        cpu = sum(r["cpu_seconds"] for r in rs) / len(rs)
+        files = ", ".join(sorted({r["file"] for r in rs}))
+        lines.append(
+            f"| {name} | {len(rs)} | {float(s.mean()):.2f} ± {std:.2f} | {per_seed} | "
+            f"{rs[0]['macs']:,} | {rs[0]['params']:,} | {cpu:.0f} | {files} |"
+        )
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="fashion-scenes")
@@ -164,6 +196,10 @@ def main() -> None:
     ap.add_argument("--limit-train", type=int, default=1000)
     ap.add_argument("--limit-test", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--merge", nargs="*", default=[], help="JSON files of earlier runs to tabulate too"
+    )
+    ap.add_argument("--table-only", action="store_true", help="train nothing: tabulate --merge")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--name", default="probe-dense-family")
     args = ap.parse_args()
@@ -171,11 +207,18 @@ def main() -> None:
     data = dnarch.load_data(args.data).limited(args.limit_train, args.limit_test)
     if data.task == "classify" or len(data.input_shape) != 2:
         raise SystemExit("probe_dense_family.py: needs a 2D per-position task")
+    score = SCORE[data.task]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/probe_dense_family.py " + " ".join(sys.argv[1:])
-    rows = []
-    for name in args.variants:
+    rows: list[dict] = []
+    commands: list[str] = []
+    for file in map(Path, args.merge):
+        saved = json.loads(file.read_text())
+        commands.append(saved["command"])
+        rows += [{**r, "file": file.stem} for r in saved["runs"]]
+    runs: list[dict] = []
+    for name in [] if args.table_only else args.variants:
         for seed in args.seeds:
             torch.manual_seed(seed)
             net = make_variant(
@@ -189,38 +232,26 @@ def main() -> None:
             row = {
                 "variant": name,
                 "seed": seed,
-                "score": hist[-1][SCORE[data.task]],
+                "score": hist[-1][score],
                 "macs": counted_macs(net, data.in_channels, data.input_shape),
                 "params": sum(p.numel() for p in net.parameters()),
                 "cpu_seconds": time.process_time() - cpu0,
-                "curve": [h[SCORE[data.task]] for h in hist],
+                "curve": [h[score] for h in hist],
             }
-            rows.append(row)
+            runs.append(row)
             print(
                 f"{name:10s} seed {seed}: {100 * row['score']:.2f} at {row['macs']:,} MACs, "
                 f"{row['params']:,} params, {row['cpu_seconds']:.0f} s CPU",
                 flush=True,
             )
-            (out / f"{args.name}.json").write_text(json.dumps({"command": command, "runs": rows}))
-    lines = [
-        f"Made by: `{command}`",
-        "",
+            (out / f"{args.name}.json").write_text(json.dumps({"command": command, "runs": runs}))
+    rows += [{**r, "file": args.name} for r in runs]
+    setting = (
         f"{args.data}, {len(data.x_train):,} / {len(data.x_test):,} samples, {args.epochs} epochs, "
-        f"budget {args.macs:,.0f} MACs; score: {SCORE[data.task]} (%).",
-        "",
-        "| variant | n | score | per seed | MACs | parameters |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in args.variants:
-        rs = [r for r in rows if r["variant"] == name]
-        s = torch.tensor([100 * r["score"] for r in rs], dtype=torch.float64)
-        std = float(s.std()) if len(s) > 1 else 0.0
-        lines.append(
-            f"| {name} | {len(rs)} | {float(s.mean()):.2f} ± {std:.2f} | "
-            f"{', '.join(f'{v:.1f}' for v in s.tolist())} | {rs[0]['macs']:,} | {rs[0]['params']:,} |"
-        )
-    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        f"budget {args.macs:,.0f} MACs per sample; score: {score} (%). "
+        f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}."
+    )
+    print(write_table(out / f"{args.name}.md", rows, [*commands, command], setting))
 
 
 if __name__ == "__main__":
