@@ -38,6 +38,7 @@ most one run, and ``--resume`` skips what is done. The table (``<name>.md``) and
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -46,6 +47,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +138,9 @@ def run_dnarch(
     cfg = RunConfig(
         net=net,
         budget=BudgetConfig(budget=budget),
-        train=TrainConfig(epochs=epochs, seed=seed, device=args.device, **(train or {})),
+        train=TrainConfig(
+            epochs=epochs, seed=seed, device=args.device, **{**args.train_changes, **(train or {})}
+        ),
         data=DataConfig(name=data.name),
     )
     with Clock() as clock:
@@ -245,6 +249,10 @@ def main() -> None:
         "--net", nargs="+", default=[], metavar="KEY=VALUE",
         help="change the preset maximal network of every dataset, e.g. width=64 hidden=128",
     )  # fmt: skip
+    ap.add_argument(
+        "--train", nargs="+", default=[], metavar="KEY=VALUE",
+        help="change the training settings of every DNArch run, e.g. resolution_travel=0.3",
+    )  # fmt: skip
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="2 epochs, 256/256 samples, 25%%, seed 0")
@@ -261,6 +269,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--name", default=None, help="file stem (default compare, compare-quick)")
     args = ap.parse_args()
+    args.train_changes = train_changes(args.train)
     if args.quick:
         args.epochs, args.limit_train, args.limit_test = ["2"], ["256"], ["256"]
         args.budgets, args.seeds = [0.25], [0]
@@ -275,7 +284,14 @@ def main() -> None:
     # the saved runs taken over: this file's (--resume), then each --merge file's (runs made by other
     # invocations, e.g. in parallel); where two hold the same run, the first wins
     sources = [raw_path] if args.resume and raw_path.exists() else []
-    rows = taken_over([*sources, *map(Path, args.merge)])
+    merged = [*sources, *map(Path, args.merge)]
+    if (
+        args.table_only
+        and raw_path.exists()
+        and raw_path.resolve() not in {p.resolve() for p in merged}
+    ):
+        merged.append(raw_path)  # rewriting a table never drops the runs its own file holds
+    rows = taken_over(merged)
     if args.table_only:  # the table shows the --methods named (all by default)
         rows = [r for r in rows if r["method"] in args.methods]
     done = {(r["dataset"], r["method"], r["budget"], r["seed"]) for r in rows}
@@ -357,17 +373,19 @@ def main() -> None:
             )  # fmt: skip
         max_macs = frozen["max_macs"] if frozen else maximal_macs(data, base)
         # the DNArch variants: method -> (network config, training options), run in this order
-        variants: dict[str, tuple[Any, dict[str, Any]]] = {
-            "dnarch": (base, {}),
-            "fixedres": (replace(base, learn_resolution=False), {}),
-            "fastres": (base, {"resolution_lr_scale": 1.0}),
-            "anneal": (base, {"anneal_gates": True}),
-            "groups": (replace(base, learn_groups=True), {}),
-            **{axis: (ablation_net(base, axis), {}) for axis in AXES},
+        # (built only when asked for: some do not combine with a --net setting, e.g. widen)
+        variants: dict[str, Callable[[], tuple[Any, dict[str, Any]]]] = {
+            "dnarch": lambda: (base, {}),
+            "fixedres": lambda: (replace(base, learn_resolution=False), {}),
+            "fastres": lambda: (base, {"resolution_lr_scale": 1.0}),
+            "anneal": lambda: (base, {"anneal_gates": True}),
+            "groups": lambda: (replace(base, learn_groups=True), {}),
+            **{axis: partial(lambda a: (ablation_net(base, a), {}), axis) for axis in AXES},
         }
         for budget in args.budgets:
-            for method, (net, train) in variants.items():
+            for method, make in variants.items():
                 if method in args.methods:
+                    net, train = make()
                     record(
                         dataset, method, budget, seed, epochs,
                         run_dnarch, data, net, budget, epochs, args, seed, train,
@@ -424,6 +442,18 @@ def taken_over(paths: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def train_changes(changes: list[str]) -> dict[str, Any]:
+    """``--train KEY=VALUE`` changes as typed values (a variant's own settings override them)."""
+    pairs = [c.partition("=") for c in changes]
+    if any(not sep for _, sep, _ in pairs):
+        raise SystemExit(f"compare.py: error: --train takes KEY=VALUE, got {changes}")
+    try:
+        cfg = with_overrides(RunConfig(), {f"train.{k}": v for k, _, v in pairs})
+    except ConfigError as err:
+        raise SystemExit(f"compare.py: error: --train: {err}") from None
+    return {k: getattr(cfg.train, k) for k, _, _ in pairs}
+
+
 def maximal_net(data: DataBundle, changes: list[str]) -> NetConfig:
     """The preset maximal network for ``data``, with ``--net KEY=VALUE`` changes."""
     preset = PRESETS[preset_for(len(data.input_shape))]
@@ -460,6 +490,24 @@ SCORE_HEADERS = {
     "segment": "test mean IoU (%)",
     "regress": "test PSNR (dB)",
 }
+
+
+def net_note(rows: list[dict[str, Any]]) -> str:
+    """A sentence naming the ``--net`` changes the rows' runs were made with ('' when none): a method's
+    label says what it learns with the preset network, and ``--net learn_*=false`` changes that."""
+    found = []
+    for r in rows:
+        for command in r.get("commands", []):
+            words = command.split()
+            if "--net" in words:
+                rest = words[words.index("--net") + 1 :]
+                changes = " ".join(w for w in itertools.takewhile(lambda w: "=" in w, rest))
+                if changes not in found:
+                    found.append(changes)
+    if not found:
+        return ""
+    made = "; ".join(f"`--net {c}`" for c in found)
+    return f" Runs made with {made} (a method's label says what it learns with the preset network)."
 
 
 def label(method: str, task: str) -> str:
@@ -539,7 +587,8 @@ def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) ->
             f"**{dataset}**: {n_train} training / {n_test} test samples; "
             f"{'/'.join(map(str, epochs))} epochs"
             + (f" (prune: + {'/'.join(map(str, ft))} fine-tuning epochs)" if ft else "")
-            + f"; maximal network {max_macs.get(dataset, 0):,} MACs.",
+            + f"; maximal network {max_macs.get(dataset, 0):,} MACs."
+            + net_note([r for r in rows if r["dataset"] == dataset]),
             "",
             f"| budget | method | n | {SCORE_HEADERS[_task_of(rows, dataset)]} | MACs (% of maximal) "
             "| parameters | CPU s | wall s | training MACs |" + (" runs from |" if merged else ""),

@@ -50,6 +50,16 @@ class NetConfig:
     2**floor(log2(min(width, hidden))) groups); off by default. group_span: factors over which its
     step rises from T to 1-T.
     backend: depthwise conv backend, 'auto' picks the faster by measurement.
+    widen: how far widths may grow where the resolution falls. A block that runs at P of the input's
+    P_0 positions has min(widen, sqrt(P_0 / P)) times the residual and hidden widths (the same
+    masks, stretched), so its pointwise layers cost what they cost at full resolution, as a ResNet
+    doubles its channels where it halves each axis of an image. The residual stream is zero-padded
+    where it widens. 1 (the default) is METHOD.md's one residual width. Not with learn_groups.
+    init_resolution: where the resolution masks start: block resolution_from + j at a cut-off of
+    init_resolution ** (j + 1) of the input's Nyquist frequency (0.5: every block halves each axis,
+    as a strided pyramid); 1 (the default): every block at full resolution, the maximal network.
+    The masks may raise it again up to full resolution; the maximal network and its cost are the same.
+    With learn_resolution false the pyramid stays where it starts (fixed downsampling).
     """
 
     width: int = 32
@@ -73,9 +83,20 @@ class NetConfig:
     learn_groups: bool = False
     group_span: float = 1.5
     backend: str = "auto"
+    widen: float = 1.0
+    init_resolution: float = 1.0
 
     def __post_init__(self) -> None:
         _finite("net", self)
+        _require(self.widen >= 1, f"net.widen must be >= 1, got {self.widen}")
+        _require(
+            0 < self.init_resolution <= 1,
+            f"net.init_resolution must lie in (0, 1], got {self.init_resolution}",
+        )
+        _require(
+            self.widen == 1 or not self.learn_groups,
+            "net.widen > 1 does not combine with net.learn_groups",
+        )
         for name in ("width", "hidden", "blocks", "kernel_hidden"):
             _require(
                 getattr(self, name) >= 1, f"net.{name} must be >= 1, got {getattr(self, name)}"
@@ -266,6 +287,13 @@ class RunConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.net.widen == 1 or not self.train.anneal_gates,
+            "net.widen > 1 does not combine with train.anneal_gates (a stretched width mask has no "
+            "binary snap)",
+        )
 
 
 def upgrade_saved(saved: dict[str, Any]) -> dict[str, Any]:

@@ -90,3 +90,43 @@ def test_table_only_shows_the_methods_named_and_only_their_commands(tmp_path: Pa
     assert raw["runs"][0]["commands"] == ["cmd-A"] and raw["runs"][0]["source"] == "a"
     # one file behind every row: no column for it
     assert "runs from" not in md
+
+
+def test_compare_net_and_train_settings_are_typed_and_bad_ones_are_one_line() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import compare  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    assert compare.train_changes(["resolution_travel=0.3", "freeze_arch_fraction=0.2"]) == {
+        "resolution_travel": 0.3,
+        "freeze_arch_fraction": 0.2,
+    }
+    for bad in (["resolution_travel"], ["resolution_travel=-1"], ["no_such_key=1"]):
+        try:
+            compare.train_changes(bad)
+        except SystemExit as err:
+            assert str(err).startswith("compare.py: error: --train")
+        else:
+            raise AssertionError(f"{bad} was accepted")
+
+
+def test_a_table_names_the_net_changes_its_runs_were_made_with() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import compare  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    made = "python benchmarks/compare.py --net widen=4 learn_resolution=false --epochs 10"
+    note = compare.net_note([run_row("dnarch", 0.5, commands=[made]), run_row("frozen", 0.4)])
+    assert "`--net widen=4 learn_resolution=false`" in note and "--epochs" not in note
+    assert compare.net_note([run_row("dnarch", 0.5, commands=["python compare.py"])]) == ""
+
+
+def test_rewriting_a_table_keeps_the_runs_of_its_own_file(tmp_path: Path) -> None:
+    """A table-only rewrite under an existing name used to drop that file's own runs."""
+    a = saved(tmp_path / "a.json", ["cmd-A"], [run_row("depth", 0.8, seed=1)])
+    (tmp_path / "out").mkdir()
+    saved(tmp_path / "out" / "t.json", ["cmd-T"], [run_row("depth", 0.7, commands=["cmd-T"])])
+    raw, md = table(tmp_path, ["depth"], [a])
+    assert sorted(r["seed"] for r in raw["runs"]) == [0, 1] and "`cmd-T`" in md

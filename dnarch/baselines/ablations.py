@@ -13,6 +13,7 @@ def frozen_net(net: NetConfig) -> NetConfig:
     """``net`` with no axis learned: the maximal network, trained as a fixed architecture."""
     return replace(
         net,
+        init_resolution=1.0,
         learn_kernel=False,
         learn_width=False,
         learn_resolution=False,

@@ -6,6 +6,9 @@ Not counted, by it or here: biases, norms and activations. Per sample, with P_l 
 
     stem   P_0 * C_in * C
     block  D_l * (P_l * C * K_l  +  P_l * C * W_l  +  P_l * W_l * C)     depthwise, pointwise x2
+           (C here is the block's own width C_l, which ``NetConfig.widen`` stretches where the
+           resolution falls; the resampling term below counts the previous block's width, and the
+           head the last kept block's; the zero channels that widen the stream are not counted)
            (grouped pointwise layers: P_l * ceil(C / G) * W' each, where G is the layer's groups and
            W' = G_f * ceil(W_l / G_f) the hidden width padded for the finer grouping G_f of the two,
            as ``export.static`` lays the groups out)
@@ -59,31 +62,33 @@ def estimate_cost(
 ) -> Cost:
     """Cost of the network with these sizes (soft sizes give a differentiable cost). ``dense``: the
     head outputs ``num_classes`` values at every input position instead of once per sample."""
-    c = sizes.residual
+    c = sizes.residual  # the stem's width; block l runs at its own width C_l (sizes.width)
+    head = sizes.head_width
     p0 = float(math.prod(input_shape))
     s0 = torch.tensor([float(n) for n in input_shape], device=c.device)
     macs = p0 * in_channels * c
     if dense:
-        up = resample_macs(sizes.head_in, s0, sizes.head_upsampled, c)
-        macs = macs + up + p0 * c * num_classes
+        up = resample_macs(sizes.head_in, s0, sizes.head_upsampled, head)
+        macs = macs + up + p0 * head * num_classes
     else:
-        macs = macs + c * num_classes
-    params = in_channels * c + c + 2 * c + c * num_classes + num_classes
-    prev = s0
+        macs = macs + head * num_classes
+    params = in_channels * c + c + 2 * head + head * num_classes + num_classes
+    prev, prev_c = s0, c
     blocks = zip(
         sizes.depth, sizes.kernel, sizes.hidden, sizes.resolution, sizes.resampled, strict=True
     )
-    for (d, k, w, r, resampled), groups in zip(blocks, sizes.groups, strict=True):
+    for (d, k, w, r, resampled), groups, cl in zip(blocks, sizes.groups, sizes.width, strict=True):
         p = torch.prod(r)
         taps = torch.prod(k)
         g1, g2 = groups.unbind(0)
         hidden = torch.maximum(g1, g2)
         hidden = hidden * per_group(w, hidden)  # the padded hidden width W'
-        pw1, pw2 = per_group(c, g1) * hidden, hidden * per_group(c, g2)  # weights of pw1, pw2
-        macs = macs + d * (p * c * taps + p * (pw1 + pw2) + resample_macs(prev, r, resampled, c))
-        prev = r
-        bias2 = g2 * per_group(c, g2)
-        params = params + d * (2 * c + c * taps + c + pw1 + hidden + pw2 + bias2)
+        pw1, pw2 = per_group(cl, g1) * hidden, hidden * per_group(cl, g2)  # weights of pw1, pw2
+        down = resample_macs(prev, r, resampled, prev_c)  # the stream is resampled, then widened
+        macs = macs + d * (p * cl * taps + p * (pw1 + pw2) + down)
+        prev, prev_c = r, cl
+        bias2 = g2 * per_group(cl, g2)
+        params = params + d * (2 * cl + cl * taps + cl + pw1 + hidden + pw2 + bias2)
     return Cost(macs=torch.as_tensor(macs), params=torch.as_tensor(params))
 
 
@@ -152,4 +157,6 @@ def straight_through(soft: ArchSizes, hard: ArchSizes) -> ArchSizes:
         head_in=st(soft.head_in, hard.head_in),
         head_upsampled=hard.head_upsampled,
         groups=each(soft.groups, hard.groups),
+        width=each(soft.width, hard.width),
+        head_width=st(soft.head_width, hard.head_width),
     )

@@ -15,8 +15,9 @@ if TYPE_CHECKING:  # loading an exported network must not need the training code
 @dataclass(frozen=True)
 class BlockSpec:
     """One block of the maximal network: kept or removed, resolution in/out per axis, kernel taps per
-    axis, hidden width, the highest Fourier bin kept per axis, and the group counts of its two
-    pointwise layers."""
+    axis, hidden width, the highest Fourier bin kept per axis, the group counts of its two
+    pointwise layers, and its residual width (0: the network's one residual width, as in files
+    written before ``NetConfig.widen``)."""
 
     index: int
     kept: bool
@@ -26,6 +27,7 @@ class BlockSpec:
     hidden: int
     keep_bins: tuple[int, ...]
     groups: tuple[int, int] = (1, 1)
+    width: int = 0
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,22 @@ class ArchSpec:
         """The resolution the head sees: the last kept block's output (blocks are never all removed)."""
         kept = self.kept_blocks
         return kept[-1].resolution_out if kept else self.input_shape
+
+    def block_width(self, block: BlockSpec) -> int:
+        """The residual width block ``block`` runs at."""
+        return block.width or self.residual_width
+
+    def widths_text(self) -> str:
+        """The residual width, or the stem's and each kept block's where they differ ('32>45>64')."""
+        widths = [self.residual_width] + [self.block_width(b) for b in self.kept_blocks]
+        steps = [w for i, w in enumerate(widths) if i == 0 or w != widths[i - 1]]
+        return ">".join(map(str, steps))
+
+    @property
+    def head_width(self) -> int:
+        """The residual width the head reads: the last kept block's."""
+        kept = self.kept_blocks
+        return self.block_width(kept[-1]) if kept else self.residual_width
 
     @property
     def kept_blocks(self) -> list[BlockSpec]:
@@ -88,6 +106,7 @@ def harden(model: DNArchNet) -> ArchSpec:
                 hidden=p["hidden"],
                 keep_bins=tuple(p["keep_bins"]),
                 groups=p["groups"],
+                width=p["width"],
             )  # fmt: skip
         )
     return ArchSpec(

@@ -7,6 +7,7 @@ Folding (all exact in eval mode):
 - kernel mask and the Riemann gain: into the depthwise kernel, sampled once on the block's grid;
 - resolution: a band-limited crop (the kept band passes unchanged), one fixed matrix per axis;
 - the dense head's return to the input resolution: spectral zero-padding, one fixed matrix per axis;
+- a block wider than the stream before it (``NetConfig.widen``): zero channels appended to the stream;
 - learned grouping: the grouping relation into the pointwise weights, which become grouped convolutions
   (``functional.groups``): the residual channels are stored in bit-reversed order, where every layer's
   groups are contiguous; a group count that does not divide the channels pads each group with a zero
@@ -85,20 +86,25 @@ class BlockLayout:
         return torch.tensor([self.out_slots.index(p) for p in range(width)])
 
 
-def residual_order(spec: ArchSpec) -> list[int]:
-    """The original residual channel at each position of the exported stream."""
-    return bit_reversed_order(spec.residual_width, spec.group_bits)
+def residual_order(spec: ArchSpec, width: int | None = None) -> list[int]:
+    """The original residual channel at each position of the exported stream (of ``width``
+    channels; default the stem's)."""
+    return bit_reversed_order(spec.residual_width if width is None else width, spec.group_bits)
 
 
 class StaticBlock(nn.Module):
-    """Resample -> norm -> depthwise conv -> GELU -> 1x1 -> GELU -> 1x1, added to the residual. With
-    learned grouping the 1x1 convolutions are grouped, with fixed gathers where groups are padded."""
+    """Resample -> zero channels appended up to the block's width (when it is wider than the stream)
+    -> norm -> depthwise conv -> GELU -> 1x1 -> GELU -> 1x1, added to the residual. With learned
+    grouping the 1x1 convolutions are grouped, with fixed gathers where groups are padded."""
 
     in_index: Tensor | None
     out_index: Tensor | None
 
-    def __init__(self, spec: BlockSpec, width: int, ndim: int, order: list[int]) -> None:
+    def __init__(
+        self, spec: BlockSpec, width: int, ndim: int, order: list[int], width_in: int | None = None
+    ) -> None:
         super().__init__()
+        self.extra = width - (width if width_in is None else width_in)  # zero channels appended
         conv = _CONV[ndim]
         self.resample = (
             Resample(spec.resolution_in, spec.resolution_out)
@@ -118,6 +124,8 @@ class StaticBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.resample is not None:
             x = self.resample(x)
+        if self.extra > 0:
+            x = torch.cat([x, x.new_zeros(x.shape[0], self.extra, *x.shape[2:])], 1)
         h = self.act(self.conv(self.norm(x)))
         if self.in_index is not None:  # pad each group to the largest with a zero channel
             h = torch.cat([h, torch.zeros_like(h[:, :1])], 1).index_select(1, self.in_index)
@@ -137,8 +145,12 @@ class StaticNet(nn.Module):
         self.spec = spec
         c, nd = spec.residual_width, spec.ndim
         self.stem = _CONV[nd](spec.in_channels, c, 1)
-        order = residual_order(spec)
-        self.blocks = nn.ModuleList(StaticBlock(b, c, nd, order) for b in spec.kept_blocks)
+        blocks = []
+        for b in spec.kept_blocks:
+            w = spec.block_width(b)
+            blocks.append(StaticBlock(b, w, nd, residual_order(spec, w), c))
+            c = w
+        self.blocks = nn.ModuleList(blocks)
         self.head_norm = _NORM[nd](c)
         self.upsample = (
             Resample(spec.head_in, spec.input_shape)
@@ -159,7 +171,10 @@ class StaticNet(nn.Module):
         if self.upsample is not None:
             h = self.upsample(h)
         if self.spec.dense_skip:
-            h = h + h0
+            extra = h.shape[1] - h0.shape[1]  # the stem's output, zero-padded to the head's width
+            h = h + (
+                torch.cat([h0, h0.new_zeros(h0.shape[0], extra, *h0.shape[2:])], 1) if extra else h0
+            )
         return self.head(h)
 
 
@@ -174,17 +189,15 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
         "stem.weight": (model.stem.weight[:c] * m_c[:, None])[order].reshape(c, -1, *ones),
         "stem.bias": (model.stem.bias[:c] * m_c)[order],
     }
-    _norm_state(state, "head_norm", model.head_norm, order, m_c)
-    head = model.head.weight[:, :c][:, order]
-    state["head.weight"] = head.reshape(*head.shape, *ones) if spec.dense else head.clone()
-    state["head.bias"] = model.head.bias.clone()
-    if spec.dense and spec.head_in != spec.input_shape:
-        for i, (n, m) in enumerate(zip(spec.head_in, spec.input_shape, strict=True)):
-            state[f"upsample.matrix{i}"] = fourier.upsample_matrix(n, m)
     depth = model.depth_mask.values()
     cap = None
     for j, b in enumerate(spec.kept_blocks):
         block, pre = model.blocks[b.index], f"blocks.{j}."
+        c = spec.block_width(b)
+        grid_c, grid_w = model.grids(b.resolution_out)
+        m_c = model.residual_mask.values(grid_c, model.alloc)[:c]
+        assert model.residual_mask.hard_count(grid_c) == c, "spec does not match the model's masks"
+        order = residual_order(spec, c)
         if block.resolution is not None:
             mu, keep = block.resolution.plan(b.resolution_in, cap)
             assert keep == b.keep_bins, "spec does not match the model's current masks"
@@ -205,13 +218,20 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
         state[pre + "pw1.weight"] = pw1.reshape(*pw1.shape, *ones)
         state[pre + "pw1.bias"] = take_slots(block.pw1.bias[:w], lay.hidden)
         rows = m_c * depth[b.index]
-        m_w = block.width_mask.values()[:w]
+        m_w = block.width_mask.values(grid_w)[:w]
         pw2 = block.pw2.weight[:c, :w] * rows[:, None] * m_w[None, :]
         if block.pw2_groups is not None:
             pw2 = pw2 * relation(c, w, block.pw2_groups.factors())
         pw2 = pack_grouped(pw2[order], lay.out_slots, lay.hidden, g2)
         state[pre + "pw2.weight"] = pw2.reshape(*pw2.shape, *ones)
         state[pre + "pw2.bias"] = take_slots((block.pw2.bias[:c] * rows)[order], lay.out_slots)
+    _norm_state(state, "head_norm", model.head_norm, order, m_c)  # the last kept block's width
+    head = model.head.weight[:, :c][:, order]
+    state["head.weight"] = head.reshape(*head.shape, *ones) if spec.dense else head.clone()
+    state["head.bias"] = model.head.bias.clone()
+    if spec.dense and spec.head_in != spec.input_shape:
+        for i, (n, m) in enumerate(zip(spec.head_in, spec.input_shape, strict=True)):
+            state[f"upsample.matrix{i}"] = fourier.upsample_matrix(n, m)
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 

@@ -47,6 +47,7 @@ def maximal_spec(spec: ArchSpec) -> ArchSpec:
             kernel=tuple(fm.max_kernel_size(n) for n in shape),
             keep_bins=tuple(n // 2 for n in shape),
             groups=(1, 1),
+            width=spec.max_width,
         )  # fmt: skip
         for b in spec.blocks
     )

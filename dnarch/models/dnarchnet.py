@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,14 @@ from torch import Tensor, nn
 from dnarch.config import NetConfig
 from dnarch.functional import fourier
 from dnarch.functional import masks as fm
-from dnarch.nn.block import BlockSettings, DNArchBlock, batch_norm, channel_scale, pointwise
+from dnarch.nn.block import (
+    BlockSettings,
+    DNArchBlock,
+    allocated,
+    batch_norm,
+    channel_scale,
+    pointwise,
+)
 from dnarch.nn.masks import LowpassMask, SigmoidStepMask
 from dnarch.tasks import TASKS
 
@@ -34,10 +42,12 @@ from dnarch.tasks import TASKS
 class ArchSizes:
     """Sizes of the network the masks describe, soft (differentiable) or hard (cropped), as tensors.
 
-    residual: residual width C; per block l: depth D_l (mask value soft, 0/1 hard), kernel (ndim,) taps
-    per axis, hidden W_l, resolution (ndim,) samples per axis the block runs at; resampled: which
+    residual: residual width C (the stem's); per block l: depth D_l (mask value soft, 0/1 hard),
+    kernel (ndim,) taps per axis, hidden W_l, resolution (ndim,) samples per axis the block runs at,
+    width: its residual width C_l (C unless ``NetConfig.widen`` stretches it); resampled: which
     axes the hard network downsamples at block l (a discrete fact, shared by soft and hard sizes);
-    groups (2,): group counts of the block's two pointwise layers (1 without learned grouping).
+    groups (2,): group counts of the block's two pointwise layers (1 without learned grouping);
+    head_width: the residual width the head reads (the last kept block's).
     """
 
     residual: Tensor
@@ -49,6 +59,8 @@ class ArchSizes:
     head_in: Tensor  # (ndim,) the resolution the head sees: the last kept block's output
     head_upsampled: tuple[bool, ...]  # per axis: does the (hard) dense head upsample it
     groups: list[Tensor]
+    width: list[Tensor]
+    head_width: Tensor
 
 
 class DNArchNet(nn.Module):
@@ -92,25 +104,32 @@ class DNArchNet(nn.Module):
             init_cutoff=cfg.init_kernel_cutoff, threshold=cfg.threshold, width_span=cfg.width_span,
             resolution_span=cfg.resolution_span, dropout=cfg.dropout, backend=cfg.backend,
             learn_resolution=cfg.learn_resolution, group_bits=cfg.group_bits,
-            group_span=cfg.group_span,
+            group_span=cfg.group_span, widen=cfg.widen,
         )  # fmt: skip
+        self.alloc = allocated(cfg.width, cfg.widen)  # residual channels of the widest block
         self.stem = nn.Linear(in_channels, cfg.width)
         self.residual_mask = SigmoidStepMask(cfg.width, cfg.width_span, cfg.threshold)
         self.depth_mask = SigmoidStepMask(cfg.blocks, cfg.depth_span, cfg.threshold)
         self.blocks = nn.ModuleList(
             DNArchBlock(
                 dataclasses.replace(
-                    settings, learn_resolution=cfg.learn_resolution and i >= cfg.resolution_from
+                    settings,
+                    # a resolution mask where it is learned, or fixed where a pyramid starts
+                    learn_resolution=i >= cfg.resolution_from
+                    and (cfg.learn_resolution or cfg.init_resolution < 1),
+                    init_resolution=cfg.init_resolution ** max(i - cfg.resolution_from + 1, 0),
                 )
             )
             for i in range(cfg.blocks)
         )
-        self.head_norm = nn.BatchNorm1d(cfg.width)
-        self.head = nn.Linear(cfg.width, num_classes)
+        self.head_norm = nn.BatchNorm1d(self.alloc)
+        self.head = nn.Linear(self.alloc, num_classes)
         for p in self._axis_parameters(True, False, False, False, False):
             p.requires_grad_(cfg.learn_kernel)
         for p in self._axis_parameters(False, True, False, False, False):
             p.requires_grad_(cfg.learn_width)
+        for p in self._axis_parameters(False, False, True, False, False):
+            p.requires_grad_(cfg.learn_resolution)
         self.depth_mask.mu.requires_grad_(cfg.learn_depth)
         # Biases whose every consumer is a BatchNorm (per-channel shifts it removes) have a zero
         # gradient, and Adam would turn its rounding noise into full-size steps that move the
@@ -247,7 +266,7 @@ class DNArchNet(nn.Module):
                 f"expected input (B, {self.in_channels}, {', '.join(map(str, self.input_shape))}), "
                 f"got {tuple(x.shape)}"
             )
-        m_res = self.residual_mask.values()
+        m_res = self.residual_mask.values()  # (C,)
         c = self.residual_mask.hard_count() if crop else m_res.numel()
         m_res = m_res[:c]
         h = channel_scale(pointwise(x, self.stem, c, self.in_channels), m_res)  # (B, c, *S0)
@@ -256,18 +275,35 @@ class DNArchNet(nn.Module):
         n_blocks = self.depth_mask.hard_count()
         cap: Tensor | None = None
         for index, block in enumerate(self._blocks()):
-            if index >= n_blocks:
-                if crop:
-                    break
-                # reference path: run the removed block with its (zero) depth value, no resampling
-                h = block(h, m_res, depth[index], cap, crop=False, resample=False)[0]
-                continue
-            h, cap = block(h, m_res, depth[index], cap, crop=crop)
+            if index >= n_blocks and crop:
+                break
+            if index < n_blocks:  # (the reference path runs a removed block without resampling)
+                h, cap = block.resample(h, cap)
+            grid_c, grid_w = self.grids(h.shape[2:])
+            m_res = self.residual_mask.values(grid_c, self.alloc)
+            c = self.residual_mask.hard_count(grid_c) if crop else self.alloc
+            m_res = m_res[:c]
+            h = _pad_channels(h, c)  # a wider block: the new residual channels start at zero
+            h = block(h, m_res, depth[index], cap, crop=crop, resample=False, hidden_grid=grid_w)[0]
         h = channel_scale(batch_norm(h, self.head_norm, c, self.training), m_res)
         if not self.dense:
             pooled = h.flatten(2).mean(-1)  # (B, c)
             return F.linear(pooled, self.head.weight[:, :c], self.head.bias)
-        return self._dense_head(h, h0)
+        return self._dense_head(h, _pad_channels(h0, c))
+
+    def stretch(self, lengths: Sequence[int]) -> float:
+        """How much a block that runs at ``lengths`` samples per axis widens: min(widen,
+        sqrt(P_0 / P)) for P of the input's P_0 positions (1 at full resolution)."""
+        if self.cfg.widen == 1:
+            return 1.0
+        ratio = math.prod(self.input_shape) / math.prod(int(n) for n in lengths)
+        return min(self.cfg.widen, math.sqrt(ratio))
+
+    def grids(self, lengths: Sequence[int]) -> tuple[int, int]:
+        """Entries of the residual and hidden width masks' grids for a block at ``lengths``: the
+        maximal widths C and W, stretched (``stretch``)."""
+        s = self.stretch(lengths)
+        return _grid(self.cfg.width, s), _grid(self.cfg.hidden, s)
 
     def _dense_head(self, h: Tensor, h0: Tensor) -> Tensor:
         """h: (B, c, *S_L) normed features; h0: (B, c, *S0) the stem's output -> (B, K, *S0)."""
@@ -292,6 +328,7 @@ class DNArchNet(nn.Module):
                 mu, keep = b.resolution.plan(lengths, cap)
                 cap = mu
                 out = tuple(fourier.output_length(n, k) for n, k in zip(lengths, keep, strict=True))
+            grid_c, grid_w = self.grids(out if kept else lengths)
             plan.append(
                 {
                     "index": index,
@@ -299,7 +336,9 @@ class DNArchNet(nn.Module):
                     "resolution_in": lengths,
                     "resolution_out": out,
                     "kernel": b.conv.mask.hard_sizes(out),
-                    "hidden": b.width_mask.hard_count(),
+                    "width": self.residual_mask.hard_count(grid_c),
+                    "hidden": b.width_mask.hard_count(grid_w),
+                    "grids": (grid_c, grid_w),
                     "keep_bins": keep,
                     "groups": b.hard_groups(),
                 }
@@ -328,12 +367,16 @@ class DNArchNet(nn.Module):
                 head_in=t(plan[-1]["resolution_out"]),  # removed blocks pass their input on
                 head_upsampled=self._head_upsampled(plan),
                 groups=[t(p["groups"]) for p in plan],
+                width=[t(p["width"]) for p in plan],
+                head_width=t(plan[-1]["width"]),
             )
         lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
+        p0 = float(math.prod(self.input_shape))
         cap: Tensor | None = None
+        residual = self.residual_mask.soft_count()
         sizes = ArchSizes(
-            self.residual_mask.soft_count(), [], [], [], [], _resampled(plan), lengths,
-            self._head_upsampled(plan), [],
+            residual, [], [], [], [], _resampled(plan), lengths, self._head_upsampled(plan), [], [],
+            residual,
         )  # fmt: skip
         depth = self.depth_mask.raw()
         for index, b in enumerate(self._blocks()):
@@ -341,13 +384,21 @@ class DNArchNet(nn.Module):
                 mu = b.resolution.mask.effective_mu(cap)
                 lengths = b.resolution.mask.soft_sizes(mu, lengths)
                 cap = mu
+            # the stretch of the widths, differentiable in the resolution (NetConfig.widen)
+            s = (
+                1.0
+                if self.cfg.widen == 1
+                else (p0 / lengths.prod()).sqrt().clamp(max=self.cfg.widen)
+            )
             sizes.depth.append(depth[index])
             sizes.resolution.append(lengths)
             sizes.kernel.append(b.conv.mask.soft_sizes(lengths))
-            sizes.hidden.append(b.soft_hidden())
+            sizes.hidden.append(b.soft_hidden() * s)
+            sizes.width.append(residual * s)
             sizes.groups.append(b.soft_groups())
         kept = sum(bool(p["kept"]) for p in plan)
         sizes.head_in = sizes.resolution[kept - 1]  # the last kept block's (soft) output size
+        sizes.head_width = sizes.width[kept - 1]
         return sizes
 
     def max_sizes(self) -> ArchSizes:
@@ -368,12 +419,27 @@ class DNArchNet(nn.Module):
             head_in=t([float(n) for n in self.input_shape]),
             head_upsampled=(False,) * self.ndim,
             groups=[t([1.0, 1.0])] * L,
+            width=[t(float(self.cfg.width))] * L,
+            head_width=t(float(self.cfg.width)),
         )
 
     def _head_upsampled(self, plan: list[dict]) -> tuple[bool, ...]:
         return tuple(
             o != n for o, n in zip(plan[-1]["resolution_out"], self.input_shape, strict=True)
         )
+
+
+def _grid(n: int, stretch: float) -> int:
+    """Entries of a width mask of ``n`` entries stretched ``stretch`` >= 1 times."""
+    return max(n, math.floor(n * stretch + 1e-6))
+
+
+def _pad_channels(x: Tensor, c: int) -> Tensor:
+    """x: (B, c', *S) with c' <= c -> (B, c, *S), zero channels appended."""
+    extra = c - x.shape[1]
+    if extra <= 0:
+        return x
+    return torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], 1)
 
 
 def _resampled(plan: list[dict]) -> list[tuple[bool, ...]]:

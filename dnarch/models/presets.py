@@ -1,4 +1,4 @@
-"""Presets: sensible maximal networks for sequences and for small images."""
+"""Presets: sensible maximal networks for sequences, for small images and for 2D dense tasks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,13 @@ PRESETS: dict[str, NetConfig] = {
     "seq": NetConfig(width=32, hidden=64, blocks=6),
     # small images (8x8..32x32): fewer blocks, lower SIREN frequency for the 2D kernel
     "image": NetConfig(width=32, hidden=64, blocks=4, omega0=20.0),
+    # 2D dense tasks: "image" on a fixed pyramid (each block halves the cut-off) whose widths grow as
+    # the resolution falls (up to 4x); kernels, widths and depth are learned. Measured on
+    # fashion-scenes (README, Dense prediction); the resolution is not learned.
+    "image-pyramid": NetConfig(
+        width=32, hidden=64, blocks=4, omega0=20.0,
+        widen=4.0, init_resolution=0.5, learn_resolution=False,
+    ),  # fmt: skip
 }
 
 

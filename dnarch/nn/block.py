@@ -13,6 +13,7 @@ residual channels are exactly zero everywhere and cropping them changes nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,13 @@ class BlockSettings:
     learn_resolution: bool
     group_bits: int = 0
     group_span: float = 1.5
+    widen: float = 1.0  # widths allocated: ceil(width * widen), ceil(hidden * widen)
+    init_resolution: float = 1.0  # the resolution mask's initial cut-off (1: full resolution)
+
+
+def allocated(n: int, widen: float) -> int:
+    """Channels to allocate for a width of ``n`` that may be stretched up to ``widen`` times."""
+    return max(n, math.ceil(n * widen - 1e-9))
 
 
 def batch_norm(x: Tensor, norm: nn.BatchNorm1d, c: int, training: bool) -> Tensor:
@@ -114,18 +122,19 @@ class DNArchBlock(nn.Module):
     def __init__(self, s: BlockSettings) -> None:
         super().__init__()
         self.resolution = (
-            FourierResolution(s.base, s.resolution_span, s.threshold)
+            FourierResolution(s.base, s.resolution_span, s.threshold, s.init_resolution)
             if s.learn_resolution
             else None
         )
-        self.norm = nn.BatchNorm1d(s.width)  # used through F.batch_norm: any spatial rank
+        width, hidden = allocated(s.width, s.widen), allocated(s.hidden, s.widen)
+        self.norm = nn.BatchNorm1d(width)  # used through F.batch_norm: any spatial rank
         self.conv = DepthwiseCKConv(
-            s.ndim, s.width, s.base, s.kernel_hidden, s.kernel_layers, s.omega0,
+            s.ndim, width, s.base, s.kernel_hidden, s.kernel_layers, s.omega0,
             s.init_cutoff, s.threshold, s.backend,
         )  # fmt: skip
         self.width_mask = SigmoidStepMask(s.hidden, s.width_span, s.threshold)
-        self.pw1 = nn.Linear(s.width, s.hidden)
-        self.pw2 = nn.Linear(s.hidden, s.width)
+        self.pw1 = nn.Linear(width, hidden)
+        self.pw2 = nn.Linear(hidden, width)
         self.pw1_groups = (
             GroupMask(s.group_bits, s.group_span, s.threshold) if s.group_bits else None
         )
@@ -148,11 +157,14 @@ class DNArchBlock(nn.Module):
         cap: Tensor | None,
         crop: bool = True,
         resample: bool = True,
+        hidden_grid: int | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """x: (B, c, *S) residual stream (c = kept residual channels, or all when not cropping);
         m_res: (c,) thresholded residual width mask; depth: scalar D_l; cap: previous effective mu.
 
-        ``resample=False`` skips R_l (the reference path of a removed block, whose depth value is 0).
+        ``resample=False`` skips R_l (the model resampled already, or the reference path of a removed
+        block, whose depth value is 0). ``hidden_grid``: entries of the stretched hidden-width mask
+        (``NetConfig.widen``); None: the mask's own.
 
         Returns the new residual stream (B, c, *S') and this block's effective resolution mu.
         """
@@ -165,8 +177,8 @@ class DNArchBlock(nn.Module):
             # reference path: a cropped residual channel must stay zero despite the conv bias
             h = channel_scale(h, (m_res > 0).to(h.dtype))
         h = F.gelu(h)
-        m_w = self.width_mask.values()
-        w = self.width_mask.hard_count() if crop else m_w.numel()
+        m_w = self.width_mask.values(hidden_grid, self.pw1.out_features)
+        w = self.width_mask.hard_count(hidden_grid) if crop else m_w.numel()
         h = mixing(h, self.pw1, w, c, self.pw1_groups, crop)  # (B, w, *S')
         h = channel_scale(F.gelu(h), m_w[:w])
         h = self.dropout(mixing(h, self.pw2, c, w, self.pw2_groups, crop))  # (B, c, *S')

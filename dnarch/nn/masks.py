@@ -129,9 +129,11 @@ class SigmoidStepMask(_Sharpness, nn.Module):
         self.mu_min = -math.log((1 - threshold) / threshold) / self.tau  # first entry at T
         self.register_buffer("sharpness", torch.ones(()))
 
-    def raw(self) -> Tensor:
-        """Mask values before the threshold. (n,)."""
-        u = torch.arange(self.n, device=self.mu.device, dtype=self.mu.dtype) / self.n
+    def raw(self, grid: int | None = None) -> Tensor:
+        """Mask values before the threshold. (n,), or (grid,) on a stretched grid of ``grid`` entries
+        over the same [0, 1) (a block whose maximal width grows as its resolution falls)."""
+        n = self.n if grid is None else grid
+        u = torch.arange(n, device=self.mu.device, dtype=self.mu.dtype) / n
         return fm.annealed_step(u, self.mu, self.tau, self.sharpness)
 
     def binary_sharpness(self) -> Tensor:
@@ -147,19 +149,23 @@ class SigmoidStepMask(_Sharpness, nn.Module):
         self.mu.fill_((k - 0.5) / self.n)
         self.sharpness.copy_(self.binary_sharpness())
 
-    def hard_count(self) -> int:
-        """Entries kept (mask >= T), at least ``floor``."""
-        return fm.hard_count(self.raw(), self.threshold, self.floor)
+    def hard_count(self, grid: int | None = None) -> int:
+        """Entries kept (mask >= T), at least ``floor``; of ``grid`` entries when given."""
+        return fm.hard_count(self.raw(grid), self.threshold, self.floor)
 
     def soft_count(self) -> Tensor:
         """Differentiable count: the sum of mask values. Scalar."""
         return self.raw().sum()
 
-    def values(self) -> Tensor:
-        """Thresholded mask: zero beyond the hard count. (n,)."""
-        raw = self.raw()
-        keep = torch.arange(self.n, device=raw.device) < self.hard_count()
-        return raw * keep.to(raw.dtype)
+    def values(self, grid: int | None = None, size: int | None = None) -> Tensor:
+        """Thresholded mask: zero beyond the hard count. (n,); with ``grid``, the values on that
+        stretched grid, zero-padded to ``size`` entries (size >= grid). (size,)."""
+        raw = self.raw(grid)
+        keep = torch.arange(raw.numel(), device=raw.device) < self.hard_count(grid)
+        out = raw * keep.to(raw.dtype)
+        if size is not None and size > out.numel():
+            out = torch.cat([out, out.new_zeros(size - out.numel())])
+        return out
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -184,15 +190,20 @@ class LowpassMask(_Sharpness, nn.Module):
         base: input size per spatial axis.
         span: frequency bins over which the step rises from T to 1-T; sets ``tau`` per axis.
         threshold: T.
+        init_cutoff: the normalised frequency up to which every bin starts at >= 0.95 (1: the whole
+            spectrum, full resolution).
     """
 
-    def __init__(self, base: Sequence[int], span: float, threshold: float) -> None:
+    def __init__(
+        self, base: Sequence[int], span: float, threshold: float, init_cutoff: float = 1.0
+    ) -> None:
         super().__init__()
         self.base = tuple(int(b) for b in base)
         self.threshold = threshold
         self.tau = [fm.step_tau(span, max(b // 2, 1), threshold) for b in self.base]
-        init = [1.0 + math.log(0.95 / 0.05) / t for t in self.tau]  # every bin at >= 0.95
-        self.mu_max = [i + math.log(0.95 / 0.05) / t for i, t in zip(init, self.tau, strict=True)]
+        full = [1.0 + math.log(0.95 / 0.05) / t for t in self.tau]  # every bin at >= 0.95
+        self.mu_max = [i + math.log(0.95 / 0.05) / t for i, t in zip(full, self.tau, strict=True)]
+        init = [init_cutoff + math.log(0.95 / 0.05) / t for t in self.tau]
         self.mu = nn.Parameter(torch.tensor(init))
         self.register_buffer("sharpness", torch.ones(len(self.base)))
 

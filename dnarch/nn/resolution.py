@@ -16,12 +16,15 @@ class FourierResolution(nn.Module):
     at the smaller size. Its cut-off is capped by the previous block's, so resolution never rises.
 
     Args:
-        base: input size per spatial axis (frequency units); span, threshold: mask settings.
+        base: input size per spatial axis (frequency units); span, threshold: mask settings;
+        init_cutoff: the cut-off it starts at (1: full resolution).
     """
 
-    def __init__(self, base: Sequence[int], span: float, threshold: float) -> None:
+    def __init__(
+        self, base: Sequence[int], span: float, threshold: float, init_cutoff: float = 1.0
+    ) -> None:
         super().__init__()
-        self.mask = LowpassMask(base, span, threshold)
+        self.mask = LowpassMask(base, span, threshold, init_cutoff)
 
     def plan(self, lengths: Sequence[int], cap: Tensor | None) -> tuple[Tensor, tuple[int, ...]]:
         """Effective mu (ndim,) and highest kept bin per axis for an input of ``lengths``."""

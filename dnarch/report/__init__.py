@@ -95,7 +95,7 @@ def _kernel_items(run_dir: Path, config: dict[str, Any], spec: ArchSpec) -> list
             sizes = conv.mask.hard_sizes(b.resolution_out)
             items.append({
                 "index": b.index,
-                "kernel": conv.kernel(b.resolution_out, spec.residual_width).numpy(),
+                "kernel": conv.kernel(b.resolution_out, spec.block_width(b)).numpy(),
                 "mask": conv.mask.values(sizes, b.resolution_out).numpy(),
             })  # fmt: skip
     return items

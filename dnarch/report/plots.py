@@ -130,6 +130,7 @@ def final_architecture(spec: ArchSpec) -> Figure:
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(spec.blocks) + 2), 3.8))
     full = math.prod(spec.input_shape)
     max_kernel = [max_kernel_size(n) for n in spec.input_shape]
+    widest = max([spec.max_hidden] + [b.hidden for b in spec.kept_blocks])  # net.widen may exceed it
     for i, b in enumerate(spec.blocks):
         x = 1.6 * i
         if not b.kept:
@@ -144,7 +145,7 @@ def final_architecture(spec: ArchSpec) -> Figure:
                 fontsize=8,
             )
             continue
-        w = 0.3 + 0.9 * b.hidden / spec.max_hidden
+        w = 0.3 + 0.9 * b.hidden / widest
         h = 0.15 + 0.85 * math.prod(b.resolution_out) / full
         ax.add_patch(Rectangle((x + (1.2 - w) / 2, 0), w, h, fc="#9ecae1", ec="#3182bd"))
         extent = sum(k / m for k, m in zip(b.kernel, max_kernel, strict=True)) / len(b.kernel)
@@ -155,6 +156,7 @@ def final_architecture(spec: ArchSpec) -> Figure:
             x + 0.6,
             h + 0.04,
             f"block {b.index}\nhidden {b.hidden}\nres {res}\nkernel {kern}"
+            + (f"\nwidth {spec.block_width(b)}" if ">" in spec.widths_text() else "")
             + (f"\ngroups {b.groups[0]}/{b.groups[1]}" if spec.group_bits else ""),
             ha="center",
             va="bottom",
@@ -165,7 +167,7 @@ def final_architecture(spec: ArchSpec) -> Figure:
     ax.set_ylim(-0.35, 1.75)
     ax.axis("off")
     ax.set_title(
-        f"exported network: residual width {spec.residual_width} of {spec.max_width}, "
+        f"exported network: residual width {spec.widths_text()} of {spec.max_width}, "
         f"{len(spec.kept_blocks)} of {len(spec.blocks)} blocks; box width ~ hidden, height ~ resolution",
         fontsize=9,
     )

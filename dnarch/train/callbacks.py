@@ -46,6 +46,8 @@ def arch_columns(model: DNArchNet) -> dict[str, Any]:
         row[f"b{i}_kept"] = int(p["kept"])
         row[f"b{i}_kernel"] = "x".join(map(str, p["kernel"]))
         row[f"b{i}_hidden"] = p["hidden"]
+        if model.cfg.widen != 1:
+            row[f"b{i}_width"] = p["width"]
         row[f"b{i}_res_out"] = "x".join(map(str, p["resolution_out"]))
         if model.cfg.learn_groups:
             row[f"b{i}_groups"] = "/".join(map(str, p["groups"]))
@@ -57,7 +59,8 @@ def soft_sizes(model: Any) -> dict[str, float]:
     """The differentiable architecture as flat scalars: ``residual_width`` and, per block ``l``,
     ``block{l}/depth`` (the mask value), ``block{l}/kernel_axis{a}``, ``block{l}/hidden`` and
     ``block{l}/resolution_axis{a}`` (sizes in taps, channels and samples); with learned grouping
-    ``block{l}/groups_pw1`` and ``block{l}/groups_pw2``."""
+    ``block{l}/groups_pw1`` and ``block{l}/groups_pw2``; with ``net.widen`` > 1 ``block{l}/width``
+    (the block's residual width)."""
     sizes = model.arch_sizes(hard=False)
     out = {"residual_width": float(sizes.residual)}
     for i, (d, k, h, r) in enumerate(
@@ -65,6 +68,8 @@ def soft_sizes(model: Any) -> dict[str, float]:
     ):
         out[f"block{i}/depth"] = float(d)
         out[f"block{i}/hidden"] = float(h)
+        if model.cfg.widen != 1:
+            out[f"block{i}/width"] = float(sizes.width[i])
         for a, v in enumerate(k.reshape(-1).tolist()):
             out[f"block{i}/kernel_axis{a}"] = v
         for a, v in enumerate(r.reshape(-1).tolist()):

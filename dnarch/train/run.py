@@ -282,7 +282,8 @@ def arch_table(result: RunResult) -> str:
         )
     lines += [
         f"blocks: {len(spec.kept_blocks)} ({m.cfg.blocks}), residual width: "
-        f"{spec.residual_width} ({spec.max_width})",
+        f"{spec.widths_text()} ({spec.max_width}"
+        + (f", up to x{m.cfg.widen:g} where the resolution falls)" if m.cfg.widen != 1 else ")"),
         describe_gates(s.get("train", {})),
         f"MACs/sample: {s['macs']:,} ({s['max_macs']:,}) = {100 * s['macs'] / s['max_macs']:.1f}% "
         f"of maximal" + (f", budget {s['budget']:,.0f}" if s["budget"] is not None else ""),

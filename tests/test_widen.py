@@ -1,0 +1,174 @@
+"""``net.widen``: residual and hidden widths that grow where the resolution falls. The stretch against
+its closed form, the cropped network against the masked one, the exported network against both, and
+the cost estimate against the FLOP counter, on networks that really widen."""
+
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dnarch.config import ConfigError, NetConfig, RunConfig, TrainConfig
+from dnarch.cost import model_cost
+from dnarch.export import ArchSpec, build_static, export_state, harden
+from dnarch.models import build_model
+from tests.conftest import shrunk_model
+
+SHAPES = [(40,), (33,), (12, 9), (10, 10)]
+
+
+def _counted_macs(static: torch.nn.Module, spec: ArchSpec) -> float:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        static(torch.randn(1, spec.in_channels, *spec.input_shape))
+    return counter.get_total_flops() / 2
+
+
+def test_stretch_and_grids_follow_the_closed_form() -> None:
+    m = build_model(NetConfig(width=8, hidden=6, blocks=2, widen=3.0), 1, 4, (32, 32))
+    assert m.stretch((32, 32)) == 1.0 and m.grids((32, 32)) == (8, 6)
+    assert m.stretch((16, 16)) == pytest.approx(2.0)  # a quarter of the positions: twice as wide
+    assert m.grids((16, 16)) == (16, 12)
+    assert m.stretch((16, 32)) == pytest.approx(math.sqrt(2))
+    assert m.grids((16, 32)) == (11, 8)  # floor(8 sqrt 2), floor(6 sqrt 2)
+    assert m.stretch((4, 4)) == 3.0  # capped at widen
+    assert m.alloc == 24 and m.blocks[0].pw1.weight.shape == (18, 24)
+    one = build_model(NetConfig(width=8, hidden=6, blocks=2), 1, 4, (32, 32))
+    assert one.stretch((4, 4)) == 1.0 and one.grids((4, 4)) == (8, 6)
+
+
+def test_a_stretched_mask_keeps_its_fraction_of_the_channels() -> None:
+    mask = build_model(NetConfig(width=16, widen=2.0), 1, 4, (40,)).residual_mask
+    with torch.no_grad():
+        mask.mu.fill_(0.5)
+    base, wide = mask.hard_count(), mask.hard_count(32)
+    assert wide in (2 * base - 1, 2 * base, 2 * base + 1)
+    v = mask.values(32, 40)
+    assert v.shape == (40,) and (v[wide:] == 0).all() and (v[:wide] >= mask.threshold).all()
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_widened_network_crop_export_and_cost(shape, seed, task) -> None:
+    m = shrunk_model(shape, seed, task=task, widen=2.0)
+    x = torch.randn(5, 2, *shape)
+    with torch.no_grad():
+        cropped, masked = m(x), m(x, crop=False)
+    assert ((cropped - masked).abs().max() / masked.abs().max()) < 1e-5
+    spec = harden(m)
+    static = build_static(spec, export_state(m, spec))
+    with torch.no_grad():
+        exported = static(x)
+    assert ((cropped - exported).abs().max() / cropped.abs().max()) < 1e-4
+    hard = model_cost(m, "hard")
+    assert float(hard.macs) == _counted_macs(static, spec)
+    assert int(hard.params) == sum(p.numel() for p in static.parameters())
+    st = model_cost(m, "straight_through")
+    assert float(st.macs.detach()) == pytest.approx(float(hard.macs))
+    loaded = build_static(ArchSpec.from_json(spec.to_json()), export_state(m, spec))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), exported)
+
+
+def test_the_test_models_really_widen() -> None:
+    """The checks above must cover blocks wider than the stream before them, in 1D and 2D."""
+    widened = set()
+    for shape in SHAPES:
+        for seed in range(4):
+            spec = harden(shrunk_model(shape, seed, widen=2.0))
+            if spec.head_width > spec.residual_width:
+                widened.add(len(shape))
+    assert widened == {1, 2}
+
+
+def test_widen_leaves_the_maximal_network_and_its_cost_as_they_were() -> None:
+    cfg = NetConfig(width=8, hidden=16, blocks=3)
+    wide = NetConfig(width=8, hidden=16, blocks=3, widen=4.0)
+    a, b = build_model(cfg, 1, 10, (12, 12)), build_model(wide, 1, 10, (12, 12))
+    assert float(model_cost(a, "max").macs) == float(model_cost(b, "max").macs)
+    assert float(model_cost(a, "hard").macs) == float(model_cost(b, "hard").macs)
+    assert harden(b).widths_text() == "8"
+
+
+def test_straight_through_width_cost_reaches_the_resolution() -> None:
+    """The soft widths grow as the resolution falls, so the cost's gradient sees the widening."""
+    m = shrunk_model((12, 9), 0, widen=2.0)
+    st = model_cost(m, "straight_through").macs
+    st.backward()
+    mus = m.resolution_parameters()
+    assert mus and all(p.grad is not None and torch.isfinite(p.grad).all() for p in mus)
+    assert any(p.grad.abs().sum() > 0 for p in mus)
+
+
+def test_widen_config_errors_are_one_line() -> None:
+    with pytest.raises(ConfigError, match="net.widen must be >= 1"):
+        NetConfig(widen=0.5)
+    with pytest.raises(ConfigError, match="learn_groups"):
+        NetConfig(widen=2.0, learn_groups=True)
+    with pytest.raises(ConfigError, match="anneal_gates"):
+        RunConfig(net=NetConfig(widen=2.0), train=TrainConfig(anneal_gates=True))
+
+
+def test_a_spec_written_before_widen_reads_one_residual_width() -> None:
+    spec = harden(shrunk_model((40,), 1))
+    text = spec.to_json()
+    import json
+
+    d = json.loads(text)
+    for b in d["blocks"]:
+        del b["width"]
+    old = ArchSpec.from_json(json.dumps(d))
+    assert all(old.block_width(b) == spec.residual_width for b in old.blocks)
+    assert old.head_width == spec.head_width
+
+
+def test_init_resolution_starts_a_pyramid_and_leaves_the_maximal_network() -> None:
+    cfg = NetConfig(width=8, hidden=8, blocks=4, kernel_hidden=8, init_resolution=0.5, widen=4.0)
+    m = build_model(cfg, 1, 5, (32, 32), "segment").eval()
+    plan = m.hard_plan()
+    sizes = [p["resolution_out"][0] for p in plan]
+    assert sizes[0] == 32  # resolution_from = 1: block 0 at the input resolution
+    assert sizes[1] < 32 and all(b < a for a, b in zip(sizes[1:], sizes[2:], strict=False))
+    for p, j in zip(plan[1:], range(1, 4), strict=True):  # cut-off 0.5**j plus the step's span
+        assert 32 * 0.5**j <= p["resolution_out"][0] <= 32 * 0.5**j + 6
+    full = build_model(
+        NetConfig(width=8, hidden=8, blocks=4, kernel_hidden=8), 1, 5, (32, 32), "segment"
+    )
+    assert float(model_cost(m, "max").macs) == float(model_cost(full, "max").macs)
+    spec = harden(m)
+    assert spec.head_width > spec.residual_width  # the pyramid widens
+    x = torch.randn(3, 1, 32, 32)
+    static = build_static(spec, export_state(m, spec))
+    with torch.no_grad():
+        a, b, c = m(x), m(x, crop=False), static(x)
+    assert ((a - b).abs().max() / a.abs().max()) < 1e-5
+    assert ((a - c).abs().max() / a.abs().max()) < 1e-4
+    with pytest.raises(ConfigError, match="init_resolution"):
+        NetConfig(init_resolution=0.0)
+
+
+def test_a_fixed_pyramid_keeps_its_resolution_and_frozen_net_is_the_maximal_one() -> None:
+    from dnarch.baselines import frozen_net
+
+    cfg = NetConfig(width=8, hidden=8, blocks=3, kernel_hidden=8, init_resolution=0.5)
+    fixed = build_model(NetConfig(**{**cfg.__dict__, "learn_resolution": False}), 1, 5, (16,))
+    assert [p["resolution_out"] for p in fixed.hard_plan()][1][0] < 16
+    assert not fixed.resolution_parameters()
+    assert all(
+        not p.requires_grad
+        for b in fixed._blocks()
+        if b.resolution
+        for p in b.resolution.parameters()
+    )
+    frozen = build_model(frozen_net(cfg), 1, 5, (16,))
+    assert all(p["resolution_out"] == (16,) for p in frozen.hard_plan())
+
+
+def test_the_image_pyramid_preset_is_the_measured_setting() -> None:
+    """README's segmentation result was made with the image preset and these three --net changes."""
+    from dataclasses import replace
+
+    from dnarch.models import PRESETS
+
+    measured = replace(PRESETS["image"], widen=4.0, init_resolution=0.5, learn_resolution=False)
+    assert PRESETS["image-pyramid"] == measured
