@@ -13,8 +13,13 @@ PRESETS: dict[str, NetConfig] = {
     # the resolution falls (up to 4x); kernels, widths and depth are learned. Measured on
     # fashion-scenes (README, Dense prediction); the resolution is not learned.
     "image-pyramid": NetConfig(
-        width=32, hidden=64, blocks=4, omega0=20.0,
-        widen=4.0, init_resolution=0.5, learn_resolution=False,
+        width=32,
+        hidden=64,
+        blocks=4,
+        omega0=20.0,
+        widen=4.0,
+        init_resolution=0.5,
+        learn_resolution=False,
     ),  # fmt: skip
 }
 

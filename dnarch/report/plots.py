@@ -130,7 +130,9 @@ def final_architecture(spec: ArchSpec) -> Figure:
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(spec.blocks) + 2), 3.8))
     full = math.prod(spec.input_shape)
     max_kernel = [max_kernel_size(n) for n in spec.input_shape]
-    widest = max([spec.max_hidden] + [b.hidden for b in spec.kept_blocks])  # net.widen may exceed it
+    widest = max(
+        [spec.max_hidden] + [b.hidden for b in spec.kept_blocks]
+    )  # net.widen may exceed it
     for i, b in enumerate(spec.blocks):
         x = 1.6 * i
         if not b.kept:
