@@ -493,20 +493,25 @@ SCORE_HEADERS = {
 
 
 def net_note(rows: list[dict[str, Any]]) -> str:
-    """A sentence naming the ``--net`` changes the rows' runs were made with ('' when none): a method's
-    label says what it learns with the preset network, and ``--net learn_*=false`` changes that."""
-    found = []
+    """A sentence naming the ``--net`` and ``--train`` changes the rows' runs were made with ('' when
+    none): a method's label says what it learns with the preset network, which ``--net learn_*=false``
+    changes."""
+    found: list[str] = []
     for r in rows:
         for command in r.get("commands", []):
             words = command.split()
-            if "--net" in words:
-                rest = words[words.index("--net") + 1 :]
-                changes = " ".join(w for w in itertools.takewhile(lambda w: "=" in w, rest))
-                if changes not in found:
-                    found.append(changes)
+            settings = []
+            for flag in ("--net", "--train"):
+                if flag in words:
+                    rest = words[words.index(flag) + 1 :]
+                    changes = list(itertools.takewhile(lambda w: "=" in w, rest))
+                    settings.append(" ".join([flag, *changes]))
+            made = " ".join(settings)
+            if made and made not in found:
+                found.append(made)
     if not found:
         return ""
-    made = "; ".join(f"`--net {c}`" for c in found)
+    made = "; ".join(f"`{c}`" for c in found)
     return f" Runs made with {made} (a method's label says what it learns with the preset network)."
 
 

@@ -130,3 +130,14 @@ def test_rewriting_a_table_keeps_the_runs_of_its_own_file(tmp_path: Path) -> Non
     saved(tmp_path / "out" / "t.json", ["cmd-T"], [run_row("depth", 0.7, commands=["cmd-T"])])
     raw, md = table(tmp_path, ["depth"], [a])
     assert sorted(r["seed"] for r in raw["runs"]) == [0, 1] and "`cmd-T`" in md
+
+
+def test_the_net_note_names_train_changes_too() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import compare  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    made = "python benchmarks/compare.py --train resolution_travel=0.15 --methods dnarch --net widen=4"
+    note = compare.net_note([run_row("dnarch", 0.5, commands=[made])])
+    assert "`--net widen=4 --train resolution_travel=0.15`" in note
