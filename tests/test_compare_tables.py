@@ -138,6 +138,8 @@ def test_the_net_note_names_train_changes_too() -> None:
         import compare  # type: ignore[import-not-found]
     finally:
         sys.path.pop(0)
-    made = "python benchmarks/compare.py --train resolution_travel=0.15 --methods dnarch --net widen=4"
+    made = (
+        "python benchmarks/compare.py --train resolution_travel=0.15 --methods dnarch --net widen=4"
+    )
     note = compare.net_note([run_row("dnarch", 0.5, commands=[made])])
     assert "`--net widen=4 --train resolution_travel=0.15`" in note
