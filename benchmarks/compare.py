@@ -442,29 +442,28 @@ def taken_over(paths: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def train_changes(changes: list[str]) -> dict[str, Any]:
-    """``--train KEY=VALUE`` changes as typed values (a variant's own settings override them)."""
+def changed(section: str, changes: list[str], base: RunConfig | None = None) -> RunConfig:
+    """``base`` (default ``RunConfig()``) with ``--net`` / ``--train`` ``KEY=VALUE`` changes to
+    ``section``, typed and checked; a bad one exits with one line."""
     pairs = [c.partition("=") for c in changes]
     if any(not sep for _, sep, _ in pairs):
-        raise SystemExit(f"compare.py: error: --train takes KEY=VALUE, got {changes}")
+        raise SystemExit(f"compare.py: error: --{section} takes KEY=VALUE, got {changes}")
     try:
-        cfg = with_overrides(RunConfig(), {f"train.{k}": v for k, _, v in pairs})
+        return with_overrides(base or RunConfig(), {f"{section}.{k}": v for k, _, v in pairs})
     except ConfigError as err:
-        raise SystemExit(f"compare.py: error: --train: {err}") from None
-    return {k: getattr(cfg.train, k) for k, _, _ in pairs}
+        raise SystemExit(f"compare.py: error: --{section}: {err}") from None
+
+
+def train_changes(changes: list[str]) -> dict[str, Any]:
+    """``--train KEY=VALUE`` changes as typed values (a variant's own settings override them)."""
+    train = changed("train", changes).train
+    return {k: getattr(train, k) for k, _, _ in (c.partition("=") for c in changes)}
 
 
 def maximal_net(data: DataBundle, changes: list[str]) -> NetConfig:
     """The preset maximal network for ``data``, with ``--net KEY=VALUE`` changes."""
     preset = PRESETS[preset_for(len(data.input_shape))]
-    pairs = [c.partition("=") for c in changes]
-    if any(not sep for _, sep, _ in pairs):
-        raise SystemExit(f"compare.py: error: --net takes KEY=VALUE, got {changes}")
-    try:
-        cfg = with_overrides(RunConfig(net=preset), {f"net.{k}": v for k, _, v in pairs})
-    except ConfigError as err:
-        raise SystemExit(f"compare.py: error: --net: {err}") from None
-    return cfg.net
+    return changed("net", changes, RunConfig(net=preset)).net
 
 
 def maximal_macs(data: DataBundle, net: Any) -> int:

@@ -36,7 +36,7 @@ class HandWritten(nn.Module):
         conv = nn.Conv1d if spec.ndim == 1 else nn.Conv2d
         norm = nn.BatchNorm1d if spec.ndim == 1 else nn.BatchNorm2d
         c = spec.residual_width
-        if ">" in spec.widths_text():
+        if spec.widens:
             raise ValueError("HandWritten covers one residual width (net.widen = 1)")
         self.stem = conv(spec.in_channels, c, 1)
         self.layers = nn.ModuleList()

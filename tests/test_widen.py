@@ -77,6 +77,7 @@ def test_the_test_models_really_widen() -> None:
         for seed in range(4):
             spec = harden(shrunk_model(shape, seed, widen=2.0))
             if spec.head_width > spec.residual_width:
+                assert spec.widens
                 widened.add(len(shape))
     assert widened == {1, 2}
 
@@ -87,7 +88,7 @@ def test_widen_leaves_the_maximal_network_and_its_cost_as_they_were() -> None:
     a, b = build_model(cfg, 1, 10, (12, 12)), build_model(wide, 1, 10, (12, 12))
     assert float(model_cost(a, "max").macs) == float(model_cost(b, "max").macs)
     assert float(model_cost(a, "hard").macs) == float(model_cost(b, "hard").macs)
-    assert harden(b).widths_text() == "8"
+    assert harden(b).widths_text() == "8" and not harden(b).widens
 
 
 def test_straight_through_width_cost_reaches_the_resolution() -> None:

@@ -60,6 +60,11 @@ class ArchSpec:
         """The residual width block ``block`` runs at."""
         return block.width or self.residual_width
 
+    @property
+    def widens(self) -> bool:
+        """Whether some kept block runs wider than the stem (``NetConfig.widen``)."""
+        return any(self.block_width(b) != self.residual_width for b in self.kept_blocks)
+
     def widths_text(self) -> str:
         """The residual width, or the stem's and each kept block's where they differ ('32>45>64')."""
         widths = [self.residual_width] + [self.block_width(b) for b in self.kept_blocks]

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from dnarch.export.spec import ArchSpec, BlockSpec
 from dnarch.functional import fourier
+from dnarch.functional.channels import pad_channels
 from dnarch.functional.groups import (
     bit_reversed_order,
     group_slots,
@@ -100,11 +101,9 @@ class StaticBlock(nn.Module):
     in_index: Tensor | None
     out_index: Tensor | None
 
-    def __init__(
-        self, spec: BlockSpec, width: int, ndim: int, order: list[int], width_in: int | None = None
-    ) -> None:
+    def __init__(self, spec: BlockSpec, width: int, ndim: int, order: list[int]) -> None:
         super().__init__()
-        self.extra = width - (width if width_in is None else width_in)  # zero channels appended
+        self.width = width
         conv = _CONV[ndim]
         self.resample = (
             Resample(spec.resolution_in, spec.resolution_out)
@@ -124,8 +123,7 @@ class StaticBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.resample is not None:
             x = self.resample(x)
-        if self.extra > 0:
-            x = torch.cat([x, x.new_zeros(x.shape[0], self.extra, *x.shape[2:])], 1)
+        x = pad_channels(x, self.width)  # a narrower stream gets zero channels
         h = self.act(self.conv(self.norm(x)))
         if self.in_index is not None:  # pad each group to the largest with a zero channel
             h = torch.cat([h, torch.zeros_like(h[:, :1])], 1).index_select(1, self.in_index)
@@ -145,18 +143,17 @@ class StaticNet(nn.Module):
         self.spec = spec
         c, nd = spec.residual_width, spec.ndim
         self.stem = _CONV[nd](spec.in_channels, c, 1)
-        blocks = []
-        for b in spec.kept_blocks:
-            w = spec.block_width(b)
-            blocks.append(StaticBlock(b, w, nd, residual_order(spec, w), c))
-            c = w
-        self.blocks = nn.ModuleList(blocks)
-        self.head_norm = _NORM[nd](c)
+        self.blocks = nn.ModuleList(
+            StaticBlock(b, spec.block_width(b), nd, residual_order(spec, spec.block_width(b)))
+            for b in spec.kept_blocks
+        )
+        self.head_norm = _NORM[nd](spec.head_width)
         self.upsample = (
             Resample(spec.head_in, spec.input_shape)
             if spec.dense and spec.head_in != spec.input_shape
             else None
         )
+        c = spec.head_width
         self.head: nn.Module = (
             _CONV[nd](c, spec.num_classes, 1) if spec.dense else nn.Linear(c, spec.num_classes)
         )
@@ -171,10 +168,7 @@ class StaticNet(nn.Module):
         if self.upsample is not None:
             h = self.upsample(h)
         if self.spec.dense_skip:
-            extra = h.shape[1] - h0.shape[1]  # the stem's output, zero-padded to the head's width
-            h = h + (
-                torch.cat([h0, h0.new_zeros(h0.shape[0], extra, *h0.shape[2:])], 1) if extra else h0
-            )
+            h = h + pad_channels(h0, h.shape[1])  # the stem's output, at the head's width
         return self.head(h)
 
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from dnarch.config import NetConfig
 from dnarch.functional import fourier
 from dnarch.functional import masks as fm
+from dnarch.functional.channels import pad_channels
 from dnarch.nn.block import (
     BlockSettings,
     DNArchBlock,
@@ -283,13 +284,13 @@ class DNArchNet(nn.Module):
             m_res = self.residual_mask.values(grid_c, self.alloc)
             c = self.residual_mask.hard_count(grid_c) if crop else self.alloc
             m_res = m_res[:c]
-            h = _pad_channels(h, c)  # a wider block: the new residual channels start at zero
+            h = pad_channels(h, c)  # a wider block: the new residual channels start at zero
             h = block(h, m_res, depth[index], cap, crop=crop, resample=False, hidden_grid=grid_w)[0]
         h = channel_scale(batch_norm(h, self.head_norm, c, self.training), m_res)
         if not self.dense:
             pooled = h.flatten(2).mean(-1)  # (B, c)
             return F.linear(pooled, self.head.weight[:, :c], self.head.bias)
-        return self._dense_head(h, _pad_channels(h0, c))
+        return self._dense_head(h, pad_channels(h0, c))
 
     def stretch(self, lengths: Sequence[int]) -> float:
         """How much a block that runs at ``lengths`` samples per axis widens: min(widen,
@@ -338,7 +339,6 @@ class DNArchNet(nn.Module):
                     "kernel": b.conv.mask.hard_sizes(out),
                     "width": self.residual_mask.hard_count(grid_c),
                     "hidden": b.width_mask.hard_count(grid_w),
-                    "grids": (grid_c, grid_w),
                     "keep_bins": keep,
                     "groups": b.hard_groups(),
                 }
@@ -432,14 +432,6 @@ class DNArchNet(nn.Module):
 def _grid(n: int, stretch: float) -> int:
     """Entries of a width mask of ``n`` entries stretched ``stretch`` >= 1 times."""
     return max(n, math.floor(n * stretch + 1e-6))
-
-
-def _pad_channels(x: Tensor, c: int) -> Tensor:
-    """x: (B, c', *S) with c' <= c -> (B, c, *S), zero channels appended."""
-    extra = c - x.shape[1]
-    if extra <= 0:
-        return x
-    return torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], 1)
 
 
 def _resampled(plan: list[dict]) -> list[tuple[bool, ...]]:

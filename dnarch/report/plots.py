@@ -158,7 +158,7 @@ def final_architecture(spec: ArchSpec) -> Figure:
             x + 0.6,
             h + 0.04,
             f"block {b.index}\nhidden {b.hidden}\nres {res}\nkernel {kern}"
-            + (f"\nwidth {spec.block_width(b)}" if ">" in spec.widths_text() else "")
+            + (f"\nwidth {spec.block_width(b)}" if spec.widens else "")
             + (f"\ngroups {b.groups[0]}/{b.groups[1]}" if spec.group_bits else ""),
             ha="center",
             va="bottom",
