@@ -101,9 +101,13 @@ class StaticBlock(nn.Module):
     in_index: Tensor | None
     out_index: Tensor | None
 
-    def __init__(self, spec: BlockSpec, width: int, ndim: int, order: list[int]) -> None:
+    def __init__(
+        self, spec: BlockSpec, width: int, ndim: int, order: list[int], width_in: int | None = None
+    ) -> None:
         super().__init__()
-        self.width = width
+        # zero channels appended to the stream: a count, not a width, so that a pruner that slices
+        # the stream's channels (benchmarks' prune baseline) leaves the block consistent
+        self.extra = width - (width if width_in is None else width_in)
         conv = _CONV[ndim]
         self.resample = (
             Resample(spec.resolution_in, spec.resolution_out)
@@ -123,7 +127,7 @@ class StaticBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.resample is not None:
             x = self.resample(x)
-        x = pad_channels(x, self.width)  # a narrower stream gets zero channels
+        x = pad_channels(x, x.shape[1] + self.extra)
         h = self.act(self.conv(self.norm(x)))
         if self.in_index is not None:  # pad each group to the largest with a zero channel
             h = torch.cat([h, torch.zeros_like(h[:, :1])], 1).index_select(1, self.in_index)
@@ -143,9 +147,10 @@ class StaticNet(nn.Module):
         self.spec = spec
         c, nd = spec.residual_width, spec.ndim
         self.stem = _CONV[nd](spec.in_channels, c, 1)
+        widths = [c] + [spec.block_width(b) for b in spec.kept_blocks]
         self.blocks = nn.ModuleList(
-            StaticBlock(b, spec.block_width(b), nd, residual_order(spec, spec.block_width(b)))
-            for b in spec.kept_blocks
+            StaticBlock(b, w, nd, residual_order(spec, w), w_in)
+            for b, w, w_in in zip(spec.kept_blocks, widths[1:], widths[:-1], strict=True)
         )
         self.head_norm = _NORM[nd](spec.head_width)
         self.upsample = (
