@@ -20,6 +20,9 @@ Per-position datasets (segmentation, per-step labelling, regression: ``data.task
 with the dense head, and ``plain`` becomes a U-Net-style CNN of 3x3 convolutions at the budget
 (``dnarch.models.plain_unet``); prune-then-finetune is not run for them.
 
+The maximal network is the preset the CLI picks (``--preset auto``: by the data's axes and task;
+``image-pyramid`` for 2D segmentation since session 10, ``image`` before), changed by ``--net``.
+
 Every score (accuracy; mean IoU for segmentation; PSNR for regression) is the exported (or plain)
 network's on the test set; MACs and parameters are counted
 by ``torch.utils.flop_counter`` and ``numel`` on the real final module. Compute is the process CPU time
@@ -246,6 +249,10 @@ def main() -> None:
         "--limit-test", nargs="+", default=["0"], help="as --limit-train, for the test set"
     )
     ap.add_argument(
+        "--preset", default="auto", choices=["auto", *PRESETS],
+        help="maximal network of every dataset (auto: by its axes and task, as the CLI picks)",
+    )  # fmt: skip
+    ap.add_argument(
         "--net", nargs="+", default=[], metavar="KEY=VALUE",
         help="change the preset maximal network of every dataset, e.g. width=64 hidden=128",
     )  # fmt: skip
@@ -407,7 +414,7 @@ def main() -> None:
     ):  # seed-major: an interrupted run holds whole seeds of every dataset
         for dataset in args.datasets:
             data = datasets[dataset]
-            base = maximal_net(data, args.net)
+            base = maximal_net(data, args.net, args.preset)
             epochs = per_dataset(args.epochs, dataset, "epochs")
             ft = (
                 per_dataset(args.finetune_epochs, dataset, "finetune-epochs")
@@ -460,10 +467,12 @@ def train_changes(changes: list[str]) -> dict[str, Any]:
     return {k: getattr(train, k) for k, _, _ in (c.partition("=") for c in changes)}
 
 
-def maximal_net(data: DataBundle, changes: list[str]) -> NetConfig:
-    """The preset maximal network for ``data``, with ``--net KEY=VALUE`` changes."""
-    preset = PRESETS[preset_for(len(data.input_shape))]
-    return changed("net", changes, RunConfig(net=preset)).net
+def maximal_net(data: DataBundle, changes: list[str], preset: str = "auto") -> NetConfig:
+    """The ``preset`` maximal network for ``data`` (``auto``: as the CLI picks it), with ``--net
+    KEY=VALUE`` changes."""
+    if preset == "auto":
+        preset = preset_for(len(data.input_shape), data.task)
+    return changed("net", changes, RunConfig(net=PRESETS[preset])).net
 
 
 def maximal_macs(data: DataBundle, net: Any) -> int:
@@ -492,7 +501,7 @@ SCORE_HEADERS = {
 
 
 def net_note(rows: list[dict[str, Any]]) -> str:
-    """A sentence naming the ``--net`` and ``--train`` changes the rows' runs were made with ('' when
+    """A sentence naming the ``--preset``, ``--net`` and ``--train`` settings the rows' runs were made with ('' when
     none): a method's label says what it learns with the preset network, which ``--net learn_*=false``
     changes."""
     found: list[str] = []
@@ -500,6 +509,10 @@ def net_note(rows: list[dict[str, Any]]) -> str:
         for command in r.get("commands", []):
             words = command.split()
             settings = []
+            if "--preset" in words:
+                settings.append(
+                    " ".join(words[words.index("--preset") : words.index("--preset") + 2])
+                )
             for flag in ("--net", "--train"):
                 if flag in words:
                     rest = words[words.index(flag) + 1 :]

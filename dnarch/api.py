@@ -51,7 +51,7 @@ def fit(
         given = config.data.task
     task = "classify" if given == "auto" else given
     data = from_arrays(x_train, y_train, x_test, y_test, name="arrays", task=task)
-    cfg = config or RunConfig(net=PRESETS[preset_for(len(data.input_shape))])
+    cfg = config or RunConfig(net=PRESETS[preset_for(len(data.input_shape), task)])
     flat: dict[str, str] = {"data.task": task}
     if budget != "default":
         flat["budget.budget"] = "none" if budget is None else repr(float(budget))  # type: ignore[arg-type]

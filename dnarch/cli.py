@@ -158,8 +158,11 @@ def _split_overrides(extra: list[str]) -> dict[str, str]:
     return out
 
 
-def build_config(args: argparse.Namespace, extra: list[str], ndim: int | None = None) -> RunConfig:
-    """Preset, then --config file, then the named flags, then dotted overrides."""
+def build_config(
+    args: argparse.Namespace, extra: list[str], ndim: int | None = None, task: str = "classify"
+) -> RunConfig:
+    """Preset (``auto``: by the data's ``ndim`` and ``task``), then --config file, then the named
+    flags, then dotted overrides."""
     overrides = _split_overrides(extra)
     for flag, key in (("data", "data.name"), ("budget", "budget.budget"), ("epochs", "train.epochs"),
                       ("seed", "train.seed"), ("task", "data.task")):  # fmt: skip
@@ -168,7 +171,7 @@ def build_config(args: argparse.Namespace, extra: list[str], ndim: int | None = 
             overrides = {key: value, **overrides}
     preset = args.preset
     if preset == "auto":
-        preset = preset_for(ndim or 1)
+        preset = preset_for(ndim or 1, task)
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose auto or one of {', '.join(PRESETS)}")
     cfg = RunConfig(net=PRESETS[preset])
@@ -245,7 +248,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     say = _sayer(args.quiet, world)
     say(f"dnarch: loading data {probe.data.name!r}")
     data = load_data(probe.data.name, root, probe.data.task)
-    cfg = build_config(args, extra, ndim=len(data.input_shape))
+    cfg = build_config(args, extra, ndim=len(data.input_shape), task=data.task)
     check_budget(cfg, data.limited(cfg.data.limit_train, cfg.data.limit_test))
     # only now create the run folder: bad data or flags must not leave an empty one behind
     distributed.on_main(lambda: prepare_out_dir(out), world)

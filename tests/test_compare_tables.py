@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -143,3 +145,22 @@ def test_the_net_note_names_train_changes_too() -> None:
     )
     note = compare.net_note([run_row("dnarch", 0.5, commands=[made])])
     assert "`--net widen=4 --train resolution_travel=0.15`" in note
+
+
+def test_the_net_note_names_the_preset_and_maximal_net_follows_it() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import compare  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    from dnarch.data import from_arrays
+    from dnarch.models import PRESETS
+
+    made = "python benchmarks/compare.py --preset image --datasets fashion-scenes --net widen=2"
+    note = compare.net_note([run_row("dnarch", 0.5, commands=[made])])
+    assert "`--preset image --net widen=2`" in note
+    x, y = np.zeros((2, 1, 8, 8), np.float32), np.arange(128).reshape(2, 8, 8) % 3
+    scenes = from_arrays(x, y, x, y, task="segment")
+    assert compare.maximal_net(scenes, []) == PRESETS["image-pyramid"]  # auto, as the CLI
+    assert compare.maximal_net(scenes, ["widen=2"], "image").widen == 2.0
+    assert compare.maximal_net(scenes, [], "image") == PRESETS["image"]

@@ -38,6 +38,8 @@ def test_cli_segment_run_scores_exports_and_reports(tmp_path, capsys, shape) -> 
     assert "test mean IoU" in printed and "per-position accuracy" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "segment" and summary["score"] == "miou"
+    net = json.loads((out / "config.json").read_text())["net"]  # auto: image-pyramid for 2D
+    assert (net["widen"], net["init_resolution"]) == ((4.0, 0.5) if len(shape) == 2 else (1.0, 1.0))
     assert summary["test_score"] == pytest.approx(summary["static_test_score"], abs=1e-3)
     assert summary["test_accuracy"] > 0.7  # the sign of the input is easy to read off per position
     assert summary["macs_counted"] == summary["macs_estimate"]
@@ -142,3 +144,13 @@ def test_an_older_run_folder_keeps_its_architecture(tmp_path) -> None:
     assert new["net"]["resolution_from"] == 0 and new["resolved"]["task"] == "classify"
     assert "resolution_from" not in old["net"]  # the saved dict is not changed in place
     assert upgrade_saved(new) == new
+
+
+def test_api_picks_the_pyramid_preset_for_2d_segmentation(tmp_path) -> None:
+    xtr, ytr = _stripes(32, (8, 8), 0)
+    dnarch.fit(
+        xtr, ytr, xtr, ytr, task="segment", budget=None, epochs=1, out=tmp_path / "r",
+        progress=False, net__width=4, net__hidden=4, net__backend="direct",
+    )  # fmt: skip
+    net = json.loads((tmp_path / "r" / "config.json").read_text())["net"]
+    assert (net["widen"], net["init_resolution"], net["learn_resolution"]) == (4.0, 0.5, False)

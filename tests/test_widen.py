@@ -173,3 +173,12 @@ def test_the_image_pyramid_preset_is_the_measured_setting() -> None:
 
     measured = replace(PRESETS["image"], widen=4.0, init_resolution=0.5, learn_resolution=False)
     assert PRESETS["image-pyramid"] == measured
+
+
+def test_auto_preset_is_the_pyramid_for_2d_segmentation_only() -> None:
+    """The auto choice (CLI, API and benchmark): the measured winner where it was measured."""
+    from dnarch.models import preset_for
+
+    assert preset_for(2, "segment") == "image-pyramid"
+    assert [preset_for(2, t) for t in ("classify", "regress")] == ["image", "image"]
+    assert {preset_for(1, t) for t in ("classify", "segment", "regress")} == {"seq"}

@@ -9,9 +9,9 @@ PRESETS: dict[str, NetConfig] = {
     "seq": NetConfig(width=32, hidden=64, blocks=6),
     # small images (8x8..32x32): fewer blocks, lower SIREN frequency for the 2D kernel
     "image": NetConfig(width=32, hidden=64, blocks=4, omega0=20.0),
-    # 2D dense tasks: "image" on a fixed pyramid (each block halves the cut-off) whose widths grow as
-    # the resolution falls (up to 4x); kernels, widths and depth are learned. Measured on
-    # fashion-scenes (README, Dense prediction); the resolution is not learned.
+    # 2D segmentation (the auto choice): "image" on a fixed pyramid (each block halves the cut-off)
+    # whose widths grow as the resolution falls (up to 4x); kernels, widths and depth are learned,
+    # the resolution is not. Measured on fashion-scenes (README, Dense prediction).
     "image-pyramid": NetConfig(
         width=32,
         hidden=64,
@@ -24,6 +24,10 @@ PRESETS: dict[str, NetConfig] = {
 }
 
 
-def preset_for(ndim: int) -> str:
-    """Name of the preset for data with ``ndim`` spatial axes."""
-    return "seq" if ndim == 1 else "image"
+def preset_for(ndim: int, task: str = "classify") -> str:
+    """Name of the preset for data with ``ndim`` spatial axes and ``task``: ``seq`` for 1D,
+    ``image-pyramid`` for 2D segmentation (where it beats ``image``: README, Dense prediction),
+    ``image`` for other 2D tasks."""
+    if ndim == 1:
+        return "seq"
+    return "image-pyramid" if task == "segment" else "image"
