@@ -501,18 +501,17 @@ SCORE_HEADERS = {
 
 
 def net_note(rows: list[dict[str, Any]]) -> str:
-    """A sentence naming the ``--preset``, ``--net`` and ``--train`` settings the rows' runs were made with ('' when
-    none): a method's label says what it learns with the preset network, which ``--net learn_*=false``
-    changes."""
+    """A sentence naming the ``--preset``, ``--net`` and ``--train`` settings the rows' runs were
+    made with ('' when none): a method's label says what it learns with the preset network, which
+    ``--net learn_*=false`` changes."""
     found: list[str] = []
     for r in rows:
         for command in r.get("commands", []):
             words = command.split()
             settings = []
             if "--preset" in words:
-                settings.append(
-                    " ".join(words[words.index("--preset") : words.index("--preset") + 2])
-                )
+                at = words.index("--preset")
+                settings.append(" ".join(words[at : at + 2]))
             for flag in ("--net", "--train"):
                 if flag in words:
                     rest = words[words.index(flag) + 1 :]

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from tests.conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -95,11 +97,7 @@ def test_table_only_shows_the_methods_named_and_only_their_commands(tmp_path: Pa
 
 
 def test_compare_net_and_train_settings_are_typed_and_bad_ones_are_one_line() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import compare  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
+    compare = load_benchmark("compare")
     assert compare.train_changes(["resolution_travel=0.3", "freeze_arch_fraction=0.2"]) == {
         "resolution_travel": 0.3,
         "freeze_arch_fraction": 0.2,
@@ -114,11 +112,7 @@ def test_compare_net_and_train_settings_are_typed_and_bad_ones_are_one_line() ->
 
 
 def test_a_table_names_the_net_changes_its_runs_were_made_with() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import compare  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
+    compare = load_benchmark("compare")
     made = "python benchmarks/compare.py --net widen=4 learn_resolution=false --epochs 10"
     note = compare.net_note([run_row("dnarch", 0.5, commands=[made]), run_row("frozen", 0.4)])
     assert "`--net widen=4 learn_resolution=false`" in note and "--epochs" not in note
@@ -135,11 +129,7 @@ def test_rewriting_a_table_keeps_the_runs_of_its_own_file(tmp_path: Path) -> Non
 
 
 def test_the_net_note_names_train_changes_too() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import compare  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
+    compare = load_benchmark("compare")
     made = (
         "python benchmarks/compare.py --train resolution_travel=0.15 --methods dnarch --net widen=4"
     )
@@ -148,11 +138,7 @@ def test_the_net_note_names_train_changes_too() -> None:
 
 
 def test_the_net_note_names_the_preset_and_maximal_net_follows_it() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import compare  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
+    compare = load_benchmark("compare")
     from dnarch.data import from_arrays
     from dnarch.models import PRESETS
 

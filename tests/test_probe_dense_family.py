@@ -3,21 +3,15 @@ MACs budget, maps (B, 1, 32, 32) to per-position logits, and the variants differ
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from dnarch.export.summary import counted_macs
+from tests.conftest import load_benchmark
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "probe_dense_family.py"
-_spec = importlib.util.spec_from_file_location("probe_dense_family", _PATH)
-assert _spec is not None and _spec.loader is not None
-probe = importlib.util.module_from_spec(_spec)
-sys.modules["probe_dense_family"] = probe
-_spec.loader.exec_module(probe)
+probe = load_benchmark("probe_dense_family")
 
 MACS = 4e6  # small, so that the width searches stay quick
 VARIANTS = ["unet", "unet-sep3", "unet-sep3-flat", "unet-sep3-noskip", "unet-sep3-head", "iso7"]
