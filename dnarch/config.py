@@ -60,6 +60,8 @@ class NetConfig:
     as a strided pyramid); 1 (the default): every block at full resolution, the maximal network.
     The masks may raise it again up to full resolution; the maximal network and its cost are the same.
     With learn_resolution false the pyramid stays where it starts (fixed downsampling).
+    direct_kernel: k > 0 adds a directly learned k-tap-per-axis term to the centre of every depthwise
+    kernel, beside the kernel net (0, the default: METHOD.md's kernel net alone). See DepthwiseCKConv.
     """
 
     width: int = 32
@@ -85,9 +87,14 @@ class NetConfig:
     backend: str = "auto"
     widen: float = 1.0
     init_resolution: float = 1.0
+    direct_kernel: int = 0
 
     def __post_init__(self) -> None:
         _finite("net", self)
+        _require(
+            self.direct_kernel == 0 or (self.direct_kernel > 0 and self.direct_kernel % 2 == 1),
+            f"net.direct_kernel must be 0 or odd and positive, got {self.direct_kernel}",
+        )
         _require(self.widen >= 1, f"net.widen must be >= 1, got {self.widen}")
         _require(
             0 < self.init_resolution <= 1,

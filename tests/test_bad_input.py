@@ -30,6 +30,7 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     y = np.arange(16) % 2
     return {
         "zero budget": (["--budget", "0"], "budget must be > 0"),
+        "even direct kernel": (["--net.direct_kernel=4"], "net.direct_kernel must be 0 or odd"),
         "unreachable absolute budget": (["--budget", "5"], "below the smallest network"),
         "budget above the maximal": (["--budget", "1e12"], "above the maximal network"),
         "budget with no axis learned": (

@@ -105,7 +105,7 @@ class DNArchNet(nn.Module):
             init_cutoff=cfg.init_kernel_cutoff, threshold=cfg.threshold, width_span=cfg.width_span,
             resolution_span=cfg.resolution_span, dropout=cfg.dropout, backend=cfg.backend,
             learn_resolution=cfg.learn_resolution, group_bits=cfg.group_bits,
-            group_span=cfg.group_span, widen=cfg.widen,
+            group_span=cfg.group_span, widen=cfg.widen, direct_kernel=cfg.direct_kernel,
         )  # fmt: skip
         self.alloc = allocated(cfg.width, cfg.widen)  # residual channels of the widest block
         self.stem = nn.Linear(in_channels, cfg.width)

@@ -49,6 +49,7 @@ class BlockSettings:
     group_span: float = 1.5
     widen: float = 1.0  # widths allocated: ceil(width * widen), ceil(hidden * widen)
     init_resolution: float = 1.0  # the resolution mask's initial cut-off (1: full resolution)
+    direct_kernel: int = 0  # size of the depthwise kernel's directly learned central term (0: none)
 
 
 def allocated(n: int, widen: float) -> int:
@@ -130,7 +131,7 @@ class DNArchBlock(nn.Module):
         self.norm = nn.BatchNorm1d(width)  # used through F.batch_norm: any spatial rank
         self.conv = DepthwiseCKConv(
             s.ndim, width, s.base, s.kernel_hidden, s.kernel_layers, s.omega0,
-            s.init_cutoff, s.threshold, s.backend,
+            s.init_cutoff, s.threshold, s.backend, s.direct_kernel,
         )  # fmt: skip
         self.width_mask = SigmoidStepMask(s.hidden, s.width_span, s.threshold)
         self.pw1 = nn.Linear(width, hidden)

@@ -14,6 +14,14 @@ from dnarch.nn.kernelnet import KernelNet
 from dnarch.nn.masks import GaussianKernelMask
 
 
+def centred(small: Tensor, grid: Sequence[int]) -> Tensor:
+    """``small`` (c, *k) cropped or zero-padded, symmetrically per axis, to (c, *grid); odd sizes."""
+    pad: list[int] = []
+    for k, g in zip(reversed(small.shape[1:]), reversed(grid), strict=True):
+        pad += [(g - k) // 2, (g - k) // 2]  # negative entries crop
+    return torch.nn.functional.pad(small, pad)
+
+
 class DepthwiseCKConv(nn.Module):
     """Depthwise conv whose kernel is a KernelNet sampled on the layer's current grid, times a mask.
 
@@ -22,10 +30,17 @@ class DepthwiseCKConv(nn.Module):
     (P = samples in the current map, P0 in the input): a Riemann sum of one continuous kernel, which
     starts near unit gain at the input resolution.
 
+    With ``direct`` = k > 0, a k x ... x k per-channel weight, learned directly as an ordinary depthwise
+    conv's, is added to the kernel's central taps (cropped to the kernel where the kernel is smaller).
+    It is neither masked nor scaled: a kernel cut to its floor of 3 taps is then as expressive as a
+    plain 3x3 depthwise conv, which a smooth kernel net sampled over 3 neighbouring positions is not.
+    The kernel stays one tensor of the masked kernel's size, so cost, cropping and export are unchanged.
+
     Args:
         ndim: spatial axes; channels: maximal channels; base: input size per axis.
         kernel_hidden, kernel_layers, omega0: KernelNet settings.
         init_cutoff, threshold: kernel mask settings; backend: 'auto' | 'direct' | 'fft'.
+        direct: size of the directly learned central term (0: none; else odd).
     """
 
     def __init__(
@@ -39,14 +54,23 @@ class DepthwiseCKConv(nn.Module):
         init_cutoff: float,
         threshold: float,
         backend: str,
+        direct: int = 0,
     ) -> None:
         super().__init__()
         if backend not in fconv.BACKENDS:
             raise ValueError(f"unknown conv backend {backend!r}; choose one of {fconv.BACKENDS}")
+        if direct < 0 or (direct and direct % 2 == 0):
+            raise ValueError(f"direct kernel size must be 0 or odd, got {direct}")
         self.ndim, self.base, self.backend = ndim, tuple(base), backend
         self.kernel_net = KernelNet(ndim, channels, kernel_hidden, kernel_layers, omega0)
         self.mask = GaussianKernelMask(ndim, init_cutoff, 1.0 / max(self.base), threshold)
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.direct: nn.Parameter | None = None
+        if direct:
+            bound = 1.0 / math.sqrt(direct**ndim)  # nn.Conv default for a depthwise kernel
+            self.direct = nn.Parameter(
+                torch.empty(channels, *[direct] * ndim).uniform_(-bound, bound)
+            )
 
     def kernel(self, lengths: Sequence[int], channels: int, full: bool = False) -> Tensor:
         """Masked kernel for a map of ``lengths``: (channels, *K). ``full`` samples the maximal grid
@@ -58,7 +82,11 @@ class DepthwiseCKConv(nn.Module):
         pos = pos.to(self.bias.device, self.bias.dtype)
         values = self.kernel_net(pos, channels).T.reshape(channels, *grid)  # (c, *K)
         gain = math.sqrt(math.prod(self.base)) / math.prod(lengths)
-        return values * self.mask.values(sizes, lengths, full=full) * gain
+        w = values * self.mask.values(sizes, lengths, full=full) * gain
+        if self.direct is not None:
+            # cropped to the hard size first: the full grid is zero beyond it
+            w = w + centred(centred(self.direct[:channels], sizes), grid)
+        return w
 
     def forward(self, x: Tensor, full: bool = False) -> Tensor:
         """x: (B, c, *S) with c <= channels. Returns (B, c, *S)."""
