@@ -21,7 +21,9 @@ with the dense head, and ``plain`` becomes a U-Net-style CNN of 3x3 convolutions
 (``dnarch.models.plain_unet``); prune-then-finetune is not run for them.
 
 The maximal network is the preset the CLI picks (``--preset auto``: by the data's axes and task;
-``image-pyramid`` for 2D segmentation since session 10, ``image`` before), changed by ``--net``.
+``image-pyramid`` for 2D segmentation since session 10, ``image`` before; ``image-pyramid`` holds
+``direct_kernel=3`` since 2026-12-01, so runs recorded before then with ``--net direct_kernel=3``
+are its runs), changed by ``--net``.
 
 Every score (accuracy; mean IoU for segmentation; PSNR for regression) is the exported (or plain)
 network's on the test set; MACs and parameters are counted
@@ -305,8 +307,10 @@ def main() -> None:
 
     def save() -> None:
         made_by = [c for r in rows for c in r.get("commands", [])]  # of the rows shown, in order
+        # a table-only file trained nothing: its epochs are its runs', not the flag's default
+        epochs = sorted({str(r["epochs"]) for r in rows}) if args.table_only else args.epochs
         meta = {
-            "command": command, "epochs": args.epochs,
+            "command": command, "epochs": epochs,
             "commands": list(dict.fromkeys([*made_by, command])),
             "finetune_epochs": args.finetune_epochs or "half the epochs",
             "limit_train": args.limit_train, "limit_test": args.limit_test,
