@@ -308,7 +308,11 @@ def main() -> None:
     def save() -> None:
         made_by = [c for r in rows for c in r.get("commands", [])]  # of the rows shown, in order
         # a table-only file trained nothing: its epochs are its runs', not the flag's default
-        epochs = sorted({str(r["epochs"]) for r in rows}) if args.table_only else args.epochs
+        epochs = (
+            [str(e) for e in sorted({int(r["epochs"]) for r in rows})]
+            if args.table_only
+            else args.epochs
+        )
         meta = {
             "command": command, "epochs": epochs,
             "commands": list(dict.fromkeys([*made_by, command])),
