@@ -38,8 +38,8 @@ def test_cli_segment_run_scores_exports_and_reports(tmp_path, capsys, shape) -> 
     assert "test mean IoU" in printed and "per-position accuracy" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "segment" and summary["score"] == "miou"
-    net = json.loads((out / "config.json").read_text())["net"]  # auto: image-pyramid for 2D
-    pyramid = (4.0, 0.5, 3) if len(shape) == 2 else (1.0, 1.0, 0)
+    net = json.loads((out / "config.json").read_text())["net"]  # the auto preset
+    pyramid = (4.0, 0.5, 3) if len(shape) == 2 else (1.0, 1.0, 3)  # image-pyramid, seq-dense
     assert (net["widen"], net["init_resolution"], net["direct_kernel"]) == pyramid
     assert summary["test_score"] == pytest.approx(summary["static_test_score"], abs=1e-3)
     assert summary["test_accuracy"] > 0.7  # the sign of the input is easy to read off per position

@@ -120,3 +120,12 @@ def test_direct_kernel_config_errors_are_one_line() -> None:
     for bad in (-1, 2, 4):
         with pytest.raises(ConfigError, match="net.direct_kernel must be 0 or odd"):
             NetConfig(direct_kernel=bad)
+
+
+def test_the_seq_dense_preset_is_seq_with_the_measured_term() -> None:
+    """README's 1D dense results were made with the seq preset and --net direct_kernel=3."""
+    from dataclasses import replace
+
+    from dnarch.models import PRESETS
+
+    assert PRESETS["seq-dense"] == replace(PRESETS["seq"], direct_kernel=3)
