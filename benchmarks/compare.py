@@ -21,9 +21,10 @@ with the dense head, and ``plain`` becomes a U-Net-style CNN of 3x3 convolutions
 (``dnarch.models.plain_unet``); prune-then-finetune is not run for them.
 
 The maximal network is the preset the CLI picks (``--preset auto``: by the data's axes and task;
-``image-pyramid`` for 2D segmentation since session 10, ``image`` before; ``image-pyramid`` holds
-``direct_kernel=3`` since 2026-12-01, so runs recorded before then with ``--net direct_kernel=3``
-are its runs), changed by ``--net``.
+``image-pyramid`` for 2D segmentation since session 10, ``image`` before; since 2026-12-01
+``image-pyramid`` holds ``direct_kernel=3`` and 1D per-position data gets ``seq-dense``, ``seq``
+with it, so runs recorded before then with ``--net direct_kernel=3`` are these presets' runs),
+changed by ``--net``.
 
 Every score (accuracy; mean IoU for segmentation; PSNR for regression) is the exported (or plain)
 network's on the test set; MACs and parameters are counted
