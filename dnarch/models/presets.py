@@ -1,4 +1,4 @@
-"""Presets: sensible maximal networks for sequences, for small images and for 2D dense tasks."""
+"""Presets: sensible maximal networks for sequences, for small images, and for 1D and 2D dense tasks."""
 
 from __future__ import annotations
 
