@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dnarch.config import NetConfig
 
+# MNIST-1D-sized sequences (length ~40..1000)
+_SEQ = NetConfig(width=32, hidden=64, blocks=6)
+# small images (8x8..32x32): fewer blocks, lower SIREN frequency for the 2D kernel
+_IMAGE = NetConfig(width=32, hidden=64, blocks=4, omega0=20.0)
+
 PRESETS: dict[str, NetConfig] = {
-    # MNIST-1D-sized sequences (length ~40..1000)
-    "seq": NetConfig(width=32, hidden=64, blocks=6),
+    "seq": _SEQ,
     # 1D per-position tasks (the auto choice): "seq" with a directly learned 3-tap centre in every
     # depthwise kernel. Measured on mnist1d-steps and mnist1d-denoise (README, Dense prediction).
-    "seq-dense": NetConfig(width=32, hidden=64, blocks=6, direct_kernel=3),
-    # small images (8x8..32x32): fewer blocks, lower SIREN frequency for the 2D kernel
-    "image": NetConfig(width=32, hidden=64, blocks=4, omega0=20.0),
+    "seq-dense": replace(_SEQ, direct_kernel=3),
+    "image": _IMAGE,
     # 2D segmentation (the auto choice): "image" on a fixed pyramid (each block halves the cut-off)
     # whose widths grow as the resolution falls (up to 4x), and a directly learned 3x3 centre in
     # every depthwise kernel; kernels, widths and depth are learned, the resolution is not.
     # Measured on fashion-scenes at 10 and 30 epochs (README, Dense prediction).
-    "image-pyramid": NetConfig(
-        width=32,
-        hidden=64,
-        blocks=4,
-        omega0=20.0,
-        widen=4.0,
-        init_resolution=0.5,
-        learn_resolution=False,
-        direct_kernel=3,
-    ),  # fmt: skip
+    "image-pyramid": replace(
+        _IMAGE, widen=4.0, init_resolution=0.5, learn_resolution=False, direct_kernel=3
+    ),
 }
 
 
