@@ -80,14 +80,20 @@ def estimate_cost(
     for (d, k, w, r, resampled), groups, cl in zip(blocks, sizes.groups, sizes.width, strict=True):
         p = torch.prod(r)
         taps = torch.prod(k)
-        g1, g2 = groups.unbind(0)
-        hidden = torch.maximum(g1, g2)
-        hidden = hidden * per_group(w, hidden)  # the padded hidden width W'
-        pw1, pw2 = per_group(cl, g1) * hidden, hidden * per_group(cl, g2)  # weights of pw1, pw2
+        if sizes.grouped:
+            g1, g2 = groups.unbind(0)
+            hidden = torch.maximum(g1, g2)
+            hidden = hidden * per_group(w, hidden)  # the padded hidden width W'
+            pw1, pw2 = (
+                per_group(cl, g1) * hidden,
+                hidden * per_group(cl, g2),
+            )  # pw1's, pw2's weights
+            bias2 = g2 * per_group(cl, g2)
+        else:  # one group each: the same terms, without the padding arithmetic
+            hidden, pw1, pw2, bias2 = w, cl * w, w * cl, cl
         down = resample_macs(prev, r, resampled, prev_c)  # the stream is resampled, then widened
         macs = macs + d * (p * cl * taps + p * (pw1 + pw2) + down)
         prev, prev_c = r, cl
-        bias2 = g2 * per_group(cl, g2)
         params = params + d * (2 * cl + cl * taps + cl + pw1 + hidden + pw2 + bias2)
     return Cost(macs=torch.as_tensor(macs), params=torch.as_tensor(params))
 
@@ -159,4 +165,5 @@ def straight_through(soft: ArchSizes, hard: ArchSizes) -> ArchSizes:
         groups=each(soft.groups, hard.groups),
         width=each(soft.width, hard.width),
         head_width=st(soft.head_width, hard.head_width),
+        grouped=soft.grouped or hard.grouped,
     )

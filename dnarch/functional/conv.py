@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -43,19 +43,17 @@ def depthwise_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
 
 
 def fast_length(n: int) -> int:
-    """The smallest integer >= n whose only prime factors are 2, 3 and 5 (FFT libraries are fastest
-    on those)."""
+    """The smallest integer >= n whose only prime factors are 2 and 3. PocketFFT (PyTorch's CPU
+    FFT) runs those lengths about twice as fast as ones with a factor of 5 (45 against 48 points
+    per axis on 28x28 maps; ``benchmarks/speed.py``)."""
     best = 1 << max(0, (n - 1).bit_length())
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35
-            while m < n:
-                m *= 2
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
+    p3 = 3
+    while p3 < best:
+        m = p3
+        while m < n:
+            m *= 2
+        best = min(best, m)
+        p3 *= 3
     return best
 
 
@@ -64,25 +62,96 @@ def depthwise_fft(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tens
 
     x: (B, C, *S); weight: (C, *K). Returns (B, C, *S).
 
-    A circular convolution of length N equals the linear one on the outputs we keep (the 'same'
-    window at offset K//2) as long as N >= S + K//2: the wrapped-around tail lands only on discarded
-    positions. That is up to 1/3 shorter than the full S + K - 1, rounded up to a fast length.
+    The kernel is laid out circularly (tap ``d`` of ``-K//2..K//2`` at index ``d mod N``), so the
+    correlation's outputs are the first S of a circular correlation of length N. That equals the
+    linear one as long as N >= S + K//2: the wrapped-around taps land only on zero padding. N is
+    rounded up to a fast length. Forward and backward are written out (``_FFTCorrelate``): four
+    transforms of the batch per step, where autograd through ``rfftn``/``irfftn`` takes five, one
+    of them a complex-to-complex transform, plus padding copies.
     """
     _check(x, weight)
-    nd = x.ndim - 2
-    spatial = tuple(range(2, x.ndim))
-    sizes = [fast_length(s + k // 2) for s, k in zip(x.shape[2:], weight.shape[1:], strict=True)]
-    # correlation = convolution with the kernel flipped
-    flipped = torch.flip(weight, dims=tuple(range(1, nd + 1)))
-    spec = torch.fft.rfftn(fft_input(x), s=sizes, dim=spatial) * torch.fft.rfftn(
-        fft_input(flipped), s=sizes, dim=tuple(range(1, nd + 1))
+    sizes = tuple(
+        fast_length(s + k // 2) for s, k in zip(x.shape[2:], weight.shape[1:], strict=True)
     )
-    full = torch.fft.irfftn(spec, s=sizes, dim=spatial)  # (B, C, *N), circular
-    for axis, (s, k) in enumerate(zip(x.shape[2:], weight.shape[1:], strict=True)):
-        full = full.narrow(2 + axis, k // 2, s)
+    out = _FFTCorrelate.apply(fft_input(x), fft_input(weight), sizes)
     if bias is not None:
-        full = full + bias.reshape(1, -1, *([1] * nd))
-    return full
+        out = out + bias.reshape(1, -1, *([1] * (x.ndim - 2)))
+    return out
+
+
+def circular_kernel(weight: Tensor, sizes: Sequence[int]) -> Tensor:
+    """weight (C, *K), odd K, laid out on a circular grid (C, *sizes): tap ``d`` (of ``-K//2..K//2``
+    per axis) at index ``d mod N``."""
+    nd = weight.ndim - 1
+    pad: list[int] = []
+    for k, n in zip(reversed(weight.shape[1:]), reversed(sizes), strict=True):
+        pad += [0, n - k]
+    grid = F.pad(weight, pad)
+    return torch.roll(grid, [-(k // 2) for k in weight.shape[1:]], list(range(1, nd + 1)))
+
+
+def uncircular_kernel(grid: Tensor, kernel: Sequence[int]) -> Tensor:
+    """The inverse of ``circular_kernel``: (C, *N) -> (C, *K)."""
+    nd = grid.ndim - 1
+    out = torch.roll(grid, [k // 2 for k in kernel], list(range(1, nd + 1)))
+    for axis, k in enumerate(kernel):
+        out = out.narrow(1 + axis, 0, k)
+    return out
+
+
+def spectrum(x: Tensor, sizes: Sequence[int]) -> Tensor:
+    """``rfftn`` of x (..., *S) zero-padded to ``sizes`` (its last len(sizes) axes), one axis at a
+    time, last axis first: that first real transform runs only over the input's S rows, not the
+    padded grid's (a 28x28 map on a 48x48 grid skips 20 of 48 rows). (..., *bins)."""
+    nd = len(sizes)
+    out = torch.fft.rfft(x, n=sizes[-1], dim=-1)
+    for axis in reversed(range(nd - 1)):
+        out = torch.fft.fft(out, n=sizes[axis], dim=axis - nd)
+    return out
+
+
+def inverse(spec: Tensor, sizes: Sequence[int], lengths: Sequence[int] | None = None) -> Tensor:
+    """``irfftn`` of spec (..., *bins) at ``sizes``, keeping only the first ``lengths`` samples per
+    axis (all if None): rows that are not kept skip the last, real transform. (..., *lengths)."""
+    nd = len(sizes)
+    for axis in range(nd - 1):
+        spec = torch.fft.ifft(spec, dim=axis - nd)
+        if lengths is not None:
+            spec = spec.narrow(axis - nd, 0, lengths[axis])
+    out = torch.fft.irfft(spec, n=sizes[-1], dim=-1)
+    return out if lengths is None else out.narrow(-1, 0, lengths[-1])
+
+
+class _FFTCorrelate(torch.autograd.Function):
+    """y = the first S outputs of the circular correlation of x with the circular kernel, length N.
+
+    Y = X conj(H) in the Fourier domain; the backward pass reuses the forward's spectra: the input's
+    gradient is the first S of irfft(G H), the kernel's is irfft of sum over the batch of X conj(G).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, sizes: tuple[int, ...]) -> Tensor:
+        lengths = tuple(x.shape[2:])
+        spec_x = spectrum(x, sizes)
+        conj_h = spectrum(circular_kernel(weight, sizes), sizes).conj()
+        ctx.save_for_backward(spec_x, conj_h)
+        ctx.shapes = (lengths, tuple(weight.shape[1:]), sizes)
+        return inverse(spec_x * conj_h, sizes, lengths)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        spec_x, conj_h = ctx.saved_tensors
+        lengths, kernel, sizes = ctx.shapes
+        spec_g = spectrum(grad, sizes)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = inverse(spec_g * conj_h.conj(), sizes, lengths)
+        if ctx.needs_input_grad[1]:
+            # summed over the batch before the inverse: sum_b conj(G) X, (C, *bins)
+            cross = torch.linalg.vecdot(spec_g, spec_x, dim=0)
+            grad_w = uncircular_kernel(inverse(cross, sizes), kernel)
+        return grad_x, grad_w, None
 
 
 def depthwise_conv(

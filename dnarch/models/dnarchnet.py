@@ -32,7 +32,6 @@ from dnarch.nn.block import (
     DNArchBlock,
     allocated,
     batch_norm,
-    channel_scale,
     pointwise,
 )
 from dnarch.nn.masks import LowpassMask, SigmoidStepMask
@@ -62,6 +61,7 @@ class ArchSizes:
     groups: list[Tensor]
     width: list[Tensor]
     head_width: Tensor
+    grouped: bool = False  # are group counts learned (else every layer has one group)
 
 
 class DNArchNet(nn.Module):
@@ -267,26 +267,29 @@ class DNArchNet(nn.Module):
                 f"expected input (B, {self.in_channels}, {', '.join(map(str, self.input_shape))}), "
                 f"got {tuple(x.shape)}"
             )
-        m_res = self.residual_mask.values()  # (C,)
-        c = self.residual_mask.hard_count() if crop else m_res.numel()
+        m_res, kept = self.residual_mask.values_and_count()  # (C,)
+        c = kept if crop else m_res.numel()
         m_res = m_res[:c]
-        h = channel_scale(pointwise(x, self.stem, c, self.in_channels), m_res)  # (B, c, *S0)
+        h = pointwise(x, self.stem, c, self.in_channels, row_scale=m_res)  # (B, c, *S0)
         h0 = h
         depth = self.depth_mask.values()
         n_blocks = self.depth_mask.hard_count()
         cap: Tensor | None = None
+        residual: dict[int, tuple[Tensor, int]] = {}  # the residual mask per grid, made once
         for index, block in enumerate(self._blocks()):
             if index >= n_blocks and crop:
                 break
             if index < n_blocks:  # (the reference path runs a removed block without resampling)
                 h, cap = block.resample(h, cap)
             grid_c, grid_w = self.grids(h.shape[2:])
-            m_res = self.residual_mask.values(grid_c, self.alloc)
-            c = self.residual_mask.hard_count(grid_c) if crop else self.alloc
+            if grid_c not in residual:
+                residual[grid_c] = self.residual_mask.values_and_count(grid_c, self.alloc)
+            m_res, kept = residual[grid_c]
+            c = kept if crop else self.alloc
             m_res = m_res[:c]
             h = pad_channels(h, c)  # a wider block: the new residual channels start at zero
             h = block(h, m_res, depth[index], cap, crop=crop, resample=False, hidden_grid=grid_w)[0]
-        h = channel_scale(batch_norm(h, self.head_norm, c, self.training), m_res)
+        h = batch_norm(h, self.head_norm, c, self.training, m_res)
         if not self.dense:
             pooled = h.flatten(2).mean(-1)  # (B, c)
             return F.linear(pooled, self.head.weight[:, :c], self.head.bias)
@@ -369,6 +372,7 @@ class DNArchNet(nn.Module):
                 groups=[t(p["groups"]) for p in plan],
                 width=[t(p["width"]) for p in plan],
                 head_width=t(plan[-1]["width"]),
+                grouped=self.cfg.learn_groups,
             )
         lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
         p0 = float(math.prod(self.input_shape))
@@ -376,7 +380,7 @@ class DNArchNet(nn.Module):
         residual = self.residual_mask.soft_count()
         sizes = ArchSizes(
             residual, [], [], [], [], _resampled(plan), lengths, self._head_upsampled(plan), [], [],
-            residual,
+            residual, self.cfg.learn_groups,
         )  # fmt: skip
         depth = self.depth_mask.raw()
         for index, b in enumerate(self._blocks()):

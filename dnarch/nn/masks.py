@@ -25,12 +25,20 @@ class _Sharpness:
     (1: the plain DNArch mask). Run folders saved before it existed load with sharpness 1."""
 
     sharpness: Tensor
+    # whether any sharpness differs from 1, kept in Python: a plain mask (every run without annealed
+    # gates) then evaluates one sigmoid instead of two, with no tensor op spent on finding out
+    sharp: bool = False
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         key = prefix + "sharpness"
         if key not in state_dict:
             state_dict[key] = torch.ones_like(self.sharpness)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
+        self._sharpened()
+
+    def _sharpened(self) -> None:
+        """Call after every change of ``sharpness``."""
+        self.sharp = bool((self.sharpness != 1).any())
 
     def binary_sharpness(self) -> Tensor:
         """The sharpness at which, with ``mu`` midway between two grid points, every value is within
@@ -41,6 +49,7 @@ class _Sharpness:
     def anneal_(self, fraction: float) -> None:
         """Sharpness ``binary_sharpness ** fraction``: 1 at 0, binary at 1 (geometric in between)."""
         self.sharpness.copy_(self.binary_sharpness() ** fraction)
+        self._sharpened()
 
 
 class GaussianKernelMask(nn.Module):
@@ -134,6 +143,8 @@ class SigmoidStepMask(_Sharpness, nn.Module):
         over the same [0, 1) (a block whose maximal width grows as its resolution falls)."""
         n = self.n if grid is None else grid
         u = torch.arange(n, device=self.mu.device, dtype=self.mu.dtype) / n
+        if not self.sharp:
+            return fm.sigmoid_step(u, self.mu, self.tau)
         return fm.annealed_step(u, self.mu, self.tau, self.sharpness)
 
     def binary_sharpness(self) -> Tensor:
@@ -148,6 +159,7 @@ class SigmoidStepMask(_Sharpness, nn.Module):
         k = self.hard_count()
         self.mu.fill_((k - 0.5) / self.n)
         self.sharpness.copy_(self.binary_sharpness())
+        self._sharpened()
 
     def hard_count(self, grid: int | None = None) -> int:
         """Entries kept (mask >= T), at least ``floor``; of ``grid`` entries when given."""
@@ -160,12 +172,16 @@ class SigmoidStepMask(_Sharpness, nn.Module):
     def values(self, grid: int | None = None, size: int | None = None) -> Tensor:
         """Thresholded mask: zero beyond the hard count. (n,); with ``grid``, the values on that
         stretched grid, zero-padded to ``size`` entries (size >= grid). (size,)."""
+        return self.values_and_count(grid, size)[0]
+
+    def values_and_count(
+        self, grid: int | None = None, size: int | None = None
+    ) -> tuple[Tensor, int]:
+        """``values(grid, size)`` and ``hard_count(grid)``, from one evaluation of the mask."""
         raw = self.raw(grid)
-        keep = torch.arange(raw.numel(), device=raw.device) < self.hard_count(grid)
-        out = raw * keep.to(raw.dtype)
-        if size is not None and size > out.numel():
-            out = torch.cat([out, out.new_zeros(size - out.numel())])
-        return out
+        kept = fm.hard_count(raw, self.threshold, self.floor)
+        total = max(raw.numel(), size or 0)
+        return torch.nn.functional.pad(raw[:kept], (0, total - kept)), kept
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -215,6 +231,8 @@ class LowpassMask(_Sharpness, nn.Module):
         """Mask over the rFFT bins of a length-``length`` axis (no threshold). (n_bins,)."""
         last = axis == len(self.base) - 1
         f = fourier.normalised_frequencies(length, self.base[axis], last=last).to(mu)
+        if not self.sharp:
+            return fm.sigmoid_step(f, mu[axis], self.tau[axis])
         return fm.annealed_step(f, mu[axis], self.tau[axis], self.sharpness[axis])
 
     def hard_keep(self, mu: Tensor, lengths: Sequence[int]) -> tuple[int, ...]:
@@ -222,7 +240,7 @@ class LowpassMask(_Sharpness, nn.Module):
         keep = []
         for axis, n in enumerate(lengths):
             f = fourier.normalised_frequencies(n, self.base[axis], last=True).to(mu.device)
-            tau = self.tau[axis] * self.sharpness[axis]
+            tau = self.tau[axis] * self.sharpness[axis] if self.sharp else self.tau[axis]
             m = fm.sigmoid_step(f, mu[axis].detach(), tau)  # bins 0..n//2
             keep.append(fm.hard_count(m, self.threshold, floor=2) - 1)
         return tuple(keep)
@@ -232,7 +250,8 @@ class LowpassMask(_Sharpness, nn.Module):
         with ``k_c = floor(cutoff * base / 2)``), at least min(3, N). No upper clip, so the gradient
         stays alive at full resolution. (ndim,)."""
         base = torch.tensor(self.base, dtype=mu.dtype, device=mu.device)
-        cutoff = fm.sigmoid_step_cutoff(mu, self.tau_tensor(mu) * self.sharpness, self.threshold)
+        tau = self.tau_tensor(mu) * self.sharpness if self.sharp else self.tau_tensor(mu)
+        cutoff = fm.sigmoid_step_cutoff(mu, tau, self.threshold)
         return torch.maximum(cutoff * base + 1.0, torch.clamp(lengths, max=3.0))
 
     def tau_tensor(self, like: Tensor) -> Tensor:
@@ -250,6 +269,7 @@ class LowpassMask(_Sharpness, nn.Module):
         for axis, (k, b) in enumerate(zip(keep, self.base, strict=True)):
             self.mu[axis] = (k + 0.5) * 2.0 / b
         self.sharpness.copy_(self.binary_sharpness())
+        self._sharpened()
 
     @torch.no_grad()
     def project_(self) -> None:

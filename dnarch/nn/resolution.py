@@ -56,4 +56,4 @@ class FourierResolution(nn.Module):
         if cropped == tuple(x.shape[2:]) and not (torch.is_grad_enabled() and mu.requires_grad):
             return x, mu  # nothing to crop and no gradient wanted: the layer is the identity
         ones = [(f - f.detach()) + 1.0 for f in factors]  # exactly 1 in value: (f - f) is 0
-        return fourier.lowpass_crop(x, keep, ones), mu
+        return fourier.band_crop(x, keep, ones), mu

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from dnarch.data import DataBundle
 from dnarch.train.metrics import Tally, evaluate_task, target_peak, task_loss
-from dnarch.train.trainer import pick_device, seed_everything, warmup_cosine
+from dnarch.train.trainer import adamw, pick_device, seed_everything, warmup_cosine
 
 
 def plain_param_groups(net: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
@@ -72,7 +72,7 @@ def train_classifier(
         TensorDataset(data.x_train, data.y_train), batch_size=batch_size, shuffle=True,
         generator=torch.Generator().manual_seed(seed), drop_last=len(data.x_train) > batch_size,
     )  # fmt: skip
-    opt = torch.optim.AdamW(plain_param_groups(net, lr, weight_decay))
+    opt = adamw(plain_param_groups(net, lr, weight_decay), dev)
     steps = len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, warmup_cosine(epochs * steps, warmup_epochs * steps)

@@ -176,14 +176,14 @@ def run(
     if resume and path is not None:
         blob = load_checkpoint(path / "checkpoint.pt", resolved)
         trainer.load_state_dict(blob["trainer"])
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         history = trainer.fit()
     finally:
         for cb in callbacks:
             if hasattr(cb, "close"):
                 cb.close()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
 
     model.eval()
     spec = harden(model)
@@ -218,7 +218,9 @@ def run(
         "max_params": int(maximal.params),
         "budget": objective.budget,
         "budget_metric": cfg.budget.metric,
-        "train_seconds": seconds,
+        "train_seconds": seconds,  # this process's training (a resumed run: since the resume)
+        "train_cpu_seconds": cpu_seconds,  # its CPU time, every thread of the process
+        "threads": torch.get_num_threads(),
         "epochs": cfg.train.epochs,
         "device": str(trainer.device),
         "train": {"anneal_gates": cfg.train.anneal_gates, "alternate": cfg.train.alternate},
@@ -291,6 +293,11 @@ def arch_table(result: RunResult) -> str:
         f"{100 * s['params'] / s['max_params']:.1f}% of maximal",
         *score_lines(s),
     ]
+    if "train_cpu_seconds" in s:
+        lines.append(
+            f"training time: {s['train_seconds']:.1f} s ({s['train_cpu_seconds']:.1f} CPU s, "
+            f"{s['epochs']} epochs on {s['device']}, {s['threads']} threads)"
+        )
     if "macs_counted" in s:
         lines += ["per sample, counted by torch.utils.flop_counter on real modules:"]
         lines += [before_after_table(s)]
