@@ -190,3 +190,24 @@ def test_band_crop_equals_the_autograd_crop_in_value_and_gradients(shape, keep) 
     got = torch.autograd.grad(out, [x, *raw], g)
     for a, b in zip(want, got, strict=True):
         assert a.abs().max() > 0.1 and torch.allclose(a, b, atol=1e-12)
+
+
+def test_training_times_forward_and_backward_with_its_own_verdict(monkeypatch) -> None:
+    # a direct depthwise conv's backward pass is slow on a CPU: in training the choice is timed on
+    # forward + backward, cached apart from the inference verdict; only 3-tap kernels skip timing
+    calls = []
+
+    def fake_time(fn, device, repeats=3):
+        calls.append(fn())
+        return 1.0 if len(calls) % 2 == 0 else 2.0  # the second timed (fft) wins
+
+    monkeypatch.setattr(fconv, "_time", fake_time)
+    fconv._CHOICE.clear()
+    x, w = torch.randn(2, 4, 30, requires_grad=True), torch.randn(4, 9, requires_grad=True)
+    assert fconv.choose_backend(x, w) == "fft" and len(calls) == 2
+    assert isinstance(calls[0], tuple) and calls[0][1].shape == w.shape  # (grad x, grad w)
+    with torch.no_grad():
+        assert fconv.choose_backend(x, w) == "direct" and len(calls) == 2  # 9 taps: no timing
+    assert fconv.choose_backend(x, torch.randn(4, 3, requires_grad=True)) == "direct"
+    assert len(calls) == 2
+    fconv._CHOICE.clear()

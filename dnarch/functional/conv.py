@@ -174,11 +174,17 @@ def choose_backend(x: Tensor, weight: Tensor) -> str:
     over (a direct 773-tap conv costs a second per call on a CPU). Instead: kernel sizes are bucketed
     by quarter octaves (one verdict covers sizes within ~19%); a shape where one backend does 16x fewer
     operations by the textbook count is decided without timing; and the rest are timed on a slice of
-    at most 4 samples of the batch. Under ``torch.use_deterministic_algorithms(True)`` the count
-    alone decides, so that runs repeat exactly.
+    at most 16 samples of the batch. In training (a gradient is wanted) the forward and backward
+    passes are timed together, and 3-tap kernels alone are decided without timing: a direct depthwise
+    convolution's backward pass is slow on a CPU (9 taps in 1D, 5x5 and 9x9 in 2D run faster as FFTs
+    there, though their forward passes alone do not). Under ``torch.use_deterministic_algorithms(True)``
+    the count alone decides, so that runs repeat exactly.
     """
+    train = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     # the batch size is left out of the key: it scales both backends alike
-    buckets = tuple(round(4 * math.log2(k)) for k in weight.shape[1:])
+    buckets = tuple(round(4 * math.log2(k)) for k in weight.shape[1:]) + (
+        ("train",) if train else ()
+    )
     key = (x.device.type, x.dtype, tuple(x.shape[1:]), buckets)
     if key not in _CHOICE:
         direct_ops = math.prod(x.shape[2:]) * math.prod(weight.shape[1:])
@@ -186,17 +192,30 @@ def choose_backend(x: Tensor, weight: Tensor) -> str:
             fast_length(s + k // 2) for s, k in zip(x.shape[2:], weight.shape[1:], strict=True)
         )
         fft_ops = 3 * n * max(1.0, math.log2(n))  # forward, product, inverse
+        short = max(weight.shape[1:]) <= 3 if train else weight[0].numel() <= 9
         if torch.are_deterministic_algorithms_enabled():  # no timing: the same verdict every run
             _CHOICE[key] = "fft" if fft_ops < direct_ops else "direct"
-        elif weight[0].numel() <= 9 or direct_ops * 16 < fft_ops:
+        elif short or direct_ops * 16 < fft_ops:
             _CHOICE[key] = "direct"  # short kernels: nothing for an FFT to win
         elif fft_ops * 16 < direct_ops:
             _CHOICE[key] = "fft"
         else:
-            with torch.no_grad():
-                xd, wd = x[:4].detach(), weight.detach()
-                t_direct = _time(lambda: depthwise_direct(xd, wd), x.device)
-                t_fft = _time(lambda: depthwise_fft(xd, wd), x.device)
+            xd, wd = x[:16].detach(), weight.detach()
+            if train:
+                xd, wd = xd.requires_grad_(), wd.requires_grad_()
+                grad = torch.ones_like(xd)
+
+                def direct() -> Any:
+                    return torch.autograd.grad(depthwise_direct(xd, wd), (xd, wd), grad)
+
+                def fft() -> Any:
+                    return torch.autograd.grad(depthwise_fft(xd, wd), (xd, wd), grad)
+
+                t_direct, t_fft = _time(direct, x.device), _time(fft, x.device)
+            else:
+                with torch.no_grad():
+                    t_direct = _time(lambda: depthwise_direct(xd, wd), x.device)
+                    t_fft = _time(lambda: depthwise_fft(xd, wd), x.device)
             _CHOICE[key] = "fft" if t_fft < t_direct else "direct"
     return _CHOICE[key]
 
