@@ -70,13 +70,16 @@ def depthwise_fft(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tens
     of them a complex-to-complex transform, plus padding copies.
     """
     _check(x, weight)
-    sizes = tuple(
-        fast_length(s + k // 2) for s, k in zip(x.shape[2:], weight.shape[1:], strict=True)
-    )
+    sizes = fft_sizes(x.shape[2:], weight.shape[1:])
     out = _FFTCorrelate.apply(fft_input(x), fft_input(weight), sizes)
     if bias is not None:
         out = out + bias.reshape(1, -1, *([1] * (x.ndim - 2)))
     return out
+
+
+def fft_sizes(lengths: Sequence[int], kernel: Sequence[int]) -> tuple[int, ...]:
+    """The FFT convolution's circular length per axis: N >= S + K//2, rounded up to a fast length."""
+    return tuple(fast_length(s + k // 2) for s, k in zip(lengths, kernel, strict=True))
 
 
 def circular_kernel(weight: Tensor, sizes: Sequence[int]) -> Tensor:
@@ -188,9 +191,7 @@ def choose_backend(x: Tensor, weight: Tensor) -> str:
     key = (x.device.type, x.dtype, tuple(x.shape[1:]), buckets)
     if key not in _CHOICE:
         direct_ops = math.prod(x.shape[2:]) * math.prod(weight.shape[1:])
-        n = math.prod(
-            fast_length(s + k // 2) for s, k in zip(x.shape[2:], weight.shape[1:], strict=True)
-        )
+        n = math.prod(fft_sizes(x.shape[2:], weight.shape[1:]))
         fft_ops = 3 * n * max(1.0, math.log2(n))  # forward, product, inverse
         short = max(weight.shape[1:]) <= 3 if train else weight[0].numel() <= 9
         if torch.are_deterministic_algorithms_enabled():  # no timing: the same verdict every run

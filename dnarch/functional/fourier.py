@@ -73,18 +73,13 @@ def lowpass_crop(
     sizes = x.shape[2:]
     if len(keep) != len(sizes):
         raise ValueError(f"keep has {len(keep)} entries for {len(sizes)} spatial axes")
-    spec = torch.fft.rfftn(fft_input(x), dim=spatial, norm="forward")
-    out_sizes = []
-    for axis, (n, k) in enumerate(zip(sizes, keep, strict=True)):
-        last = axis == len(sizes) - 1
-        idx = kept_bins(n, k, last=last).to(x.device)
-        if idx.numel() != spec.shape[2 + axis]:
-            spec = spec.index_select(2 + axis, idx)
-        if spectral_mask is not None:
+    spec = _kept(torch.fft.rfftn(fft_input(x), dim=spatial, norm="forward"), sizes, keep)
+    if spectral_mask is not None:
+        for axis, factor in enumerate(spectral_mask):
             shape = [1] * spec.ndim
             shape[2 + axis] = -1
-            spec = spec * spectral_mask[axis].to(spec.real.dtype).reshape(shape)
-        out_sizes.append(output_length(n, k))
+            spec = spec * factor.to(spec.real.dtype).reshape(shape)
+    out_sizes = [output_length(n, k) for n, k in zip(sizes, keep, strict=True)]
     return torch.fft.irfftn(spec, s=out_sizes, dim=spatial, norm="forward")
 
 
@@ -104,26 +99,21 @@ def pad_spectrum(spec: Tensor, sizes: Sequence[int]) -> Tensor:
     bins inserted at the high frequencies so that it is the spectrum at ``sizes``."""
     nd = spec.ndim - 2
     for axis, m in enumerate(sizes):
-        last = axis == nd - 1
-        n = spec.shape[2 + axis] if not last else None
+        dim, bins = 2 + axis, spec.shape[2 + axis]
+        want = m // 2 + 1 if axis == nd - 1 else m  # one-sided on the last axis
+        if want == bins:
+            continue
+        if want < bins:
+            raise ValueError(f"cannot upsample axis {axis} to smaller {m}")
         pad_shape = list(spec.shape)
-        if last:
-            if m // 2 + 1 == spec.shape[-1]:
-                continue
-            if m // 2 + 1 < spec.shape[-1]:
-                raise ValueError(f"cannot upsample axis {axis} to smaller {m}")
-            pad_shape[-1] = m // 2 + 1 - spec.shape[-1]
-            spec = torch.cat([spec, spec.new_zeros(pad_shape)], dim=-1)
+        pad_shape[dim] = want - bins
+        zeros = spec.new_zeros(pad_shape)
+        if axis == nd - 1:
+            spec = torch.cat([spec, zeros], dim=dim)
         else:
-            assert n is not None
-            if m == n:
-                continue
-            if m < n:
-                raise ValueError(f"cannot upsample axis {axis} from {n} to smaller {m}")
-            pos = (n + 1) // 2  # non-negative bins 0..(n-1)//2, then the negative ones
-            pad_shape[2 + axis] = m - n
-            head, tail = spec.narrow(2 + axis, 0, pos), spec.narrow(2 + axis, pos, n - pos)
-            spec = torch.cat([head, spec.new_zeros(pad_shape), tail], dim=2 + axis)
+            pos = (bins + 1) // 2  # non-negative bins 0..(n-1)//2, then the negative ones
+            head, tail = spec.narrow(dim, 0, pos), spec.narrow(dim, pos, bins - pos)
+            spec = torch.cat([head, zeros, tail], dim=dim)
     return spec
 
 
@@ -133,9 +123,10 @@ def band_crop(x: Tensor, keep: Sequence[int], factors: Sequence[Tensor]) -> Tens
 
     x: (B, C, *S); factors: per axis (n_kept_axis,) in ``kept_bins`` order. Returns (B, C, *S').
     Where nothing is cropped the forward pass is the identity and no transform runs; the backward
-    pass takes two transforms (the input's and the gradient's spectra, for the factors' gradients).
-    Autograd through ``lowpass_crop`` would take four or more, one of them complex-to-complex, and
-    multiply the whole spectrum by each axis's factors.
+    pass takes two transforms (the input's and the gradient's spectra, for the factors' gradients),
+    or none on axes of at most ``DIRECT_POWER`` samples (``marginal_powers``). Autograd through
+    ``lowpass_crop`` would take four or more, one of them complex-to-complex, and multiply the whole
+    spectrum by each axis's factors.
     """
     return _BandCrop.apply(fft_input(x), tuple(int(k) for k in keep), *factors)  # type: ignore[no-any-return]
 
@@ -186,12 +177,7 @@ class _BandCrop(torch.autograd.Function):
             spec_x = saved if cropped else torch.fft.rfftn(saved, dim=dims, norm="forward")
             # Re(X conj(G)) summed over batch and channels first: one pass, then small tensors
             both = torch.view_as_real(spec_x) * torch.view_as_real(spec_g)  # (B, C, *bins, 2)
-            power = both.sum((0, 1, -1))  # (*bins)
-            weight = torch.full((power.shape[-1],), 2.0, dtype=power.dtype, device=power.device)
-            weight[0] = 1.0
-            if out_sizes[-1] % 2 == 0:
-                weight[-1] = 1.0  # the Nyquist bin is its own partner
-            power = power * weight
+            power = both.sum((0, 1, -1)) * one_sided_weights(out_sizes[-1], both)  # (*bins)
             for axis, need in enumerate(wanted):
                 if need:
                     other = [d for d in range(power.ndim) if d != axis]
@@ -231,11 +217,18 @@ def marginal_powers(x: Tensor, grad: Tensor, wanted: Sequence[bool]) -> list[Ten
         lag = torch.arange(n, device=x.device)
         diag = m.gather(1, (lag[:, None] - lag[None, :]) % n).sum(0)  # c[d] = sum_n M[n, n - d]
         power = torch.fft.fft(diag).real / n  # (N,) for bins 0..N-1 (fftfreq order)
-        if last:
-            power = power[: n // 2 + 1].clone()
-            power[1 : (n + 1) // 2] *= 2  # bins whose conjugate partner is left out
-        out.append(power)
+        out.append(power[: n // 2 + 1] * one_sided_weights(n, power) if last else power)
     return out
+
+
+def one_sided_weights(n: int, like: Tensor) -> Tensor:
+    """Per bin 0..n//2 of a one-sided (rFFT) axis of length n: 2 where the conjugate partner is left
+    out of the spectrum, 1 for bin 0 and, for even n, the Nyquist bin (their own partners). (n//2+1,)."""
+    weight = torch.full((n // 2 + 1,), 2.0, dtype=like.real.dtype, device=like.device)
+    weight[0] = 1.0
+    if n % 2 == 0:
+        weight[-1] = 1.0
+    return weight
 
 
 def _kept(spec: Tensor, sizes: Sequence[int], keep: Sequence[int]) -> Tensor:

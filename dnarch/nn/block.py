@@ -94,18 +94,23 @@ def pointwise(
     when ``groups`` is given. ``col_scale`` (cols,) scales its input channels and ``row_scale``
     (rows,) its output channels, folded into the weight and bias (a per-channel mask costs no pass
     over the activations). x: (B, cols, *S) -> (B, rows, *S)."""
+    return conv1x1(x, *layer_weights(lin, rows, cols, groups, row_scale, col_scale))
+
+
+def layer_weights(
+    lin: nn.Linear,
+    rows: int,
+    cols: int,
+    groups: GroupMask | None,
+    row_scale: Tensor | None,
+    col_scale: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """A 1x1 layer's weight (rows, cols) and bias (rows,): the top-left corner of ``lin``, times its
+    grouping relation when ``groups`` is given, its inputs scaled by ``col_scale`` and its outputs
+    by ``row_scale`` (either None: unscaled)."""
     w, b = lin.weight[:rows, :cols], lin.bias[:rows]
     if groups is not None:
         w = w * relation(rows, cols, groups.factors())
-    w, b = scaled(w, b, row_scale, col_scale)
-    return conv1x1(x, w, b)
-
-
-def scaled(
-    w: Tensor, b: Tensor, row_scale: Tensor | None, col_scale: Tensor | None
-) -> tuple[Tensor, Tensor]:
-    """A 1x1 layer's weight (rows, cols) and bias (rows,) with its inputs scaled by ``col_scale``
-    and its outputs by ``row_scale`` (either None: unscaled)."""
     if col_scale is not None:
         w = w * col_scale
     if row_scale is not None:
@@ -139,8 +144,7 @@ def mixing(
     g = groups.hard_groups() if groups is not None and crop else 1
     if groups is None or g == 1:
         return pointwise(x, lin, rows, cols, groups, row_scale, col_scale)
-    w = lin.weight[:rows, :cols] * relation(rows, cols, groups.factors())
-    w, b = scaled(w, lin.bias[:rows], row_scale, col_scale)
+    w, b = layer_weights(lin, rows, cols, groups, row_scale, col_scale)
     if choose_mixing(x, w, g) == "dense":
         return conv1x1(x, w, b)
     return grouped_pointwise(x, w, b, g)
