@@ -11,6 +11,8 @@ For every dataset, seed and budget (a fraction of the maximal network's MACs) it
 - groups      DNArch that also learns the group count of every pointwise layer (``net.learn_groups``);
 - kernel, width, resolution, depth
               ablations: that axis learned alone, at the budget (it may not be able to reach it);
+- scratch     the architecture the dnarch run of that budget and seed learned, freshly initialised and
+              trained as plain is (runs that dnarch run if it is not in the file);
 - plain       a ResNet-style CNN of 3x3 convolutions with stride-2 stages, as wide as the budget allows;
 - prune       prune-then-finetune with Torch-Pruning: the frozen maximal network pruned to the budget,
               then fine-tuned; its compute includes training the maximal network;
@@ -72,6 +74,8 @@ from dnarch.config import (
     with_overrides,
 )
 from dnarch.data import DataBundle
+from dnarch.export.spec import ArchSpec
+from dnarch.export.static import StaticNet
 from dnarch.export.summary import count, counted_macs
 from dnarch.models import PRESETS, preset_for
 from dnarch.models.plain_cnn import plain_cnn_for_budget
@@ -80,7 +84,9 @@ from dnarch.train.metrics import SCORES
 from dnarch.train.objective import Objective
 from dnarch.train.plain import train_classifier
 
-METHODS = ("dnarch", "fixedres", "fastres", "anneal", "groups", *AXES, "plain", "prune", "frozen")
+METHODS = (
+    "dnarch", "fixedres", "fastres", "anneal", "groups", *AXES, "scratch", "plain", "prune", "frozen",
+)  # fmt: skip
 LABELS = {
     "dnarch": "DNArch (all axes)",
     "fixedres": "DNArch, resolution fixed",
@@ -91,6 +97,7 @@ LABELS = {
     "width": "width only",
     "resolution": "resolution only",
     "depth": "depth only",
+    "scratch": "DNArch's network, from scratch",
     "plain": "plain 3x3 CNN",
     "prune": "prune-then-finetune",
     "frozen": "maximal, frozen",
@@ -190,6 +197,31 @@ def run_plain(
         "wall_seconds": clock.wall,
         "train_macs": 3 * len(data.x_train) * epochs * macs,
         "width": net.width,
+    }
+
+
+def run_scratch(
+    data: DataBundle, architecture: dict[str, Any], epochs: int, args: argparse.Namespace, seed: int
+) -> dict[str, Any]:
+    """The architecture a DNArch run learned, freshly initialised and trained as the plain CNN is
+    (same recipe, same epochs): what the search's network is worth without its search, and what
+    training it costs."""
+    torch.manual_seed(seed)
+    with Clock() as clock:
+        net = StaticNet(ArchSpec.from_json(json.dumps(architecture)))
+        history = train_classifier(
+            net, data, epochs, seed=seed, device=args.device, warmup_epochs=2,
+            progress=args.progress, desc="scratch",
+        )  # fmt: skip
+    net.cpu()
+    macs, params = count(net)
+    return {
+        "accuracy": history[-1][f"test_{SCORES[data.task][0]}"],
+        "macs": macs,
+        "params": params,
+        "cpu_seconds": clock.cpu,
+        "wall_seconds": clock.wall,
+        "train_macs": 3 * len(data.x_train) * epochs * macs,
     }
 
 
@@ -406,6 +438,15 @@ def main() -> None:
                         dataset, method, budget, seed, epochs,
                         run_dnarch, data, net, budget, epochs, args, seed, train,
                     )  # fmt: skip
+            if "scratch" in args.methods:  # needs the DNArch run of this budget and seed
+                learned = record(
+                    dataset, "dnarch", budget, seed, epochs,
+                    run_dnarch, data, base, budget, epochs, args, seed,
+                )  # fmt: skip
+                record(
+                    dataset, "scratch", budget, seed, epochs,
+                    run_scratch, data, learned["architecture"], epochs, args, seed,
+                )  # fmt: skip
             if "plain" in args.methods:
                 record(
                     dataset, "plain", budget, seed, epochs,

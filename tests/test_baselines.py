@@ -113,23 +113,44 @@ def test_prune_then_finetune_reports_its_cost_and_recovers() -> None:
     assert result.prune_seconds > 0 and result.finetune_seconds > 0
 
 
-def test_fast_depthwise_is_the_same_function_and_trains_the_same_parameters() -> None:
-    from dnarch.baselines.prune import fast_depthwise
+def test_exported_depthwise_convs_compute_the_same_function_by_every_backend() -> None:
+    from dnarch.export.static import DepthwiseConv1d, conv_backend
 
     net = _static((24,))
     convs = [m for m in net.modules() if isinstance(m, nn.Conv1d) and m.groups > 1]
-    assert convs
+    assert convs and all(isinstance(m, DepthwiseConv1d) for m in convs)
     x = torch.randn(4, 2, 24)
-    with torch.no_grad():
-        want = net(x)
-    with fast_depthwise(net):
-        wrappers = [m for m in net.modules() if type(m).__name__ == "_AutoDepthwise"]
-        assert [w.conv for w in wrappers] == convs  # every depthwise conv runs through the wrapper
-        got = net(x)
-        got.sum().backward()
-    assert torch.allclose(got, want, atol=1e-5)
-    assert all(c.weight.grad is not None for c in convs)
-    assert [m for m in net.modules() if isinstance(m, nn.Conv1d) and m.groups > 1] == convs
+    results = {}
+    for backend in ("direct", "fft", "auto"):
+        net.zero_grad()
+        with conv_backend(net, backend):
+            assert all(m.backend == backend for m in convs)
+            out = net(x)
+            out.square().sum().backward()
+        results[backend] = (out.detach(), [m.weight.grad.clone() for m in convs])
+    assert all(m.backend == "auto" for m in convs)  # restored
+    want, want_grads = results["direct"]
+    for got, grads in results.values():
+        assert torch.allclose(got, want, atol=1e-5)
+        assert all(torch.allclose(g, w, atol=1e-4) for g, w in zip(grads, want_grads, strict=True))
+
+
+def test_a_flop_counter_sees_the_exported_depthwise_convs_whatever_the_backend(monkeypatch) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import dnarch.functional.conv as fconv
+
+    net, x = _static((24,)), torch.randn(1, 2, 24)
+
+    def flops() -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            net(x)
+        return counter.get_total_flops()
+
+    want = flops()
+    monkeypatch.setattr(fconv, "choose_backend", lambda x, w: "fft")  # "auto" would take the FFT
+    assert flops() == want > 0
+    assert counted_macs(net, 2, (24,)) == want // 2
 
 
 def test_plain_unet_macs_match_a_hand_count() -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +18,8 @@ from torch import nn
 
 from dnarch.data import DataBundle
 from dnarch.export.finetune import recompute_bn_stats
+from dnarch.export.static import conv_backend
 from dnarch.export.summary import counted_macs
-from dnarch.functional.conv import depthwise_conv
 from dnarch.train.metrics import evaluate_task
 from dnarch.train.plain import train_classifier
 from dnarch.train.trainer import pick_device
@@ -71,57 +69,20 @@ def prune_to_macs(
         names = {id(m): n for n, m in net.named_modules()}
         wanted = {names[id(m)] for m in ignored}
         keep = [m for n, m in pruned.named_modules() if n in wanted]
-    pruner = tp.pruner.MetaPruner(
-        pruned,
-        example,
-        importance=tp.importance.GroupMagnitudeImportance(p=2),
-        pruning_ratio=0.98,
-        iterative_steps=steps,
-        ignored_layers=keep,
-    )
-    for _ in range(steps):
-        if counted_macs(pruned, in_channels, input_shape) <= target_macs:
-            break
-        pruner.step()
+    with conv_backend(pruned, "direct"):  # Torch-Pruning traces real convolutions
+        pruner = tp.pruner.MetaPruner(
+            pruned,
+            example,
+            importance=tp.importance.GroupMagnitudeImportance(p=2),
+            pruning_ratio=0.98,
+            iterative_steps=steps,
+            ignored_layers=keep,
+        )
+        for _ in range(steps):
+            if counted_macs(pruned, in_channels, input_shape) <= target_macs:
+                break
+            pruner.step()
     return pruned
-
-
-class _AutoDepthwise(nn.Module):
-    """A depthwise 'same' conv run by dnarch's measured backend choice (FFT for long kernels), with
-    the wrapped conv's own parameters: training it trains the conv."""
-
-    def __init__(self, conv: nn.modules.conv._ConvNd) -> None:
-        super().__init__()
-        self.conv = conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return depthwise_conv(x, self.conv.weight.squeeze(1), self.conv.bias, "auto")
-
-
-@contextmanager
-def fast_depthwise(net: nn.Module) -> Iterator[None]:
-    """Within the block, every depthwise 'same' convolution of ``net`` with more than 3 taps per axis
-    runs through ``depthwise_conv(..., "auto")``: PyTorch's direct CPU kernel takes seconds per batch
-    for a 783-tap kernel, an FFT milliseconds. Same function, same parameters; restored on exit."""
-    swapped = []
-    for parent in list(net.modules()):
-        for name, child in list(parent.named_children()):
-            if (
-                isinstance(child, nn.Conv1d | nn.Conv2d | nn.Conv3d)
-                and child.groups == child.in_channels == child.out_channels
-                and all(k % 2 == 1 and k > 3 for k in child.kernel_size)
-                and child.padding == tuple(k // 2 for k in child.kernel_size)
-                and all(s == 1 for s in child.stride)
-                and all(d == 1 for d in child.dilation)
-                and child.padding_mode == "zeros"
-            ):
-                setattr(parent, name, _AutoDepthwise(child))
-                swapped.append((parent, name, child))
-    try:
-        yield
-    finally:
-        for parent, name, child in swapped:
-            setattr(parent, name, child)
 
 
 def prune_then_finetune(
@@ -145,17 +106,15 @@ def prune_then_finetune(
     pruned = prune_to_macs(net, data.in_channels, shape, target_macs)
     dev = pick_device(device)
     pruned.to(dev)
-    with fast_depthwise(pruned):
-        recompute_bn_stats(pruned, data.x_train)
-        args = (data.x_test, data.y_test, dev, data.task, data.num_classes)
-        after_prune = evaluate_task(pruned, *args)["acc"]
+    recompute_bn_stats(pruned, data.x_train)
+    args = (data.x_test, data.y_test, dev, data.task, data.num_classes)
+    after_prune = evaluate_task(pruned, *args)["acc"]
     prune_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    with fast_depthwise(pruned):
-        history = train_classifier(
-            pruned, data, epochs, lr, batch_size=batch_size, seed=seed, device=device,
-            progress=progress, desc="finetune pruned",
-        )  # fmt: skip
+    history = train_classifier(
+        pruned, data, epochs, lr, batch_size=batch_size, seed=seed, device=device,
+        progress=progress, desc="finetune pruned",
+    )  # fmt: skip
     finetune_seconds = time.perf_counter() - start
     pruned.cpu().eval()
     return PruneResult(

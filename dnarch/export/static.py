@@ -17,15 +17,19 @@ Folding (all exact in eval mode):
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from dnarch.export.spec import ArchSpec, BlockSpec
 from dnarch.functional import fourier
 from dnarch.functional.channels import pad_channels
+from dnarch.functional.conv import depthwise_conv
 from dnarch.functional.groups import (
     bit_reversed_order,
     group_slots,
@@ -35,6 +39,79 @@ from dnarch.functional.groups import (
 )
 
 _CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+def _depthwise_forward(conv: Any, x: Tensor) -> Tensor:
+    backend = conv.backend
+    if backend == "auto" and (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or _get_current_dispatch_mode() is not None
+    ):
+        # a tool is watching: a graph for another runtime (.pt2, ONNX), a FLOP counter: it sees the
+        # plain convolution the layer stands for
+        backend = "direct"
+    return depthwise_conv(x, conv.weight.squeeze(1), conv.bias, backend)
+
+
+class DepthwiseConv1d(nn.Conv1d):
+    """A depthwise 'same' ``nn.Conv1d`` (same parameters and state keys) that runs by the faster
+    backend for its shapes (``functional.conv.depthwise_conv``): PyTorch's direct kernel for short
+    kernels, an FFT for long ones, where the direct one takes 10x longer (a 200-tap kernel on
+    sequences of 784). ``backend``: "auto", "direct" or "fft". Traced (``torch.export``, ONNX, TorchScript)
+    or under a dispatch mode (``FlopCounterMode``), "auto" runs direct.
+    x: (B, C, L) -> (B, C, L)."""
+
+    backend = "auto"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _depthwise_forward(self, x)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``DepthwiseConv1d`` for maps. x: (B, C, H, W) -> (B, C, H, W)."""
+
+    backend = "auto"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _depthwise_forward(self, x)
+
+
+class DepthwiseConv3d(nn.Conv3d):
+    """``DepthwiseConv1d`` for volumes. x: (B, C, D, H, W) -> (B, C, D, H, W)."""
+
+    backend = "auto"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _depthwise_forward(self, x)
+
+
+_DEPTHWISE: dict[int, type[nn.Module]] = {
+    1: DepthwiseConv1d,
+    2: DepthwiseConv2d,
+    3: DepthwiseConv3d,
+}
+
+
+@contextmanager
+def conv_backend(net: nn.Module, backend: str) -> Iterator[None]:
+    """Inside the block every exported depthwise conv of ``net`` runs by ``backend``: "direct" where
+    a tool must see real convolutions (the FLOP counter, Torch-Pruning's graph tracing)."""
+    convs = [
+        m
+        for m in net.modules()
+        if isinstance(m, DepthwiseConv1d | DepthwiseConv2d | DepthwiseConv3d)
+    ]
+    before = [m.backend for m in convs]
+    for m in convs:
+        m.backend = backend
+    try:
+        yield
+    finally:
+        for m, b in zip(convs, before, strict=True):
+            m.backend = b
+
+
 _NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
@@ -116,7 +193,7 @@ class StaticBlock(nn.Module):
         )
         self.norm = _NORM[ndim](width)
         pad = tuple(k // 2 for k in spec.kernel)
-        self.conv = conv(width, width, spec.kernel, padding=pad, groups=width)
+        self.conv = _DEPTHWISE[ndim](width, width, spec.kernel, padding=pad, groups=width)
         lay, (g1, g2) = BlockLayout(spec, order), spec.groups
         self.pw1 = conv(len(lay.in_slots), len(lay.hidden), 1, groups=g1)
         self.pw2 = conv(len(lay.hidden), len(lay.out_slots), 1, groups=g2)
