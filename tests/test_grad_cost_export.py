@@ -139,3 +139,23 @@ def test_save_load_roundtrip_and_bad_files(tmp_path) -> None:
         load_static(tmp_path)
     with pytest.raises(ExportError):
         load_static(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("shape", "task"), [((24,), "classify"), ((10, 10), "classify"), ((10, 10), "segment")]
+)
+def test_a_freshly_built_static_net_resamples_as_the_exported_one(shape, task) -> None:
+    """StaticNet(spec) alone (an architecture trained from scratch) builds the same fixed
+    resampling matrices that export_state computes: band-limited, not the identity's first rows."""
+    from dnarch.export.static import StaticNet
+
+    resampled = 0
+    for seed in range(4):
+        m = shrunk_model(shape, seed, task=task)
+        spec = harden(m)
+        fresh, exported = StaticNet(spec).state_dict(), export_state(m, spec)
+        for name, value in exported.items():
+            if "matrix" in name:
+                resampled += value.shape[0] != value.shape[1]
+                assert torch.allclose(fresh[name], value, atol=1e-6), name
+    assert resampled > 0  # the shrunk models downsample somewhere

@@ -119,14 +119,32 @@ class Resample(nn.Module):
     """Fixed band-limited resampling, one matrix per spatial axis (last axis first).
 
     x: (B, C, *S_in) -> (B, C, *S_out); matrix i is (S_out_i, S_in_i): ``fourier.resample_matrix``
-    to downsample (a block), ``fourier.upsample_matrix`` to upsample (the dense head).
+    keeping ``keep_bins[i]`` to downsample (a block), ``fourier.upsample_matrix`` to upsample (the
+    dense head, ``keep_bins`` None); the identity on an axis that keeps its size. Built here, not only
+    loaded, so that a freshly built network (an architecture trained from scratch) resamples as the
+    exported one does.
     """
 
-    def __init__(self, sizes_in: tuple[int, ...], sizes_out: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        sizes_in: tuple[int, ...],
+        sizes_out: tuple[int, ...],
+        keep_bins: tuple[int, ...] | None = None,
+    ) -> None:
         super().__init__()
         self.ndim = len(sizes_in)
         for i, (n, m) in enumerate(zip(sizes_in, sizes_out, strict=True)):
-            self.register_buffer(f"matrix{i}", torch.eye(m, n))
+            if n == m:
+                matrix = torch.eye(m, n)
+            elif keep_bins is None:
+                matrix = fourier.upsample_matrix(n, m)
+            else:
+                matrix = fourier.resample_matrix(n, keep_bins[i])
+            if matrix.shape != (m, n):
+                raise ValueError(
+                    f"axis {i}: resampling {n} -> {m} built a {tuple(matrix.shape)} matrix"
+                )
+            self.register_buffer(f"matrix{i}", matrix)
 
     def forward(self, x: Tensor) -> Tensor:
         for i in reversed(range(self.ndim)):
@@ -187,7 +205,7 @@ class StaticBlock(nn.Module):
         self.extra = width - (width if width_in is None else width_in)
         conv = _CONV[ndim]
         self.resample = (
-            Resample(spec.resolution_in, spec.resolution_out)
+            Resample(spec.resolution_in, spec.resolution_out, spec.keep_bins)
             if spec.resolution_out != spec.resolution_in
             else None
         )
