@@ -31,6 +31,7 @@ def fit(
     budget: float | None | str = "default",
     epochs: int | None = None,
     out: str | Path | None = None,
+    overwrite: bool = False,
     progress: bool = True,
     config: RunConfig | None = None,
     task: str | None = None,
@@ -44,7 +45,8 @@ def fit(
     config's ``data.task`` (``data__task=...`` or ``config``), else 'classify'. budget: fraction (<= 1) of the
     maximal network's MACs, an absolute number (> 1), or None for no complexity loss; left out, the
     config's (default 0.5). epochs: left out, the config's (default 40). ``overrides`` are dotted config
-    keys with ``__`` for the dot, e.g. ``net__width=64``. out: optional run folder.
+    keys with ``__`` for the dot, e.g. ``net__width=64``. out: optional run folder: new or empty, or holding a run that ``overwrite``
+    replaces (a folder that is not a run is never touched).
     """
     given = task or str(overrides.pop("data__task", "auto"))
     if given == "auto" and config is not None:
@@ -58,4 +60,6 @@ def fit(
     if epochs is not None:
         flat["train.epochs"] = str(epochs)
     flat.update({k.replace("__", "."): str(v) for k, v in overrides.items()})
-    return run(with_overrides(cfg, flat), data=data, out_dir=out, progress=progress)
+    return run(
+        with_overrides(cfg, flat), data=data, out_dir=out, progress=progress, overwrite=overwrite
+    )

@@ -79,6 +79,10 @@ def _parser() -> _Parser:
     t.add_argument("--out", help="run folder (default runs/<data>-<time>)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the run already in --out (finished or not); never a folder that is not a run",
+    )  # fmt: skip
+    t.add_argument(
         "--resume", metavar="RUN_DIR",
         help="continue a stopped run from its last checkpoint (takes no other config flags)",
     )  # fmt: skip
@@ -205,6 +209,7 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
         for f in ("data", "budget", "epochs", "seed", "task", "config", "out")
         if getattr(args, f)
     ]
+    given += ["--overwrite"] if args.overwrite else []
     if extra or given or args.preset != "auto":
         flags = " ".join(given + extra + (["--preset"] if args.preset != "auto" else []))
         raise UsageError(f"--resume continues a run with its own config; drop {flags}")
@@ -251,10 +256,10 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     cfg = build_config(args, extra, ndim=len(data.input_shape), task=data.task)
     check_budget(cfg, data.limited(cfg.data.limit_train, cfg.data.limit_test))
     # only now create the run folder: bad data or flags must not leave an empty one behind
-    distributed.on_main(lambda: prepare_out_dir(out), world)
+    distributed.on_main(lambda: prepare_out_dir(out, args.overwrite), world)
     shape = tuple(data.x_train.shape)
     say(f"dnarch: training on {data.name} {shape}{_ranks(world)} -> run folder {out}")
-    result = run(cfg, data=data, out_dir=out, progress=not args.quiet)
+    result = run(cfg, data=data, out_dir=out, progress=not args.quiet, overwrite=args.overwrite)
     if world.main:
         print(arch_table(result))
         print(f"run folder: {result.run_dir}  (exported network: architecture.json + model.pt)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from dnarch.models import DNArchNet, build_model
 from dnarch.report import EXAMPLES
 from dnarch.train import distributed
 from dnarch.train.callbacks import Checkpointer, CSVLogger, atomic_write_bytes, load_checkpoint
+from dnarch.train.folder import RunLock, check_out_dir, clear_run, is_run
 from dnarch.train.metrics import SCORES, evaluate_task, score_lines, target_peak
 from dnarch.train.objective import Objective
 from dnarch.train.trainer import Trainer, seed_everything
@@ -64,21 +66,10 @@ class RunResult:
         return float(self.summary["test_score"])
 
 
-def prepare_out_dir(out: str | Path) -> Path:
-    """Create the run folder; refuse one that already holds a finished run (nothing is overwritten)."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"output path {str(path)!r} exists and is not a folder")
-    if (path / "summary.json").exists():
-        raise ValueError(f"{path} already holds a finished run; choose another --out")
-    probe = path / ".write_test"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"cannot write to output folder {path}: {err.strerror or err}") from err
-    return path
+def prepare_out_dir(out: str | Path, overwrite: bool = False) -> Path:
+    """Create the run folder for a new run, or refuse it (``folder.check_out_dir``): a folder that
+    is not a run and not empty always; one holding a run, finished or not, unless ``overwrite``."""
+    return check_out_dir(out, overwrite)
 
 
 def check_budget(cfg: RunConfig, data: DataBundle) -> None:
@@ -117,11 +108,14 @@ def run(
     out_dir: str | Path | None = None,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train DNArch as ``cfg`` says on ``data`` (default: ``cfg.data``), writing into ``out_dir`` if given.
 
     ``resume``: continue the run in ``out_dir`` from its checkpoint (``cfg`` must be its config, see
-    ``resume_config``); the result equals an uninterrupted run's. A user's stop (Ctrl-C, SIGTERM)
+    ``resume_config``); the result equals an uninterrupted run's. ``overwrite``: a new run may replace
+    the run in ``out_dir`` (its files are removed first); otherwise a folder holding a run is refused,
+    as is any non-empty folder that is not a run. The folder is locked while the run writes it. A user's stop (Ctrl-C, SIGTERM)
     raises ``TrainingInterrupted`` after the checkpoint is written.
 
     Under torchrun (``distributed.init_from_env`` called first) every rank calls this; they train
@@ -138,13 +132,35 @@ def run(
         raise ConfigError(f"data.task is {cfg.data.task} but the data are a {data.task} task")
     model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape, data.task)
     objective = Objective(model, cfg.budget)  # checks the budget: before any folder is made
-    path = None
-    if out_dir is not None:
-        path = (
-            Path(out_dir)
-            if resume
-            else distributed.on_main(lambda: prepare_out_dir(out_dir), world)
-        )
+    with ExitStack() as stack:
+        path = None if out_dir is None else Path(out_dir)
+
+        def claim() -> None:  # rank 0 checks and locks the folder; every rank hears its verdict
+            assert path is not None
+            if not resume:
+                check_out_dir(path, overwrite)
+            stack.enter_context(RunLock(path))
+            if not resume:  # again under the lock: another run may have written it meanwhile
+                check_out_dir(path, overwrite)
+                if is_run(path):  # replaced: --overwrite, or a run that saved no epoch
+                    clear_run(path)
+
+        if path is not None:
+            distributed.on_main(claim, world)
+        return _run(cfg, data, model, objective, path, world, progress, resume)
+
+
+def _run(
+    cfg: RunConfig,
+    data: DataBundle,
+    model: DNArchNet,
+    objective: Objective,
+    path: Path | None,
+    world: distributed.World,
+    progress: bool,
+    resume: bool,
+) -> RunResult:
+    """``run`` once its folder (if any) is claimed and locked."""
     resolved = {
         **to_dict(cfg),
         "resolved": {
