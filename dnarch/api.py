@@ -14,12 +14,23 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from dnarch.config import RunConfig, with_overrides
+from dnarch.config import BUDGET_HELP, ConfigError, RunConfig, with_overrides
 from dnarch.data import from_arrays
 from dnarch.models import PRESETS, preset_for
 from dnarch.train.run import RunResult, run
 
 ArrayLike = Tensor | np.ndarray
+
+
+def _budget_text(budget: object) -> str:
+    """``fit``'s budget as the command line writes it: a number, '25%', 'none' or None."""
+    if budget is None:
+        return "none"
+    if isinstance(budget, str):
+        return budget
+    if isinstance(budget, int | float | np.integer | np.floating) and not isinstance(budget, bool):
+        return repr(float(budget))
+    raise ConfigError(f"budget takes {BUDGET_HELP}; got {budget!r}")
 
 
 def fit(
@@ -43,7 +54,8 @@ def fit(
     'segment' (N, *S) an integer label per position; 'regress' (N, *S) or (N, C_out, *S) values per
     position (the network then outputs at every position, through the dense head); left out, the
     config's ``data.task`` (``data__task=...`` or ``config``), else 'classify'. budget: fraction (<= 1) of the
-    maximal network's MACs, an absolute number (> 1), or None for no complexity loss; left out, the
+    maximal network's MACs (or a string like '25%'), an absolute whole number (> 1), or None for no
+    complexity loss; anything else raises ``ConfigError``; left out, the
     config's (default 0.5). epochs: left out, the config's (default 40). ``overrides`` are dotted config
     keys with ``__`` for the dot, e.g. ``net__width=64``. out: optional run folder: new or empty, or holding a run that ``overwrite``
     replaces (a folder that is not a run is never touched).
@@ -55,8 +67,8 @@ def fit(
     data = from_arrays(x_train, y_train, x_test, y_test, name="arrays", task=task)
     cfg = config or RunConfig(net=PRESETS[preset_for(len(data.input_shape), task)])
     flat: dict[str, str] = {"data.task": task}
-    if budget != "default":
-        flat["budget.budget"] = "none" if budget is None else repr(float(budget))  # type: ignore[arg-type]
+    if not (isinstance(budget, str) and budget == "default"):
+        flat["budget.budget"] = _budget_text(budget)
     if epochs is not None:
         flat["train.epochs"] = str(epochs)
     flat.update({k.replace("__", "."): str(v) for k, v in overrides.items()})

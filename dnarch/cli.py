@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+import dnarch
 from dnarch.config import ConfigError, RunConfig, from_dict, with_overrides
 from dnarch.data import DATASETS, DataError, load_data
 from dnarch.data.registry import check_data_name
@@ -53,6 +54,7 @@ def _parser() -> _Parser:
     p = _Parser(
         prog="dnarch", description="Learn a CNN's architecture and weights together (DNArch)."
     )
+    p.add_argument("--version", action="version", version=f"dnarch {dnarch.__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser(
         "train",
@@ -65,7 +67,9 @@ def _parser() -> _Parser:
         "--data.root=DIR names the folder that holds its files",
     )
     t.add_argument(
-        "--budget", help="fraction (<=1) of the maximal cost, absolute count (>1) or none"
+        "--budget",
+        help="fraction (<=1, or a percentage like 25%%) of the maximal cost, absolute "
+        "count (a whole number >1) or none",
     )
     t.add_argument(
         "--task",

@@ -166,6 +166,11 @@ class BudgetConfig:
     def __post_init__(self) -> None:
         _finite("budget", self)
         _require(self.budget is None or self.budget > 0, f"budget must be > 0, got {self.budget}")
+        if self.budget is not None and self.budget > 1 and not float(self.budget).is_integer():
+            raise ConfigError(
+                f"budget {self.budget:g} is neither a fraction of the maximal network (at most 1, "
+                "like 0.25 or 25%) nor an absolute count (a whole number of MACs or parameters)"
+            )
         _require(
             self.metric in ("macs", "params"),
             f"budget.metric must be macs or params, got {self.metric!r}",
@@ -233,6 +238,7 @@ class TrainConfig:
             f"train.precision must be fp32 or bf16, got {self.precision!r}",
         )
         _require(self.workers >= 0, f"train.workers must be >= 0, got {self.workers}")
+        _require(0 <= self.seed < 2**32, f"train.seed must lie in [0, 2**32), got {self.seed}")
         _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
@@ -369,8 +375,28 @@ def with_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
     return from_dict(RunConfig, data)
 
 
+BUDGET_HELP = "a fraction of the maximal network like 0.25 or 25%, an absolute count, or none"
+
+
+def parse_budget(text: str) -> float | None:
+    """A budget as written on the command line: '0.25', '25%', '1200000' or 'none'."""
+    t = text.strip().lower()
+    if t in ("none", "null"):
+        return None
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise ConfigError(f"--budget takes {BUDGET_HELP}; got {text!r}") from None
+    if t.endswith("%") and not 0 < value <= 1:
+        raise ConfigError(f"a budget in percent lies in (0%, 100%]; got {text!r}")
+    return value
+
+
 def parse_value(path: str, text: str, typ: Any) -> Any:
-    """Parse a command-line string as ``typ`` (int, float, bool, str or an Optional of them)."""
+    """Parse a command-line string as ``typ`` (int, float, bool, str or an Optional of them);
+    ``budget.budget`` as ``parse_budget``."""
+    if path == "budget.budget":
+        return parse_budget(text)
     options = _type_options(typ)
     if type(None) in options and text.lower() in ("none", "null"):
         return None

@@ -45,6 +45,11 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
             "learn more axes",
         ),  # fmt: skip
         "negative epochs": (["--epochs", "-3"], "train.epochs must be >= 1"),
+        "fractional budget above 1": (["--budget", "1.5"], "neither a fraction"),
+        "budget in percent above 100": (["--budget", "150%"], "lies in (0%, 100%]"),
+        "budget that is not a number": (["--budget", "abc"], "--budget takes a fraction"),
+        "negative seed": (["--seed", "-1"], "train.seed must lie in [0, 2**32)"),
+        "seed of 2**32": (["--seed", str(2**32)], "train.seed must lie in [0, 2**32)"),
         "zero blocks": (["--net.blocks=0"], "net.blocks must be >= 1"),
         "negative width": (["--net.width=-4"], "net.width must be >= 1"),
         "zero batch size": (["--train.batch_size=0"], "train.batch_size must be >= 1"),
@@ -201,4 +206,28 @@ def test_api_raises_clear_exceptions() -> None:
         dnarch.fit(x, y, x, y, budget=3.0, epochs=1, progress=False)
     with pytest.raises(ConfigError, match="unknown config key"):
         dnarch.fit(x, y, x, y, epochs=1, progress=False, net__widht=3)
+    for budget, message in (
+        ("abc", "budget takes a fraction"),
+        ([0.5], "budget takes a fraction"),
+        (True, "budget takes a fraction"),
+        (1.5, "neither a fraction"),
+        ("150%", "in percent"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            dnarch.fit(x, y, x, y, budget=budget, epochs=1, progress=False)
+    with pytest.raises(ConfigError, match=r"train.seed must lie in \[0, 2\*\*32\)"):
+        dnarch.fit(x, y, x, y, epochs=1, progress=False, train__seed=-1)
+
+
+def test_budget_spellings_and_version(capsys) -> None:
+    from dnarch.config import RunConfig, parse_budget, with_overrides
+
+    assert parse_budget("25%") == parse_budget("0.25") == 0.25
+    assert parse_budget("None") is None and parse_budget("1200000") == 1.2e6
+    assert with_overrides(RunConfig(), {"budget.budget": "10%"}).budget.budget == pytest.approx(0.1)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert (
+        exit_.value.code == 0 and capsys.readouterr().out.strip() == f"dnarch {dnarch.__version__}"
+    )
     assert json.dumps  # keep the import honest
