@@ -231,3 +231,21 @@ def test_budget_spellings_and_version(capsys) -> None:
         exit_.value.code == 0 and capsys.readouterr().out.strip() == f"dnarch {dnarch.__version__}"
     )
     assert json.dumps  # keep the import honest
+
+
+def test_an_axis_too_long_to_export_its_resampling_fails_before_training(tmp_path, capsys) -> None:
+    from dnarch.config import NetConfig
+    from dnarch.models import build_model
+    from dnarch.models.dnarchnet import MAX_RESAMPLED_LENGTH
+
+    n = MAX_RESAMPLED_LENGTH + 1
+    with pytest.raises(ValueError, match="--net.learn_resolution=false"):
+        build_model(NetConfig(blocks=1, width=2, hidden=2), 1, 2, (n,))
+    build_model(NetConfig(blocks=1, width=2, hidden=2, learn_resolution=False), 1, 2, (n,))
+    x = np.random.default_rng(0).normal(size=(4, 1, n)).astype(np.float32)
+    data = _npz(tmp_path / "long.npz", x, np.arange(4) % 2)
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--data", data, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "too long to learn where to downsample" in err, err
+    assert not out.exists()

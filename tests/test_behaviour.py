@@ -59,6 +59,8 @@ def test_api_fit_on_user_arrays(tmp_path) -> None:
     xt = torch.as_tensor(x[200:])[:, None]
     with torch.no_grad():
         assert torch.allclose(loaded(xt), result.static(xt), atol=1e-5)
+        # the exported network takes the (N, S) arrays fit took, as one channel
+        assert torch.equal(loaded(torch.as_tensor(x[200:])), loaded(xt))
 
 
 def test_api_keeps_a_given_config(monkeypatch) -> None:

@@ -233,7 +233,8 @@ class StaticBlock(nn.Module):
 
 
 class StaticNet(nn.Module):
-    """The exported network. x: (B, in_channels, *input_shape) -> logits (B, num_classes), or for a
+    """The exported network. x: (B, in_channels, *input_shape) (or (B, *input_shape) for one input
+    channel) -> logits (B, num_classes), or for a
     per-position task (B, num_classes, *input_shape): norm, upsampling back to the input resolution,
     the stem's output added (``spec.dense_skip``), a 1x1 convolution."""
 
@@ -259,6 +260,8 @@ class StaticNet(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == self.spec.ndim + 1 and self.spec.in_channels == 1:
+            x = x.unsqueeze(1)  # (B, *S), as ``dnarch.fit`` takes one-channel data: (B, 1, *S)
         h0 = h = self.stem(x)
         for block in self.blocks:
             h = block(h)

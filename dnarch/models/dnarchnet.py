@@ -64,6 +64,11 @@ class ArchSizes:
     grouped: bool = False  # are group counts learned (else every layer has one group)
 
 
+# the longest axis whose resolution is learned: the exported network resamples an axis of n samples
+# with a fixed (n_out, n) matrix, 1 GiB at n = 16,384 (``export.static.Resample``)
+MAX_RESAMPLED_LENGTH = 16384
+
+
 class DNArchNet(nn.Module):
     """The maximal CCNN-style network with DNArch masks. Input (B, in_channels, *input_shape).
 
@@ -92,6 +97,15 @@ class DNArchNet(nn.Module):
             raise ValueError(
                 f"need spatial sizes >= 1, in_channels >= 1 and num_classes >= 2 (1 output for "
                 f"regression); got {tuple(input_shape)}, {in_channels}, {num_classes}"
+            )
+        resampled = cfg.learn_resolution or cfg.init_resolution < 1
+        if resampled and max(input_shape) > MAX_RESAMPLED_LENGTH:
+            n = max(input_shape)
+            raise ValueError(
+                f"an input axis of {n:,} samples is too long to learn where to downsample: the "
+                f"exported network resamples with a fixed matrix of up to {n:,} x {n:,} floats "
+                f"({4 * n * n / 2**30:.0f} GiB); set --net.learn_resolution=false (axes of up to "
+                f"{MAX_RESAMPLED_LENGTH:,} samples can learn it)"
             )
         self.cfg, self.task = cfg, task
         self.dense = task != "classify"
