@@ -130,6 +130,50 @@ def test_bad_checkpoints_are_refused_with_one_line(tmp_path, monkeypatch, capsys
         load_checkpoint(ckpt)
 
 
+def test_checkpoint_contents_are_checked_after_the_checksum(tmp_path, monkeypatch, capsys) -> None:
+    """A checkpoint with a valid footer whose contents cannot be this run's: one line, exit 2, and
+    the checkpoint is left as it was."""
+    import hashlib
+    import io
+
+    folder = tmp_path / "run"
+    _stop_after(monkeypatch, 5)
+    assert main(["train", *FLAGS, "--out", str(folder)]) == 130
+    capsys.readouterr()
+    monkeypatch.undo()
+    ckpt = folder / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    blob = load_checkpoint(ckpt)
+    trainer = blob["trainer"]
+    model = dict(trainer["model"])
+    name = next(k for k, v in model.items() if v.ndim == 2)
+    model[name] = torch.zeros(3, 3)
+
+    def forged(**changes) -> bytes:
+        buf = io.BytesIO()
+        torch.save({**blob, "trainer": {**trainer, **changes} if changes else {}}, buf)
+        payload = buf.getvalue()
+        digest = hashlib.sha256(payload).hexdigest().encode()
+        return payload + b"\nDNARCH-CHECKPOINT-SHA256:" + digest
+
+    for what, data, message in [
+        ("no trainer state", forged(), "KeyError"),
+        ("a tensor of the wrong shape", forged(model=model), "size mismatch"),
+        ("a step past the epoch", forged(step=10**6), "lies outside this run"),
+        ("an epoch past the run", forged(epoch=99), "lies outside this run"),
+        ("a history of another length", forged(epoch=2), "history holds"),
+    ]:
+        ckpt.write_bytes(data)
+        assert main(["train", "--resume", str(folder), "--quiet"]) == 2, what
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "does not fit this run" in err and message in err, (
+            what,
+            err,
+        )
+    ckpt.write_bytes(good)
+    assert main(["train", "--resume", str(folder), "--quiet"]) == 0  # the real one still resumes
+
+
 def test_resume_rejects_what_it_cannot_continue(tmp_path, capsys) -> None:
     finished = tmp_path / "done"
     assert main(["train", *FLAGS[:-3], "--epochs", "1", "--quiet", "--out", str(finished)]) == 0

@@ -35,7 +35,13 @@ from dnarch.functional import masks as fm
 from dnarch.models import DNArchNet, build_model
 from dnarch.report import EXAMPLES
 from dnarch.train import distributed
-from dnarch.train.callbacks import Checkpointer, CSVLogger, atomic_write_bytes, load_checkpoint
+from dnarch.train.callbacks import (
+    Checkpointer,
+    CheckpointError,
+    CSVLogger,
+    atomic_write_bytes,
+    load_checkpoint,
+)
 from dnarch.train.folder import RunLock, check_out_dir, clear_run, is_run
 from dnarch.train.metrics import SCORES, evaluate_task, score_lines, target_peak
 from dnarch.train.objective import Objective
@@ -150,6 +156,14 @@ def run(
         return _run(cfg, data, model, objective, path, world, progress, resume)
 
 
+def _reason(err: BaseException) -> str:
+    """One line for why a checkpoint's contents did not load."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    detail = next((line for line in lines if "size mismatch" in line or "Missing" in line), None)
+    text = detail or (lines[0] if lines else "")
+    return f"{type(err).__name__}: {text}" if isinstance(err, KeyError | TypeError) else text
+
+
 def _run(
     cfg: RunConfig,
     data: DataBundle,
@@ -191,7 +205,12 @@ def _run(
     trainer = Trainer(model, objective, data, cfg.train, callbacks, progress=progress)
     if resume and path is not None:
         blob = load_checkpoint(path / "checkpoint.pt", resolved)
-        trainer.load_state_dict(blob["trainer"])
+        try:  # past its checksum, but its contents must still fit this run
+            trainer.load_state_dict(blob["trainer"])
+        except Exception as err:
+            raise CheckpointError(
+                f"{path / 'checkpoint.pt'} does not fit this run: {_reason(err)}"
+            ) from err
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
         history = trainer.fit()

@@ -361,7 +361,17 @@ class Trainer:
         }
 
     def load_state_dict(self, blob: dict[str, Any]) -> None:
-        """Continue from ``state_dict()``'s output: the next ``fit()`` picks up at its step."""
+        """Continue from ``state_dict()``'s output: the next ``fit()`` picks up at its step.
+        A state that cannot be this run's (a position outside the run, a history of another
+        length) raises ``ValueError`` before anything is loaded."""
+        epoch, step = int(blob["epoch"]), int(blob["step"])
+        if not 0 <= epoch <= self.cfg.epochs or not 0 <= step < self.steps_per_epoch:
+            raise ValueError(
+                f"its position (epoch {epoch}, step {step}) lies outside this run's "
+                f"{self.cfg.epochs} epochs of {self.steps_per_epoch} steps"
+            )
+        if len(blob["history"]) != epoch or (epoch == self.cfg.epochs and step):
+            raise ValueError(f"its history holds {len(blob['history'])} epochs, not {epoch}")
         self.model.load_state_dict(blob["model"])
         self.model.to(self.device)
         self.optimizer.load_state_dict(blob["optimizer"])
