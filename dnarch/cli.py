@@ -202,7 +202,17 @@ def build_config(
             else:
                 base[section] = values
         cfg = from_dict(RunConfig, base)
-    return with_overrides(cfg, overrides)
+    return _absolute_paths(with_overrides(cfg, overrides))
+
+
+def _absolute_paths(cfg: RunConfig) -> RunConfig:
+    """A data file and a data root as absolute paths, so the run resumes from any folder."""
+    name, root = cfg.data.name, cfg.data.root
+    if name not in DATASETS and Path(name).is_file():
+        name = str(Path(name).resolve())
+    if root:
+        root = str(Path(root).resolve())
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, name=name, root=root))
 
 
 def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:

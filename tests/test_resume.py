@@ -248,3 +248,32 @@ def test_a_nan_gradient_is_caught_too(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(trainer_module.Trainer, "_finite_gradients", flaky)
     assert main(["train", *FLAGS, "--out", str(tmp_path / "run")]) == 0
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["trainer"]["faults"] == 1
+
+
+def test_resume_finds_a_relative_data_file_and_notices_it_changed(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(96, 1, 16)).astype(np.float32), np.arange(96) % 3
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    np.savez(data_dir / "mine.npz", x_train=x, y_train=y, x_test=x[:32], y_test=y[:32])
+    monkeypatch.chdir(data_dir)
+    folder = tmp_path / "run"
+    flags = [f for f in FLAGS if not f.startswith("--data.limit")]
+    _stop_after(monkeypatch, 4)
+    assert main(["train", *flags, "--data", "mine.npz", "--out", str(folder)]) == 130
+    capsys.readouterr()
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["data"]["name"] == str(data_dir / "mine.npz")  # stored absolute
+    assert len(saved["resolved"]["data_sha256"]) == 64
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)  # another working folder
+    good = (data_dir / "mine.npz").read_bytes()
+    x[0, 0, 0] += 1.0  # the same shapes, one value changed in place
+    np.savez(data_dir / "mine.npz", x_train=x, y_train=y, x_test=x[:32], y_test=y[:32])
+    assert main(["train", "--resume", str(folder), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the data differ" in err, err
+    (data_dir / "mine.npz").write_bytes(good)
+    assert main(["train", "--resume", str(folder), "--quiet"]) == 0

@@ -8,6 +8,7 @@ for its task, validated by the one shared validator ``from_arrays``:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,16 @@ class DataBundle:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.x_train.shape[2:])
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the four arrays' shapes and bytes: a resumed run checks it trains on the same
+        data (a file changed in place, same shapes, is caught)."""
+        digest = hashlib.sha256()
+        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+            a = np.ascontiguousarray(t.detach().cpu().numpy())
+            digest.update(f"{a.dtype}{a.shape}".encode())
+            digest.update(a.view(np.uint8).reshape(-1).data)
+        return digest.hexdigest()
 
     def limited(self, n_train: int, n_test: int) -> DataBundle:
         """The first ``n_train`` / ``n_test`` samples (0 = all)."""

@@ -181,13 +181,15 @@ def _run(
             "dataset": data.name, "in_channels": data.in_channels, "num_classes": data.num_classes,
             "input_shape": list(data.input_shape), "task": data.task, "n_train": len(data.x_train),
             "n_test": len(data.x_test), "budget_absolute": objective.budget,
-            "max_cost": objective.max_cost,
+            "max_cost": objective.max_cost, "data_sha256": data.fingerprint(),
         },
     }  # fmt: skip
     callbacks: list[Any] = []
     if path is not None and world.main:
         if resume:
             on_disk = upgrade_saved(json.loads((path / "config.json").read_text()))
+            if "data_sha256" not in on_disk.get("resolved", {}):  # a run from before fingerprints
+                del resolved["resolved"]["data_sha256"]
             if on_disk.get("resolved") != json.loads(json.dumps(resolved["resolved"])):
                 raise ValueError(
                     f"the data differ from those {path} was trained on (see its config.json)"
