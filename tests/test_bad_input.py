@@ -249,3 +249,19 @@ def test_an_axis_too_long_to_export_its_resampling_fails_before_training(tmp_pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "too long to learn where to downsample" in err, err
     assert not out.exists()
+
+
+def test_labels_must_be_class_ids_each_seen_in_training() -> None:
+    x = np.random.default_rng(0).normal(size=(12, 8))
+    y = np.arange(12) % 3
+    for y_train, y_test, message in [
+        (y * 0, y * 0 + 1, "training labels hold 1 class"),
+        (y % 2, y, "test labels 2 never occur in the training labels"),
+        (np.array([0, 5, 900] * 4), np.array([0, 5, 900] * 4), "a 901-way head"),
+        (np.array(["cat", "dog", "eel"] * 4), y, "train labels are not numeric"),
+    ]:
+        with pytest.raises(DataError, match=message) as err:
+            dnarch.fit(x, y_train, x, y_test, epochs=1, progress=False)
+        assert len(str(err.value).splitlines()) == 1
+    with pytest.raises(DataError, match="encode them as integers"):
+        dnarch.fit(x, y.astype(str), x, y, epochs=1, progress=False)

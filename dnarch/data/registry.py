@@ -92,11 +92,22 @@ def from_arrays(
         raise DataError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
     xs, ys = [], []
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        for what, a in (("inputs", x), (LABELS[task], y)):
+            kind = a.dtype.kind if isinstance(a, np.ndarray) else np.asarray(a).dtype.kind
+            if not isinstance(a, Tensor) and kind in "USOVM":
+                encode = (
+                    "encode them as integers 0..K-1, e.g. np.unique(y, return_inverse=True)[1]"
+                    if what == "labels"
+                    else "they must be numbers"
+                )
+                raise DataError(f"{split} {what} are not numeric (dtype {kind!r}); {encode}")
         try:
             x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
             y = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y)
         except (TypeError, ValueError, RuntimeError) as err:
-            raise DataError(f"{split} inputs and labels must be numeric arrays: {err}") from err
+            raise DataError(
+                f"{split} inputs and {LABELS[task]} must be numeric arrays: {err}"
+            ) from err
         if not (
             x.is_floating_point()
             or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -145,12 +156,41 @@ def from_arrays(
             f"labels go up to {top - 1}: more than {MAX_CLASSES} classes; if y holds values, not "
             "classes, use --task regress"
         )
+    if num_classes is None and task == "classify":  # the user's own labels: one id per class
+        _check_label_ids(ys[0], ys[1])
     k = top if num_classes is None else num_classes
     if k < 2:
         raise DataError(f"need at least 2 classes, got {k}")
     if top > k:
         raise DataError(f"labels go up to {top - 1} but num_classes is {k}")
     return DataBundle(name, xs[0], ys[0], xs[1], ys[1], k, task)
+
+
+LABELS = {"classify": "labels", "segment": "labels", "regress": "targets"}
+
+
+def _check_label_ids(y_train: Tensor, y_test: Tensor) -> None:
+    """Class labels must name classes 0..K-1, each seen in training: refuse a single training class,
+    test labels that training never shows (the network cannot learn them), and ids with gaps (0, 5,
+    900 would make a 901-way head). Registered datasets, whose class count is given, skip this."""
+    train, test = set(y_train.unique().tolist()), set(y_test.unique().tolist())
+    if len(train) < 2:
+        raise DataError(
+            f"the training labels hold {len(train)} class ({min(train)}); need at least 2 classes"
+        )
+    unseen = sorted(test - train)
+    if unseen:
+        shown = ", ".join(map(str, unseen[:5])) + (", ..." if len(unseen) > 5 else "")
+        raise DataError(
+            f"test labels {shown} never occur in the training labels: the network cannot learn them"
+        )
+    if len(train) != max(train) + 1:
+        shown = ", ".join(map(str, sorted(train)[:5])) + (", ..." if len(train) > 5 else "")
+        raise DataError(
+            f"labels must be the class ids 0..K-1; these are {len(train)} ids ({shown}) up to "
+            f"{max(train)}, a {max(train) + 1}-way head: encode them as 0..{len(train) - 1}, "
+            "e.g. np.unique(y, return_inverse=True)[1]"
+        )
 
 
 def _check_targets(split: str, task: str, x: Tensor, y: Tensor) -> Tensor:
