@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 import typing
@@ -327,8 +328,13 @@ def _main(argv: list[str]) -> int:
         print(f"{_who()}: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     except OSError as err:  # unreadable or unwritable paths, full disks
-        where = f": {err.filename}" if err.filename else ""
-        print(f"{_who()}: error: {err.strerror or err}{where}", file=sys.stderr)
+        folder = getattr(args, "resume", None) or getattr(args, "out", None)
+        name = os.fsdecode(err.filename) if err.filename else (folder or "")
+        where = f": {name}" if name else ""
+        hint = ""
+        if folder and (Path(folder) / "checkpoint.pt").is_file():
+            hint = f"; the last checkpoint is kept: continue with dnarch train --resume {folder}"
+        print(f"{_who()}: error: {err.strerror or err}{where}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dnarch: interrupted; files written so far are kept", file=sys.stderr)

@@ -188,12 +188,35 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "No space left on device" in err
+    assert "checkpoint.pt" in err and f"dnarch train --resume {folder}" in err, err
     blob = load_checkpoint(folder / "checkpoint.pt")  # epoch 1's, whole and valid
     assert blob["trainer"]["epoch"] == 1
     assert not (folder / "checkpoint.pt.tmp").exists()  # no half-written file left behind
     assert callbacks  # (imported for the patch target's module)
     monkeypatch.undo()
     assert main(["train", "--resume", str(folder), "--quiet"]) == 0  # and the run can go on
+
+
+def test_a_tensorboard_writer_that_fails_in_its_thread_prints_one_line(tmp_path, capfd) -> None:
+    """The event writer's thread fails on a full disk: its traceback is not printed; the run's own
+    error (raised again by the next flush) is the one line."""
+    import subprocess
+    import sys
+
+    script = f"""
+import errno, sys
+from tensorboard.summary.writer import record_writer
+def full(self, data):
+    raise OSError(errno.ENOSPC, "No space left on device")
+record_writer.RecordWriter.write = full
+from dnarch.cli import main
+sys.exit(main(["train", *{TINY!r}, "--epochs", "2", "--out", {str(tmp_path / "run")!r}]))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err, err
+    assert "Exception in thread" not in err
 
 
 def test_api_raises_clear_exceptions() -> None:
@@ -265,3 +288,22 @@ def test_labels_must_be_class_ids_each_seen_in_training() -> None:
         assert len(str(err.value).splitlines()) == 1
     with pytest.raises(DataError, match="encode them as integers"):
         dnarch.fit(x, y.astype(str), x, y, epochs=1, progress=False)
+
+
+def test_ctrl_c_while_the_libraries_load_is_one_line() -> None:
+    import subprocess
+    import sys
+
+    script = """
+import sys
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC())
+from dnarch.__main__ import main
+sys.exit(main())
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 130
+    assert proc.stderr.strip() == "dnarch: interrupted while starting; nothing was written"

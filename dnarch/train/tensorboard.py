@@ -3,10 +3,25 @@ the architecture per block, one point per epoch. The CSV stays the plain record;
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from dnarch.train.callbacks import soft_sizes
 from dnarch.train.trainer import TrainState
+
+
+def _quiet_writer_threads(previous: object) -> None:
+    """TensorBoard writes from a thread; when that fails (a full disk), the thread's traceback would
+    be printed beside the run's one-line error. The writer raises the same error again in the run's
+    thread at its next write or flush, so the thread's own report is dropped."""
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread":
+            return
+        previous(args)  # type: ignore[operator]
+
+    hook.dnarch_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 class TensorBoardLogger:
@@ -15,6 +30,8 @@ class TensorBoardLogger:
     def __init__(self, log_dir: Path) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        if not getattr(threading.excepthook, "dnarch_quiet", False):
+            _quiet_writer_threads(threading.excepthook)
         self.writer = SummaryWriter(str(log_dir))
 
     def on_epoch_end(self, state: TrainState) -> None:
