@@ -3,6 +3,7 @@
 
 import errno
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -113,8 +114,9 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         ),
         "a .npz that is not one": (
             ["--data", str(tmp / "fake.npz")],
-            "cannot read",
+            "is not a .npz archive",
         ),
+        "a folder as --data": (["--data", str(tmp)], "is a folder; give a .npz file"),
         "missing data root": (
             ["--data", "fashion-mnist", f"--data.root={tmp / 'nowhere'}"],
             "not an existing folder",
@@ -176,7 +178,7 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys)
     real = Path.write_bytes
 
     def filling_up(self, data):
-        if self.name == "checkpoint.pt.tmp":
+        if self.name.startswith("checkpoint.") and ".tmp" in self.name:
             writes.append(1)
             if len(writes) == 2:  # the second epoch's checkpoint hits a full disk half-way
                 real(self, data[: len(data) // 2])
@@ -191,7 +193,7 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys)
     assert "checkpoint.pt" in err and f"dnarch train --resume {folder}" in err, err
     blob = load_checkpoint(folder / "checkpoint.pt")  # epoch 1's, whole and valid
     assert blob["trainer"]["epoch"] == 1
-    assert not (folder / "checkpoint.pt.tmp").exists()  # no half-written file left behind
+    assert not [p for p in folder.iterdir() if ".tmp" in p.name]  # no half-written file left
     assert callbacks  # (imported for the patch target's module)
     monkeypatch.undo()
     assert main(["train", "--resume", str(folder), "--quiet"]) == 0  # and the run can go on
@@ -307,3 +309,23 @@ sys.exit(main())
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 130
     assert proc.stderr.strip() == "dnarch: interrupted while starting; nothing was written"
+
+
+def test_atomic_writes_keep_the_old_file_and_leave_no_temporary(tmp_path) -> None:
+    from dnarch.files import atomic_path, atomic_write_text
+
+    target = tmp_path / "cache.npz"
+    atomic_write_text(target, "old")
+    with pytest.raises(OSError), atomic_path(target) as tmp:
+        assert tmp.suffix == ".npz" and str(os.getpid()) in tmp.name
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz"]
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        np.savez(tmp, x=np.zeros(2))  # savez keeps the name: it ends in .npz
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz"]
+    with atomic_path(target) as tmp:
+        np.savez(tmp, x=np.ones(2))
+    assert np.load(target)["x"].tolist() == [1.0, 1.0]

@@ -123,3 +123,13 @@ def test_cli_finetune(tmp_path, capsys) -> None:
     assert tuned(torch.randn(2, 1, 40)).shape == (2, 10)
     assert main(["finetune", str(out), "--epochs", "x"]) == 2
     assert main(["finetune", str(tmp_path / "nope")]) == 2
+
+
+def test_a_successful_export_is_quiet(saved, capfd) -> None:
+    _, folder = saved
+    capfd.readouterr()
+    for fmt in ("pt2", "onnx"):
+        assert main(["export", str(folder), "--format", fmt]) == 0
+        out, err = capfd.readouterr()
+        assert err == "" and out.strip() == f"exported ({fmt}): {folder / f'model.{fmt}'}"
+    assert not [p.name for p in folder.iterdir() if "tmp" in p.name]

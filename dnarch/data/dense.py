@@ -24,6 +24,7 @@ import numpy as np
 
 from dnarch.data import registry
 from dnarch.data.registry import DataBundle, cache_dir, from_arrays
+from dnarch.files import atomic_path
 
 ON_FRACTION = 0.1  # an item's pixel is "on" above this fraction of the item's maximum
 SCENE_CANVAS = (32, 32)
@@ -215,12 +216,11 @@ def _cached(name: str, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, n
     if not path.exists():
         arrays = make()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(
-            tmp, x_train=arrays["x_train"], y_train=arrays["y_train"],
-            x_test=arrays["x_test"], y_test=arrays["y_test"],
-        )  # fmt: skip
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(
+                tmp, x_train=arrays["x_train"], y_train=arrays["y_train"],
+                x_test=arrays["x_test"], y_test=arrays["y_test"],
+            )  # fmt: skip
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 

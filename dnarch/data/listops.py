@@ -15,13 +15,13 @@ setting. Inputs are one-hot (N, 16, L) float32, because dnarch's models take flo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from dnarch.data.registry import DataBundle, DataError, cache_dir, from_arrays
+from dnarch.files import atomic_path
 
 PAD, END = 0, 15
 VOCAB = (
@@ -190,9 +190,8 @@ def load_listops(
     if not path.exists():
         tokens, labels = generate_listops(n_train + n_test, max_length, seed=seed, progress=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, tokens=tokens.astype(np.uint8), labels=labels.astype(np.uint8))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, tokens=tokens.astype(np.uint8), labels=labels.astype(np.uint8))
     with np.load(path, allow_pickle=False) as f:
         tokens, labels = f["tokens"].astype(np.int64), f["labels"].astype(np.int64)
     return from_arrays(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dnarch.files import atomic_path
 from dnarch.tasks import TASKS
 
 
@@ -238,9 +240,8 @@ def load_mnist1d() -> DataBundle:
 
         d = make_dataset(get_dataset_args())
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, x_train=d["x"], y_train=d["y"], x_test=d["x_test"], y_test=d["y_test"])
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, x_train=d["x"], y_train=d["y"], x_test=d["x_test"], y_test=d["y_test"])
     return load_npz(path, name="mnist1d")
 
 
@@ -257,14 +258,27 @@ def load_digits() -> DataBundle:
     return from_arrays(x[:cut], d.target[:cut], x[cut:], d.target[cut:], name="digits")
 
 
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise DataError(
+            f"--data {str(path)!r} is a folder; give a .npz file, or a dataset name with "
+            "--data.root for the folder that holds its files"
+        )
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} does not exist")
+
+
 def load_npz(
     path: str | os.PathLike[str], name: str | None = None, task: str = "classify"
 ) -> DataBundle:
     """A user's ``.npz`` with arrays x_train, y_train, x_test, y_test (no pickled objects allowed);
     ``task`` says how y is read (see ``from_arrays``)."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file {str(p)!r} does not exist")
+    _check_file(p)
+    if not zipfile.is_zipfile(p):
+        raise DataError(
+            f"{p} is not a .npz archive (np.savez writes one, with x_train, y_train, ...)"
+        )
     try:
         with np.load(p, allow_pickle=False) as f:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
@@ -463,8 +477,7 @@ def check_data_name(name: str, root: str | os.PathLike[str] | None = None) -> No
     if name in DATASETS:
         return
     if name.endswith(".npz") or Path(name).exists():
-        if not Path(name).is_file():
-            raise DataError(f"data file {name!r} does not exist")
+        _check_file(Path(name))
         return
     raise DataError(
         f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} or give a .npz path"

@@ -17,13 +17,13 @@ torchaudio's ``$DNARCH_DATA/SpeechCommands/speech_commands_v0.0{2,1}``, ``$DNARC
 from __future__ import annotations
 
 import hashlib
-import os
 import wave
 from pathlib import Path
 
 import numpy as np
 
 from dnarch.data.registry import DataBundle, DataError, cache_dir, from_arrays, search_folders
+from dnarch.files import atomic_path
 
 SAMPLE_RATE = 16_000  # Hz; every clip is padded or cropped to one second
 TEN_WORDS = ("down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes")
@@ -156,10 +156,5 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Atomically: a reader sees the old file or the whole new one, never a partial write.
     PCM is stored as int16, half the size of float32 and lossless."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
-            np.savez(f, **arrays)  # type: ignore[arg-type]  # stubs match **kwds to allow_pickle
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # stubs match **kwds to allow_pickle

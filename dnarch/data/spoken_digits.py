@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dnarch.data.registry import DataBundle, DataError, cache_dir, from_arrays
+from dnarch.files import atomic_path
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ACCENTS = (
@@ -172,9 +173,8 @@ def load_spoken_digits(
             n_per_class_train, n_per_class_test, sample_rate, length, seed
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
     with np.load(path, allow_pickle=False) as f:
         x_train, y_train, x_test, y_test = (
             f[k] for k in ("x_train", "y_train", "x_test", "y_test")

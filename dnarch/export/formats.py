@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from dnarch.export.spec import ArchSpec
 from dnarch.export.static import ExportError, StaticNet, load_static
+from dnarch.files import atomic_path
 
 FORMATS = ("state", "pt2", "onnx")
 
@@ -29,14 +32,25 @@ def _dynamic_batch() -> dict[str, dict[int, torch.export.Dim]]:
     return {"x": {0: torch.export.Dim("batch", min=1)}}
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """The named logger (and its children) shows errors only, inside the block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def to_pt2(net: StaticNet, path: Path) -> Path:
     """``torch.export`` program with a dynamic batch axis, saved as .pt2."""
     program = torch.export.export(
         net.eval(), (_example(net.spec),), dynamic_shapes=_dynamic_batch()
     )
-    tmp = path.with_name(path.name + ".tmp")
-    torch.export.save(program, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.export.save(program, tmp)
     return path
 
 
@@ -49,26 +63,25 @@ def to_onnx(net: StaticNet, path: Path, tolerance: float = 1e-4) -> Path:
         raise ExportError(
             "ONNX export needs the 'export' extra: pip install 'dnarch[export]'"
         ) from err
-    tmp = path.with_name(path.name + ".tmp")
-    with (
-        contextlib.redirect_stdout(io.StringIO()),
-        warnings.catch_warnings(),
-    ):  # the exporter narrates its steps on stdout
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net.eval(), (_example(net.spec),), str(tmp), dynamo=True,
-            dynamic_shapes=_dynamic_batch(), external_data=False,
-        )  # fmt: skip
-    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    x = _example(net.spec, batch=5)
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    with torch.no_grad():
-        want = net(x).numpy()
-    diff = float(abs(got - want).max() / max(abs(want).max(), 1e-12))
-    if diff > tolerance:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"ONNX output differs from PyTorch's by {diff:.2e} (> {tolerance:g})")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            warnings.catch_warnings(),
+            _quiet_logger("torch.onnx"),
+        ):  # the exporter narrates its steps on stdout, and logs the torchvision ops it skips
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net.eval(), (_example(net.spec),), str(tmp), dynamo=True,
+                dynamic_shapes=_dynamic_batch(), external_data=False,
+            )  # fmt: skip
+        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        x = _example(net.spec, batch=5)
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        with torch.no_grad():
+            want = net(x).numpy()
+        diff = float(abs(got - want).max() / max(abs(want).max(), 1e-12))
+        if diff > tolerance:  # the temporary file is removed: nothing is written
+            raise ExportError(f"ONNX output differs from PyTorch's by {diff:.2e} (> {tolerance:g})")
     return path
 
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from dnarch.export.spec import ArchSpec, BlockSpec
+from dnarch.files import atomic_path, atomic_write_text
 from dnarch.functional import fourier
 from dnarch.functional.channels import pad_channels
 from dnarch.functional.conv import depthwise_conv
@@ -360,10 +361,9 @@ def save_static(folder: str | os.PathLike[str], spec: ArchSpec, state: dict[str,
     """Write ``architecture.json`` and ``model.pt`` (a plain state dict) into ``folder``, atomically."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / "architecture.json", spec.to_json())
-    tmp = out / "model.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / "model.pt")
+    atomic_write_text(out / "architecture.json", spec.to_json())
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(state, tmp)
     return out
 
 
@@ -394,9 +394,3 @@ def load_static(folder: str | os.PathLike[str]) -> StaticNet:
         return build_static(spec, state)
     except RuntimeError as err:
         raise ExportError(f"{out / 'model.pt'} does not match its architecture.json") from err
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

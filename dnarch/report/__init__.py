@@ -16,6 +16,7 @@ import torch
 
 from dnarch.config import describe_gates
 from dnarch.export.spec import ArchSpec
+from dnarch.files import atomic_write_text
 from dnarch.train.metrics import score_lines
 
 FIGURES = {
@@ -203,7 +204,5 @@ window.addEventListener("load", () => {{
 </body></html>
 """
     path = out / "index.html"
-    tmp = out / "index.html.tmp"
-    tmp.write_text(page)
-    tmp.replace(path)
+    atomic_write_text(path, page)
     return path

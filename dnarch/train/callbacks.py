@@ -1,6 +1,6 @@
 """Callbacks that write a run's files: per-epoch CSV metrics (with the architecture) and checkpoints.
 
-Every file is written to a temporary name and renamed, so a crash mid-write leaves the previous one.
+Every file is written through ``dnarch.files.atomic_path``, so a crash mid-write leaves the previous one.
 """
 
 from __future__ import annotations
@@ -9,27 +9,15 @@ import csv
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dnarch.cost import model_cost
+from dnarch.files import atomic_write_bytes
 from dnarch.models import DNArchNet
 from dnarch.train.trainer import TrainState
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: a crash or a full disk
-    mid-write leaves the previous file whole (and no half-written temporary behind)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def arch_columns(model: DNArchNet) -> dict[str, Any]:
