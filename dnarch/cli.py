@@ -79,6 +79,9 @@ def _parser() -> _Parser:
     )
     t.add_argument("--epochs", help="training epochs (train.epochs)")
     t.add_argument("--seed", help="random seed (train.seed)")
+    t.add_argument(
+        "--threads", help="CPU threads (train.threads; default: one per core; 1 on a busy machine)"
+    )
     t.add_argument("--preset", default="auto", help="maximal network: auto, " + ", ".join(PRESETS))
     t.add_argument("--config", help="JSON file with (part of) the config tree")
     t.add_argument("--out", help="run folder (default runs/<data>-<time>)")
@@ -174,7 +177,8 @@ def build_config(
     flags, then dotted overrides."""
     overrides = _split_overrides(extra)
     for flag, key in (("data", "data.name"), ("budget", "budget.budget"), ("epochs", "train.epochs"),
-                      ("seed", "train.seed"), ("task", "data.task")):  # fmt: skip
+                      ("seed", "train.seed"), ("task", "data.task"),
+                      ("threads", "train.threads")):  # fmt: skip
         value = getattr(args, flag)
         if value is not None:
             overrides = {key: value, **overrides}
@@ -221,7 +225,7 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
 
     given = [
         f"--{f}"
-        for f in ("data", "budget", "epochs", "seed", "task", "config", "out")
+        for f in ("data", "budget", "epochs", "seed", "task", "config", "out", "threads")
         if getattr(args, f)
     ]
     given += ["--overwrite"] if args.overwrite else []

@@ -105,3 +105,18 @@ def test_installed_command_exit_code(tmp_path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["dnarch: error: net.width expects int, got 'zero'"]
+
+
+def test_threads_flag_sets_torch_threads_for_the_run(tmp_path, monkeypatch, capsys) -> None:
+    import torch
+
+    from tests.test_bad_input import TINY
+
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    assert main(["train", *TINY, "--threads", "1", "--out", str(tmp_path / "run")]) == 0
+    assert seen == [1]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["threads"] == 1
+    assert main(["train", *TINY, "--threads", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert "train.threads must be >= 0" in capsys.readouterr().err

@@ -130,6 +130,8 @@ def run(
     world = distributed.current()
     if resume and out_dir is None:
         raise ValueError("resume needs the run folder (out_dir)")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     if data is None:
         data = load_data(cfg.data.name, cfg.data.root or None, cfg.data.task)
