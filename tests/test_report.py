@@ -51,3 +51,32 @@ def test_every_image_loads_in_headless_chromium(run_dir) -> None:
         capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
     assert f'data-check="images={len(SHOWN)} loaded=true tables_filled=true"' in dom
+
+
+def test_soft_sizes_are_drawn_clipped_at_the_maximal_network() -> None:
+    from dnarch.report import plots
+
+    rows = [
+        {
+            "epoch": str(e),
+            "b0_kept": "1",
+            "b0_kernel": "39",
+            "b0_hidden": "64",
+            "b0_res_out": "40",
+            "soft_block0_kernel_axis0": str(45 + e),
+            "soft_block0_hidden": "60",
+            "soft_block0_resolution_axis0": "50",
+            "soft_block0_depth": "1.0",
+        }  # fmt: skip
+        for e in range(1, 4)
+    ]
+    maximal = {"kernel": [39.0], "res_out": [40.0], "hidden": [64.0], "depth": [1.0]}
+    fig = plots.architecture_over_training(rows, 1, maximal)
+    for ax in fig.axes:
+        ys = [y for line in ax.get_lines() for y in line.get_ydata()]
+        title = ax.get_title()
+        if title.startswith("kernel"):
+            assert max(ys) == 39.0  # the soft kernel (46-48 taps) drawn at the maximal 39
+        if title.startswith("resolution"):
+            assert max(ys) == 40.0
+    assert fig.axes[0].title.get_fontsize() >= 10

@@ -17,6 +17,7 @@ import torch
 from dnarch.config import describe_gates
 from dnarch.export.spec import ArchSpec
 from dnarch.files import atomic_write_text
+from dnarch.functional import masks as fm
 from dnarch.train.metrics import score_lines
 
 FIGURES = {
@@ -36,7 +37,8 @@ CAPTIONS = {
     "weights train.",
     "architecture_over_training": "Each line is one block. Solid: the size the exported network would "
     "have after that epoch (what cropping keeps). Dashed: the smooth size the masks describe, which is "
-    "what the gradient sees. Kernel taps and resolution are per spatial axis; the depth mask value is "
+    "what the gradient sees; it is drawn clipped at the maximal network (grey dotted), which a fully "
+    "open mask's smooth size can pass. Kernel taps and resolution are per spatial axis; the depth mask value is "
     "1 for a block that is fully used and falls towards 0 for a block being removed.",
     "final_architecture": "The exported network, block by block, left to right. A box is wider when the "
     "block keeps more hidden channels and taller when it runs at a higher resolution; the orange bar "
@@ -102,6 +104,16 @@ def _kernel_items(run_dir: Path, config: dict[str, Any], spec: ArchSpec) -> list
     return items
 
 
+def _maximal_sizes(spec: ArchSpec) -> dict[str, list[float]]:
+    """The maximal network's sizes per panel of ``plots.architecture_over_training``."""
+    return {
+        "kernel": [float(fm.max_kernel_size(n)) for n in spec.input_shape],
+        "res_out": [float(n) for n in spec.input_shape],
+        "hidden": [float(spec.max_hidden)],
+        "depth": [1.0],
+    }
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
@@ -125,7 +137,9 @@ def write_report(run_dir: str | Path) -> Path:
             summary.get("budget_metric", "macs"),
             summary.get("task", "classify"),
         ),  # fmt: skip
-        "architecture_over_training": plots.architecture_over_training(rows, spec.ndim),
+        "architecture_over_training": plots.architecture_over_training(
+            rows, spec.ndim, _maximal_sizes(spec)
+        ),
         "final_architecture": plots.final_architecture(spec),
     }
     try:

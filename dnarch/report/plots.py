@@ -29,10 +29,16 @@ def _blocks(rows: list[dict[str, str]]) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-def architecture_over_training(rows: list[dict[str, str]], ndim: int) -> Figure:
+def architecture_over_training(
+    rows: list[dict[str, str]], ndim: int, maximal: dict[str, list[float]] | None = None
+) -> Figure:
     """Per block, kernel size per axis, hidden width, resolution per axis, depth mask value and (when
     learned) the pointwise layers' group counts against epoch: the hard (exported) value as a solid
-    line, the soft (learned) one dashed."""
+    line, the soft (learned) one dashed. ``maximal``: the maximal network's size per panel key
+    ("kernel", "res_out": per axis; "hidden", "depth": one value), drawn as a grey dotted line; a soft
+    size is the masks' smooth extent and can pass it when a mask is fully open, so it is drawn
+    clipped there."""
+    maximal = maximal or {}
     epochs = [int(r["epoch"]) for r in rows]
     blocks = _blocks(rows)
     panels: list[tuple[str, str, int | None]] = [
@@ -66,16 +72,21 @@ def architecture_over_training(rows: list[dict[str, str]], ndim: int) -> Figure:
                 hard = [float(_sizes(r[f"b{b}_{key}"])[axis]) for r in rows]
             ax.plot(epochs, hard, "-", color=c, label=f"block {b}")
             if soft_key in rows[0]:
-                ax.plot(epochs, [float(r[soft_key]) for r in rows], "--", color=c, alpha=0.6)
+                top = maximal.get(key, [math.inf] * max(ndim, 1))[axis or 0]
+                soft = [min(float(r[soft_key]), top) for r in rows]
+                ax.plot(epochs, soft, "--", color=c, alpha=0.6)
+        if key in maximal:
+            ax.axhline(maximal[key][axis or 0], color="grey", ls=":", lw=1, label="maximal")
         if key == "groups":
             ax.set_yscale("log", base=2)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("epoch", fontsize=10)
+        ax.tick_params(labelsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, title="solid: exported; dashed: soft", title_fontsize=7)
+    axes.flat[0].legend(fontsize=9, title="solid: exported; dashed: soft", title_fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -191,13 +202,13 @@ def kernels(items: list[dict[str, Any]], ndim: int, channels: int = 4) -> Figure
             for c in range(min(channels, len(k))):
                 ax.plot(list(taps), k[c] / scale, lw=1)
             ax.plot(list(taps), m, "k--", lw=1, label="mask")
-            ax.set_title(f"block {it['index']}: {len(m)} taps", fontsize=9)
+            ax.set_title(f"block {it['index']}: {len(m)} taps", fontsize=11)
             ax.set_xlabel("tap")
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=7)
+        axes[0][0].legend(fontsize=9)
     else:
         cols = min(channels, max(len(it["kernel"]) for it in items) if items else 1) + 1
-        fig, axes = plt.subplots(n, cols, figsize=(1.8 * cols, 1.9 * n), squeeze=False)
+        fig, axes = plt.subplots(n, cols, figsize=(2.2 * cols, 2.3 * n), squeeze=False)
         for row, it in zip(axes, items, strict=False):
             k, m = it["kernel"], it["mask"]
             for c, ax in enumerate(row[:-1]):
@@ -206,12 +217,12 @@ def kernels(items: list[dict[str, Any]], ndim: int, channels: int = 4) -> Figure
                     ax.imshow(k[c], cmap="RdBu_r", vmin=-lim, vmax=lim)
                 ax.set_xticks([])
                 ax.set_yticks([])
-            row[0].set_ylabel(f"block {it['index']}\n{'x'.join(map(str, m.shape))}", fontsize=8)
+            row[0].set_ylabel(f"block {it['index']}\n{'x'.join(map(str, m.shape))}", fontsize=11)
             row[-1].imshow(m, cmap="Greys_r", vmin=0, vmax=1)
-            row[-1].set_title("mask", fontsize=8)
+            row[-1].set_title("mask", fontsize=11)
             row[-1].set_xticks([])
             row[-1].set_yticks([])
-    fig.suptitle("learned kernels (first channels) and their masks", fontsize=10)
+    fig.suptitle("learned kernels (first channels) and their masks", fontsize=12)
     fig.tight_layout()
     return fig
 
