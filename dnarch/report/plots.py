@@ -72,7 +72,7 @@ def architecture_over_training(
                 hard = [float(_sizes(r[f"b{b}_{key}"])[axis]) for r in rows]
             ax.plot(epochs, hard, "-", color=c, label=f"block {b}")
             if soft_key in rows[0]:
-                top = maximal.get(key, [math.inf] * max(ndim, 1))[axis or 0]
+                top = maximal[key][axis or 0] if key in maximal else math.inf
                 soft = [min(float(r[soft_key]), top) for r in rows]
                 ax.plot(epochs, soft, "--", color=c, alpha=0.6)
         if key in maximal:
