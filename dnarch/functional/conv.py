@@ -173,22 +173,25 @@ def depthwise_conv(
 def choose_backend(x: Tensor, weight: Tensor) -> str:
     """The faster backend for these shapes on this device, measured once per shape class and cached.
 
-    Kernel sizes change all through training, so a measurement per exact size would be paid over and
-    over (a direct 773-tap conv costs a second per call on a CPU). Instead: kernel sizes are bucketed
-    by quarter octaves (one verdict covers sizes within ~19%); a shape where one backend does 16x fewer
-    operations by the textbook count is decided without timing; and the rest are timed on a slice of
-    at most 16 samples of the batch. In training (a gradient is wanted) the forward and backward
-    passes are timed together, and 3-tap kernels alone are decided without timing: a direct depthwise
-    convolution's backward pass is slow on a CPU (9 taps in 1D, 5x5 and 9x9 in 2D run faster as FFTs
-    there, though their forward passes alone do not). Under ``torch.use_deterministic_algorithms(True)``
-    the count alone decides, so that runs repeat exactly.
+    Kernel sizes and (with cropping) lengths change all through training, so a measurement per exact
+    shape would be paid over and over. Instead: kernel sizes and lengths are bucketed by quarter
+    octaves (one verdict covers sizes within ~19%) and the channel count is left out (both backends
+    scale with it); a shape where one backend does 16x fewer operations by the textbook count is
+    decided without timing (in training, 4x fewer for the FFT: a direct depthwise convolution's
+    backward pass costs several times its forward on a CPU); and the rest are timed on a slice of at
+    most 8 samples of the batch. In training (a gradient is wanted) the forward and backward passes
+    are timed together, and 3-tap kernels alone are decided without timing (9 taps in 1D, 5x5 and 9x9
+    in 2D run faster as FFTs there, though their forward passes alone do not). Timing a direct
+    backward pass of a long kernel costs seconds: on sequences of 784 the per-shape measurements once
+    took half of a 25% run's CPU time. Under ``torch.use_deterministic_algorithms(True)`` the count
+    alone decides, so that runs repeat exactly.
     """
     train = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    # the batch size is left out of the key: it scales both backends alike
     buckets = tuple(round(4 * math.log2(k)) for k in weight.shape[1:]) + (
         ("train",) if train else ()
     )
-    key = (x.device.type, x.dtype, tuple(x.shape[1:]), buckets)
+    lengths = tuple(round(4 * math.log2(n)) for n in x.shape[2:])
+    key = (x.device.type, x.dtype, lengths, buckets)
     if key not in _CHOICE:
         direct_ops = math.prod(x.shape[2:]) * math.prod(weight.shape[1:])
         n = math.prod(fft_sizes(x.shape[2:], weight.shape[1:]))
@@ -198,10 +201,10 @@ def choose_backend(x: Tensor, weight: Tensor) -> str:
             _CHOICE[key] = "fft" if fft_ops < direct_ops else "direct"
         elif short or direct_ops * 16 < fft_ops:
             _CHOICE[key] = "direct"  # short kernels: nothing for an FFT to win
-        elif fft_ops * 16 < direct_ops:
+        elif fft_ops * (4 if train else 16) < direct_ops:
             _CHOICE[key] = "fft"
         else:
-            xd, wd = x[:16].detach(), weight.detach()
+            xd, wd = x[:8].detach(), weight.detach()
             if train:
                 xd, wd = xd.requires_grad_(), wd.requires_grad_()
                 grad = torch.ones_like(xd)
