@@ -329,3 +329,18 @@ def test_atomic_writes_keep_the_old_file_and_leave_no_temporary(tmp_path) -> Non
     with atomic_path(target) as tmp:
         np.savez(tmp, x=np.ones(2))
     assert np.load(target)["x"].tolist() == [1.0, 1.0]
+
+
+def test_an_os_error_with_a_bytes_path_names_it_as_text(tmp_path, monkeypatch, capsys) -> None:
+    real = Path.write_bytes
+
+    def read_only(self, data):
+        if self.name.startswith("config."):
+            raise OSError(errno.EROFS, "Read-only file system", os.fsencode(str(self)))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Read-only file system" in err, err
+    assert "b'" not in err and str(tmp_path / "run" / "config.json") in err, err
