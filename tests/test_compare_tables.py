@@ -157,3 +157,26 @@ def test_the_net_note_names_the_preset_and_maximal_net_follows_it() -> None:
     assert compare.maximal_net(scenes, []) == PRESETS["image-pyramid"]  # auto, as the CLI
     assert compare.maximal_net(scenes, ["widen=2"], "image").widen == 2.0
     assert compare.maximal_net(scenes, [], "image") == PRESETS["image"]
+
+
+def test_scratch_retrains_the_learned_architecture_from_a_fresh_start() -> None:
+    """The 'scratch' baseline builds the learned network anew from its architecture (the same counted
+    MACs and parameters as the exported one) and trains it."""
+    import argparse
+
+    import numpy as np
+
+    import dnarch
+    from dnarch.config import NetConfig
+
+    compare = load_benchmark("compare")
+    rng = np.random.default_rng(0)
+    y = np.arange(64) % 2
+    x = rng.normal(size=(64, 1, 16)).astype(np.float32) + y[:, None, None]
+    data = dnarch.from_arrays(x, y, x, y, name="toy")
+    args = argparse.Namespace(device="cpu", progress=False, train_changes={})
+    net = NetConfig(blocks=2, width=4, hidden=4, kernel_hidden=4)
+    learned = compare.run_dnarch(data, net, 0.5, 2, args, seed=0)
+    scratch = compare.run_scratch(data, learned["architecture"], 2, args, seed=0)
+    assert (scratch["macs"], scratch["params"]) == (learned["macs"], learned["params"])
+    assert 0.0 <= scratch["accuracy"] <= 1.0 and scratch["cpu_seconds"] > 0
