@@ -735,8 +735,13 @@ def write_plot(path: Path, rows: list[dict[str, Any]]) -> None:
             }.get(method, ":.")
             ax.errorbar(x, y, yerr=e, fmt=style, label=label(method, _task_of(rows, dataset)), capsize=2,
                         markersize=10 if method == "frozen" else 5)  # fmt: skip
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        lo, hi = ax.get_xlim()
+        if hi > 10 * lo:  # budgets a decade or more apart: a log axis
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        else:  # one budget: a linear axis with a few labelled ticks
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())
         ax.set_xlabel("MACs per sample (counted, exported network)")
         ax.set_ylabel(SCORE_HEADERS[_task_of(rows, dataset)])
         ax.set_title(dataset)
