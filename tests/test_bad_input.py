@@ -265,8 +265,9 @@ def test_an_axis_too_long_to_export_its_resampling_fails_before_training(tmp_pat
 
     n = MAX_RESAMPLED_LENGTH + 1
     with pytest.raises(ValueError, match="--net.learn_resolution=false"):
-        build_model(NetConfig(blocks=1, width=2, hidden=2), 1, 2, (n,))
-    build_model(NetConfig(blocks=1, width=2, hidden=2, learn_resolution=False), 1, 2, (n,))
+        build_model(NetConfig(blocks=2, width=2, hidden=2), 1, 2, (n,))
+    build_model(NetConfig(blocks=2, width=2, hidden=2, learn_resolution=False), 1, 2, (n,))
+    build_model(NetConfig(blocks=1, width=2, hidden=2), 1, 2, (n,))  # block 0 never downsamples
     x = np.random.default_rng(0).normal(size=(4, 1, n)).astype(np.float32)
     data = _npz(tmp_path / "long.npz", x, np.arange(4) % 2)
     out = tmp_path / "run"

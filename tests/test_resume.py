@@ -21,6 +21,23 @@ FLAGS = [
 ]  # fmt: skip
 
 
+def _with_footer(payload: bytes) -> bytes:
+    """``payload`` with a valid checksum footer, as ``save_checkpoint`` writes it (a forgery)."""
+    import hashlib
+
+    return payload + b"\nDNARCH-CHECKPOINT-SHA256:" + hashlib.sha256(payload).hexdigest().encode()
+
+
+def _stopped_run(folder, monkeypatch, capsys):
+    """A run stopped by SIGINT at its fifth step; (checkpoint path, its bytes, its contents)."""
+    _stop_after(monkeypatch, 5)
+    assert main(["train", *FLAGS, "--out", str(folder)]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    ckpt = folder / "checkpoint.pt"
+    return ckpt, ckpt.read_bytes(), load_checkpoint(ckpt)
+
+
 def _stop_after(monkeypatch, steps: int) -> None:
     """Send this process a real SIGINT when the objective has run ``steps`` times."""
     calls = []
@@ -86,13 +103,7 @@ def test_stopped_and_resumed_equals_uninterrupted(
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_bad_checkpoints_are_refused_with_one_line(tmp_path, monkeypatch, capsys) -> None:
     folder = tmp_path / "run"
-    _stop_after(monkeypatch, 5)
-    assert main(["train", *FLAGS, "--out", str(folder)]) == 130
-    monkeypatch.undo()
-    capsys.readouterr()
-    ckpt = folder / "checkpoint.pt"
-    good = ckpt.read_bytes()
-    blob = load_checkpoint(ckpt)
+    ckpt, good, blob = _stopped_run(folder, monkeypatch, capsys)
     assert blob["trainer"]["epoch"] == 1 and blob["trainer"]["step"] == 1
 
     cases = {
@@ -113,7 +124,6 @@ def test_bad_checkpoints_are_refused_with_one_line(tmp_path, monkeypatch, capsys
         load_checkpoint(ckpt, {**config, "budget": {**config["budget"], "budget": 0.3}})
 
     # a checkpoint whose payload holds code is refused by weights_only loading
-    import hashlib
     import io
     import pickle
 
@@ -123,9 +133,7 @@ def test_bad_checkpoints_are_refused_with_one_line(tmp_path, monkeypatch, capsys
 
     buf = io.BytesIO()
     pickle.dump({"format": 1, "trainer": Evil()}, buf)
-    payload = buf.getvalue()
-    digest = hashlib.sha256(payload).hexdigest().encode()
-    ckpt.write_bytes(payload + b"\nDNARCH-CHECKPOINT-SHA256:" + digest)
+    ckpt.write_bytes(_with_footer(buf.getvalue()))
     with pytest.raises(CheckpointError, match="cannot be loaded"):
         load_checkpoint(ckpt)
 
@@ -133,17 +141,10 @@ def test_bad_checkpoints_are_refused_with_one_line(tmp_path, monkeypatch, capsys
 def test_checkpoint_contents_are_checked_after_the_checksum(tmp_path, monkeypatch, capsys) -> None:
     """A checkpoint with a valid footer whose contents cannot be this run's: one line, exit 2, and
     the checkpoint is left as it was."""
-    import hashlib
     import io
 
     folder = tmp_path / "run"
-    _stop_after(monkeypatch, 5)
-    assert main(["train", *FLAGS, "--out", str(folder)]) == 130
-    capsys.readouterr()
-    monkeypatch.undo()
-    ckpt = folder / "checkpoint.pt"
-    good = ckpt.read_bytes()
-    blob = load_checkpoint(ckpt)
+    ckpt, good, blob = _stopped_run(folder, monkeypatch, capsys)
     trainer = blob["trainer"]
     model = dict(trainer["model"])
     name = next(k for k, v in model.items() if v.ndim == 2)
@@ -152,9 +153,7 @@ def test_checkpoint_contents_are_checked_after_the_checksum(tmp_path, monkeypatc
     def forged(**changes) -> bytes:
         buf = io.BytesIO()
         torch.save({**blob, "trainer": {**trainer, **changes} if changes else {}}, buf)
-        payload = buf.getvalue()
-        digest = hashlib.sha256(payload).hexdigest().encode()
-        return payload + b"\nDNARCH-CHECKPOINT-SHA256:" + digest
+        return _with_footer(buf.getvalue())
 
     for what, data, message in [
         ("no trainer state", forged(), "KeyError"),

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dnarch.export.spec import ArchSpec, harden
-from dnarch.export.static import StaticNet, conv_backend
+from dnarch.export.static import StaticNet
 from dnarch.functional import masks as fm
 
 
@@ -20,8 +20,8 @@ def counted_macs(net: nn.Module, in_channels: int, input_shape: tuple[int, ...])
     was = net.training
     net.eval()
     device = next(net.parameters()).device
-    # the FLOP counter counts convolutions, not FFTs: the convs run direct while it counts
-    with torch.no_grad(), conv_backend(net, "direct"), FlopCounterMode(display=False) as counter:
+    # exported depthwise convs run direct under a dispatch mode: the counter sees convolutions
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net(torch.zeros(1, in_channels, *input_shape, device=device))
     net.train(was)
     return int(counter.get_total_flops() // 2)

@@ -98,15 +98,6 @@ class DNArchNet(nn.Module):
                 f"need spatial sizes >= 1, in_channels >= 1 and num_classes >= 2 (1 output for "
                 f"regression); got {tuple(input_shape)}, {in_channels}, {num_classes}"
             )
-        resampled = cfg.learn_resolution or cfg.init_resolution < 1
-        if resampled and max(input_shape) > MAX_RESAMPLED_LENGTH:
-            n = max(input_shape)
-            raise ValueError(
-                f"an input axis of {n:,} samples is too long to learn where to downsample: the "
-                f"exported network resamples with a fixed matrix of up to {n:,} x {n:,} floats "
-                f"({4 * n * n / 2**30:.0f} GiB); set --net.learn_resolution=false (axes of up to "
-                f"{MAX_RESAMPLED_LENGTH:,} samples can learn it)"
-            )
         self.cfg, self.task = cfg, task
         self.dense = task != "classify"
         self.dense_skip = self.dense and cfg.dense_skip
@@ -137,6 +128,14 @@ class DNArchNet(nn.Module):
             )
             for i in range(cfg.blocks)
         )
+        n = max(self.input_shape)
+        if n > MAX_RESAMPLED_LENGTH and any(b.resolution is not None for b in self._blocks()):
+            raise ValueError(
+                f"an input axis of {n:,} samples is too long to learn where to downsample: the "
+                f"exported network resamples with a fixed matrix of up to {n:,} x {n:,} floats "
+                f"({4 * n * n / 2**30:.0f} GiB); set --net.learn_resolution=false (axes of up to "
+                f"{MAX_RESAMPLED_LENGTH:,} samples can learn it)"
+            )
         self.head_norm = nn.BatchNorm1d(self.alloc)
         self.head = nn.Linear(self.alloc, num_classes)
         for p in self._axis_parameters(True, False, False, False, False):

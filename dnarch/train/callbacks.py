@@ -123,24 +123,22 @@ def load_checkpoint(path: Path, config: dict[str, Any] | None = None) -> dict[st
         raise CheckpointError(f"{path} cannot be loaded: {str(err).splitlines()[0]}") from err
     if not isinstance(blob, dict) or blob.get("format") != 1 or "trainer" not in blob:
         raise CheckpointError(f"{path} is not a dnarch checkpoint of a known format")
-    if config is not None and not _same_config(
-        _comparable(blob.get("config")), _comparable(config)
-    ):
+    if config is not None and not same_config(comparable(blob.get("config")), comparable(config)):
         raise CheckpointError(
             f"{path} belongs to a different config than its run folder's config.json"
         )
     return blob
 
 
-def _same_config(saved: Any, current: Any) -> bool:
+def same_config(saved: Any, current: Any) -> bool:
     """Whether a checkpoint's config is ``current``, on every key the checkpoint has: a key a newer
     dnarch added (at its default, as config.json of the same run reads) is not a difference."""
     if isinstance(saved, dict) and isinstance(current, dict):
-        return all(k in current and _same_config(v, current[k]) for k, v in saved.items())
+        return all(k in current and same_config(v, current[k]) for k, v in saved.items())
     return bool(saved == current)
 
 
-def _comparable(config: Any) -> Any:
+def comparable(config: Any) -> Any:
     """The config as JSON sees it (tuples become lists), for comparing a saved one with a read one."""
     return json.loads(json.dumps(config))
 

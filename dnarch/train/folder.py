@@ -53,7 +53,7 @@ def check_out_dir(out: str | os.PathLike[str], overwrite: bool = False) -> Path:
             raise FolderError(
                 f"{path} is not empty and does not hold a dnarch run; choose a new or empty --out"
             )
-        if not overwrite and replaced_by_default(path) is False:
+        if not overwrite and not replaced_by_default(path):
             if (path / "summary.json").exists():
                 raise FolderError(
                     f"{path} already holds a finished run; choose another --out (or add "

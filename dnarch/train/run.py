@@ -40,7 +40,9 @@ from dnarch.train.callbacks import (
     CheckpointError,
     CSVLogger,
     atomic_write_bytes,
+    comparable,
     load_checkpoint,
+    same_config,
 )
 from dnarch.train.folder import RunLock, check_out_dir, clear_run, is_run
 from dnarch.train.metrics import SCORES, evaluate_task, score_lines, target_peak
@@ -190,9 +192,8 @@ def _run(
     if path is not None and world.main:
         if resume:
             on_disk = upgrade_saved(json.loads((path / "config.json").read_text()))
-            if "data_sha256" not in on_disk.get("resolved", {}):  # a run from before fingerprints
-                del resolved["resolved"]["data_sha256"]
-            if on_disk.get("resolved") != json.loads(json.dumps(resolved["resolved"])):
+            # on the keys the run saved: one from before data fingerprints resumes unchecked by them
+            if not same_config(on_disk.get("resolved"), comparable(resolved["resolved"])):
                 raise ValueError(
                     f"the data differ from those {path} was trained on (see its config.json)"
                 )

@@ -365,12 +365,15 @@ class Trainer:
         A state that cannot be this run's (a position outside the run, a history of another
         length) raises ``ValueError`` before anything is loaded."""
         epoch, step = int(blob["epoch"]), int(blob["step"])
-        if not 0 <= epoch <= self.cfg.epochs or not 0 <= step < self.steps_per_epoch:
+        at_end = epoch == self.cfg.epochs  # finished training, not yet exported: step 0 only
+        if not 0 <= epoch <= self.cfg.epochs or not 0 <= step < (
+            1 if at_end else self.steps_per_epoch
+        ):
             raise ValueError(
                 f"its position (epoch {epoch}, step {step}) lies outside this run's "
                 f"{self.cfg.epochs} epochs of {self.steps_per_epoch} steps"
             )
-        if len(blob["history"]) != epoch or (epoch == self.cfg.epochs and step):
+        if len(blob["history"]) != epoch:
             raise ValueError(f"its history holds {len(blob['history'])} epochs, not {epoch}")
         self.model.load_state_dict(blob["model"])
         self.model.to(self.device)
