@@ -73,28 +73,23 @@ def estimate_cost(
     else:
         macs = macs + head * num_classes
     params = in_channels * c + c + 2 * head + head * num_classes + num_classes
-    prev, prev_c = s0, c
-    blocks = zip(
-        sizes.depth, sizes.kernel, sizes.hidden, sizes.resolution, sizes.resampled, strict=True
-    )
-    for (d, k, w, r, resampled), groups, cl in zip(blocks, sizes.groups, sizes.width, strict=True):
-        p = torch.prod(r)
-        taps = torch.prod(k)
-        if sizes.grouped:
-            g1, g2 = groups.unbind(0)
-            hidden = torch.maximum(g1, g2)
-            hidden = hidden * per_group(w, hidden)  # the padded hidden width W'
-            pw1, pw2 = (
-                per_group(cl, g1) * hidden,
-                hidden * per_group(cl, g2),
-            )  # pw1's, pw2's weights
-            bias2 = g2 * per_group(cl, g2)
-        else:  # one group each: the same terms, without the padding arithmetic
-            hidden, pw1, pw2, bias2 = w, cl * w, w * cl, cl
-        down = resample_macs(prev, r, resampled, prev_c)  # the stream is resampled, then widened
-        macs = macs + d * (p * cl * taps + p * (pw1 + pw2) + down)
-        prev, prev_c = r, cl
-        params = params + d * (2 * cl + cl * taps + cl + pw1 + hidden + pw2 + bias2)
+    # every block at once: (L,) per size
+    cl, w, d = sizes.width, sizes.hidden, sizes.depth
+    p, taps = sizes.resolution.prod(1), sizes.kernel.prod(1)
+    if sizes.grouped:
+        g1, g2 = sizes.groups.unbind(1)
+        hidden = torch.maximum(g1, g2)
+        hidden = hidden * per_group(w, hidden)  # the padded hidden width W'
+        pw1, pw2 = per_group(cl, g1) * hidden, hidden * per_group(cl, g2)  # pw1's, pw2's weights
+        bias2 = g2 * per_group(cl, g2)
+    else:  # one group each: the same terms, without the padding arithmetic
+        hidden, pw1, pw2, bias2 = w, cl * w, w * cl, cl
+    # the stream is resampled at block l's input (at block l-1's width), then widened
+    prev = torch.cat([s0[None], sizes.resolution[:-1]])  # (L, ndim)
+    prev_c = torch.cat([c.reshape(1), cl[:-1]])
+    down = blocks_resample_macs(prev, sizes.resolution, sizes.resampled, prev_c)
+    macs = macs + (d * (p * cl * taps + p * (pw1 + pw2) + down)).sum()
+    params = params + (d * (2 * cl + cl * taps + cl + pw1 + hidden + pw2 + bias2)).sum()
     return Cost(macs=torch.as_tensor(macs), params=torch.as_tensor(params))
 
 
@@ -119,6 +114,26 @@ def resample_macs(
             after = sizes[:axis] + [sizes_out[axis]] + sizes[axis + 1 :]
             total = total + channels * torch.prod(torch.stack(after)) * sizes[axis]
             sizes[axis] = sizes_out[axis]
+    return total
+
+
+def blocks_resample_macs(
+    sizes_in: Tensor, sizes_out: Tensor, resampled: list[tuple[bool, ...]], channels: Tensor
+) -> Tensor | float:
+    """``resample_macs`` of every block at once: sizes_in, sizes_out (L, ndim), channels (L,) ->
+    (L,), zero where a block does not resample."""
+    if not any(any(r) for r in resampled):
+        return 0.0
+    which = torch.tensor(resampled, device=sizes_in.device)  # (L, ndim)
+    cols = list(sizes_in.unbind(1))
+    total: Tensor | float = 0.0
+    for axis in reversed(range(len(cols))):
+        if not any(r[axis] for r in resampled):
+            continue
+        after = torch.stack(cols[:axis] + [sizes_out[:, axis]] + cols[axis + 1 :], 1).prod(1)
+        term = channels * after * cols[axis]
+        total = total + torch.where(which[:, axis], term, torch.zeros_like(term))
+        cols[axis] = torch.where(which[:, axis], sizes_out[:, axis], cols[axis])
     return total
 
 
@@ -150,20 +165,17 @@ def straight_through(soft: ArchSizes, hard: ArchSizes) -> ArchSizes:
     def st(s: Tensor, h: Tensor) -> Tensor:
         return s + (h.to(s) - s).detach()
 
-    def each(a: list[Tensor], b: list[Tensor]) -> list[Tensor]:
-        return [st(x, y) for x, y in zip(a, b, strict=True)]
-
     return ArchSizes(
         residual=st(soft.residual, hard.residual),
-        depth=each(soft.depth, hard.depth),
-        kernel=each(soft.kernel, hard.kernel),
-        hidden=each(soft.hidden, hard.hidden),
-        resolution=each(soft.resolution, hard.resolution),
+        depth=st(soft.depth, hard.depth),
+        kernel=st(soft.kernel, hard.kernel),
+        hidden=st(soft.hidden, hard.hidden),
+        resolution=st(soft.resolution, hard.resolution),
         resampled=hard.resampled,
         head_in=st(soft.head_in, hard.head_in),
         head_upsampled=hard.head_upsampled,
-        groups=each(soft.groups, hard.groups),
-        width=each(soft.width, hard.width),
+        groups=st(soft.groups, hard.groups),
+        width=st(soft.width, hard.width),
         head_width=st(soft.head_width, hard.head_width),
         grouped=soft.grouped or hard.grouped,
     )

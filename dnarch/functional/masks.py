@@ -8,9 +8,12 @@ cropped network and the masked network with the threshold applied are the same f
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 from torch import Tensor
+
+_M = TypeVar("_M", Tensor, float)  # a mask position: a tensor, or a plain number
 
 
 def gaussian(pos: Tensor, sigma: Tensor) -> Tensor:
@@ -45,10 +48,10 @@ def annealed_step(u: Tensor, mu: Tensor, tau: float | Tensor, sharpness: Tensor)
     return plain + (sigmoid_step(u, mu, tau * sharpness) - plain).detach()
 
 
-def sigmoid_step_cutoff(mu: Tensor, tau: float | Tensor, threshold: float) -> Tensor:
+def sigmoid_step_cutoff(mu: _M, tau: float | Tensor, threshold: float) -> _M:
     """The ``u`` at which the sigmoid step equals ``threshold``: ``mu + ln((1 - T) / T) / tau``."""
     _check_threshold(threshold)
-    return mu + math.log((1.0 - threshold) / threshold) / tau
+    return mu + math.log((1.0 - threshold) / threshold) / tau  # type: ignore[return-value]
 
 
 def kernel_positions(size: int, full_size: int) -> Tensor:
@@ -91,6 +94,19 @@ def hard_count(values: Tensor, threshold: float, floor: int = 1) -> int:
     _check_threshold(threshold)
     kept = int((values.detach() >= threshold).sum().item())
     return max(min(kept, values.numel()), min(floor, values.numel()))
+
+
+def step_count(cutoff: float, n: int, step: float, floor: int = 1) -> int:
+    """``hard_count`` of a sigmoid step in closed form: the entries ``i`` of ``0..n-1`` at ``u = i *
+    step`` with ``u <= cutoff`` (``sigmoid_step_cutoff``), at least ``min(floor, n)``. Plain Python,
+    no tensor operation: the training step asks for every mask's count."""
+    k = math.floor(cutoff / step) if math.isfinite(cutoff) else n
+    k = min(max(k, -1), n)  # the last kept index, -1 for none
+    while k + 1 < n and (k + 1) * step <= cutoff:  # exact at the boundary, as i * step <= cutoff
+        k += 1
+    while k >= 0 and (k >= n or k * step > cutoff):
+        k -= 1
+    return max(k + 1, min(floor, n))
 
 
 def step_tau(span: float, n: int, threshold: float = 0.1) -> float:

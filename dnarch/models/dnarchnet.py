@@ -40,26 +40,27 @@ from dnarch.tasks import TASKS
 
 @dataclass
 class ArchSizes:
-    """Sizes of the network the masks describe, soft (differentiable) or hard (cropped), as tensors.
+    """Sizes of the network the masks describe, soft (differentiable) or hard (cropped), as tensors
+    with one row per block (L blocks).
 
-    residual: residual width C (the stem's); per block l: depth D_l (mask value soft, 0/1 hard),
-    kernel (ndim,) taps per axis, hidden W_l, resolution (ndim,) samples per axis the block runs at,
-    width: its residual width C_l (C unless ``NetConfig.widen`` stretches it); resampled: which
-    axes the hard network downsamples at block l (a discrete fact, shared by soft and hard sizes);
-    groups (2,): group counts of the block's two pointwise layers (1 without learned grouping);
-    head_width: the residual width the head reads (the last kept block's).
+    residual: residual width C (the stem's), scalar; depth (L,): D_l (mask value soft, 0/1 hard);
+    kernel (L, ndim): taps per axis; hidden (L,): W_l; resolution (L, ndim): samples per axis the
+    block runs at; width (L,): its residual width C_l (C unless ``NetConfig.widen`` stretches it);
+    resampled: which axes the hard network downsamples at block l (a discrete fact, shared by soft
+    and hard sizes); groups (L, 2): group counts of the block's two pointwise layers (1 without
+    learned grouping); head_width: the residual width the head reads (the last kept block's).
     """
 
     residual: Tensor
-    depth: list[Tensor]
-    kernel: list[Tensor]
-    hidden: list[Tensor]
-    resolution: list[Tensor]
+    depth: Tensor
+    kernel: Tensor
+    hidden: Tensor
+    resolution: Tensor
     resampled: list[tuple[bool, ...]]  # per block and axis: does the (hard) network downsample here
     head_in: Tensor  # (ndim,) the resolution the head sees: the last kept block's output
     head_upsampled: tuple[bool, ...]  # per axis: does the (hard) dense head upsample it
-    groups: list[Tensor]
-    width: list[Tensor]
+    groups: Tensor
+    width: Tensor
     head_width: Tensor
     grouped: bool = False  # are group counts learned (else every layer has one group)
 
@@ -365,78 +366,88 @@ class DNArchNet(nn.Module):
 
     def arch_sizes(self, hard: bool, plan: list[dict] | None = None) -> ArchSizes:
         """Soft (differentiable) or hard (as cropped) sizes; see ``ArchSizes``. ``plan``: this model's
-        ``hard_plan()``, if the caller has it already."""
+        ``hard_plan()``, if the caller has it already. Every per-block size is one tensor over the
+        blocks, computed for all of them at once (the cost is evaluated at every training step)."""
         dev = self.depth_mask.mu.device
         plan = self.hard_plan() if plan is None else plan  # pass it in to compute it once per step
+        blocks = self._blocks()
         if hard:
 
-            def t(v: Sequence[int] | int | float) -> Tensor:
+            def t(v: Any) -> Tensor:
                 return torch.tensor(v, dtype=torch.float32, device=dev)
 
             return ArchSizes(
                 residual=t(self.residual_mask.hard_count()),
-                depth=[t(float(p["kept"])) for p in plan],
-                kernel=[t(p["kernel"]) for p in plan],
-                hidden=[t(p["hidden"]) for p in plan],
-                resolution=[t(p["resolution_out"]) for p in plan],
+                depth=t([float(p["kept"]) for p in plan]),
+                kernel=t([p["kernel"] for p in plan]),
+                hidden=t([p["hidden"] for p in plan]),
+                resolution=t([p["resolution_out"] for p in plan]),
                 resampled=_resampled(plan),
                 head_in=t(plan[-1]["resolution_out"]),  # removed blocks pass their input on
                 head_upsampled=self._head_upsampled(plan),
-                groups=[t(p["groups"]) for p in plan],
-                width=[t(p["width"]) for p in plan],
+                groups=t([p["groups"] for p in plan]),
+                width=t([p["width"] for p in plan]),
                 head_width=t(plan[-1]["width"]),
                 grouped=self.cfg.learn_groups,
             )
         lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
-        p0 = float(math.prod(self.input_shape))
-        cap: Tensor | None = None
-        residual = self.residual_mask.soft_count()
-        sizes = ArchSizes(
-            residual, [], [], [], [], _resampled(plan), lengths, self._head_upsampled(plan), [], [],
-            residual, self.cfg.learn_groups,
-        )  # fmt: skip
-        depth = self.depth_mask.raw()
-        for index, b in enumerate(self._blocks()):
+        resolution, cap = [], None
+        for b in blocks:  # each block's soft output size, capped by the one before
             if b.resolution is not None:
                 mu = b.resolution.mask.effective_mu(cap)
                 lengths = b.resolution.mask.soft_sizes(mu, lengths)
                 cap = mu
-            # the stretch of the widths, differentiable in the resolution (NetConfig.widen)
-            s = (
-                1.0
-                if self.cfg.widen == 1
-                else (p0 / lengths.prod()).sqrt().clamp(max=self.cfg.widen)
-            )
-            sizes.depth.append(depth[index])
-            sizes.resolution.append(lengths)
-            sizes.kernel.append(b.conv.mask.soft_sizes(lengths))
-            sizes.hidden.append(b.soft_hidden() * s)
-            sizes.width.append(residual * s)
-            sizes.groups.append(b.soft_groups())
+            resolution.append(lengths)
+        res = torch.stack(resolution)  # (L, ndim)
+        residual = self.residual_mask.soft_count()
+        if self.cfg.widen == 1:
+            stretch: Tensor | float = 1.0
+        else:  # the stretch of the widths, differentiable in the resolution (NetConfig.widen)
+            p0 = float(math.prod(self.input_shape))
+            stretch = (p0 / res.prod(1)).sqrt().clamp(max=self.cfg.widen)
+        sigma = torch.stack([b.conv.mask.sigma for b in blocks])  # (L, ndim)
+        kernel = torch.clamp(sigma * blocks[0].conv.mask.scale * res + 1.0, min=3.0)
+        if self.cfg.learn_groups:
+            groups = torch.stack([b.soft_groups() for b in blocks])
+        else:
+            groups = torch.ones(len(blocks), 2, device=dev)
         kept = sum(bool(p["kept"]) for p in plan)
-        sizes.head_in = sizes.resolution[kept - 1]  # the last kept block's (soft) output size
-        sizes.head_width = sizes.width[kept - 1]
-        return sizes
+        width = residual * stretch if self.cfg.widen != 1 else residual.expand(len(blocks))
+        return ArchSizes(
+            residual=residual,
+            depth=self.depth_mask.raw(),
+            kernel=kernel,
+            hidden=_soft_counts([b.width_mask for b in blocks]) * stretch,
+            resolution=res,
+            resampled=_resampled(plan),
+            head_in=res[kept - 1],  # the last kept block's (soft) output size
+            head_upsampled=self._head_upsampled(plan),
+            groups=groups,
+            width=width,
+            head_width=width[kept - 1],
+            grouped=self.cfg.learn_groups,
+        )
 
     def max_sizes(self) -> ArchSizes:
         """Sizes of the maximal network (every mask fully open)."""
         k = [float(fm.max_kernel_size(n)) for n in self.input_shape]
         L = self.cfg.blocks
+        shape = [float(n) for n in self.input_shape]
 
-        def t(v: Sequence[float] | float) -> Tensor:
+        def t(v: Any) -> Tensor:
             return torch.tensor(v, dtype=torch.float32)
 
         return ArchSizes(
             residual=t(float(self.cfg.width)),
-            depth=[t(1.0)] * L,
-            kernel=[t(k)] * L,
-            hidden=[t(float(self.cfg.hidden))] * L,
-            resolution=[t([float(n) for n in self.input_shape])] * L,
+            depth=t([1.0] * L),
+            kernel=t([k] * L),
+            hidden=t([float(self.cfg.hidden)] * L),
+            resolution=t([shape] * L),
             resampled=[(False,) * self.ndim] * L,
-            head_in=t([float(n) for n in self.input_shape]),
+            head_in=t(shape),
             head_upsampled=(False,) * self.ndim,
-            groups=[t([1.0, 1.0])] * L,
-            width=[t(float(self.cfg.width))] * L,
+            groups=t([[1.0, 1.0]] * L),
+            width=t([float(self.cfg.width)] * L),
             head_width=t(float(self.cfg.width)),
         )
 
@@ -444,6 +455,17 @@ class DNArchNet(nn.Module):
         return tuple(
             o != n for o, n in zip(plan[-1]["resolution_out"], self.input_shape, strict=True)
         )
+
+
+def _soft_counts(masks: list[SigmoidStepMask]) -> Tensor:
+    """Each mask's ``soft_count``, as one tensor (len(masks),): one sigmoid over all of them when they
+    share their size and steepness and none is annealed (every block's hidden-width mask)."""
+    first = masks[0]
+    if any(m.sharp or m.n != first.n or m.tau != first.tau for m in masks):
+        return torch.stack([m.soft_count() for m in masks])
+    mu = torch.stack([m.mu for m in masks])  # (L,)
+    u = torch.arange(first.n, device=mu.device, dtype=mu.dtype) / first.n
+    return fm.sigmoid_step(u, mu[:, None], first.tau).sum(1)
 
 
 def _grid(n: int, stretch: float) -> int:

@@ -162,8 +162,12 @@ class SigmoidStepMask(_Sharpness, nn.Module):
         self._sharpened()
 
     def hard_count(self, grid: int | None = None) -> int:
-        """Entries kept (mask >= T), at least ``floor``; of ``grid`` entries when given."""
-        return fm.hard_count(self.raw(grid), self.threshold, self.floor)
+        """Entries kept (mask >= T), at least ``floor``; of ``grid`` entries when given. In closed
+        form (``functional.masks.step_count``): the entries ``i / n`` up to the step's cut-off."""
+        n = self.n if grid is None else grid
+        tau = self.tau * float(self.sharpness) if self.sharp else self.tau
+        cut = fm.sigmoid_step_cutoff(self.mu.detach().item(), tau, self.threshold)
+        return fm.step_count(cut, n, 1.0 / n, self.floor)
 
     def soft_count(self) -> Tensor:
         """Differentiable count: the sum of mask values. Scalar."""
@@ -179,7 +183,7 @@ class SigmoidStepMask(_Sharpness, nn.Module):
     ) -> tuple[Tensor, int]:
         """``values(grid, size)`` and ``hard_count(grid)``, from one evaluation of the mask."""
         raw = self.raw(grid)
-        kept = fm.hard_count(raw, self.threshold, self.floor)
+        kept = self.hard_count(grid)
         total = max(raw.numel(), size or 0)
         return torch.nn.functional.pad(raw[:kept], (0, total - kept)), kept
 
@@ -238,11 +242,13 @@ class LowpassMask(_Sharpness, nn.Module):
     def hard_keep(self, mu: Tensor, lengths: Sequence[int]) -> tuple[int, ...]:
         """Highest bin kept per axis (mask >= T), at least bin 1 where the axis has it."""
         keep = []
+        mus = mu.detach().tolist()
+        sharp = self.sharpness.tolist() if self.sharp else [1.0] * len(self.base)
         for axis, n in enumerate(lengths):
-            f = fourier.normalised_frequencies(n, self.base[axis], last=True).to(mu.device)
-            tau = self.tau[axis] * self.sharpness[axis] if self.sharp else self.tau[axis]
-            m = fm.sigmoid_step(f, mu[axis].detach(), tau)  # bins 0..n//2
-            keep.append(fm.hard_count(m, self.threshold, floor=2) - 1)
+            # bins 0..n//2 at normalised frequency k * 2 / base, kept up to the step's cut-off
+            tau = self.tau[axis] * sharp[axis]
+            cut = fm.sigmoid_step_cutoff(mus[axis], tau, self.threshold)
+            keep.append(fm.step_count(cut, n // 2 + 1, 2.0 / self.base[axis], floor=2) - 1)
         return tuple(keep)
 
     def soft_sizes(self, mu: Tensor, lengths: Tensor) -> Tensor:
