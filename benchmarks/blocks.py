@@ -6,7 +6,9 @@ up to 4x), made as wide as the MACs allow (counted by ``torch.utils.flop_counter
 the plain CNN's recipe (``train.plain.train_classifier``: AdamW, warm-up + cosine, 2 warm-up epochs).
 So the families differ in their blocks alone; DNArch's search can at best find the best of its family.
 
-Families (``NAME:K:E:N``: kernel K taps per axis, hidden width E x the stage's width, N blocks a stage):
+Families (``NAME:K:E:N``: kernel K taps per axis, hidden width E x the stage's width, N blocks a stage;
+``NAME:K:E:N:sS`` gives the stem S taps per axis instead of 3, ``s1`` being DNArch's pointwise stem;
+``sSl`` a stem without its norm and ReLU, a plain convolution as DNArch's is):
 - plain       the plain CNN itself (two full 3x3 convolutions a block, post-norm, ReLU);
 - sep         DNArch's block on the plain CNN's strides: BN, depthwise K conv (strided where the stage
               halves), 1x1 to E x width, GELU, 1x1 back, plus the (projected) skip;
@@ -127,13 +129,14 @@ class StagedNet(nn.Module):
         k: int,
         e: int,
         per_stage: int,
+        stem: int = 3,
+        stem_linear: bool = False,
     ) -> None:
         super().__init__()
         nd = len(shape)
         self.width = width
-        self.stem = nn.Sequential(
-            CONV[nd](in_channels, width, 3, padding=1, bias=False), NORM[nd](width), nn.ReLU()
-        )
+        conv = CONV[nd](in_channels, width, stem, padding=stem // 2, bias=stem_linear)
+        self.stem = conv if stem_linear else nn.Sequential(conv, NORM[nd](width), nn.ReLU())
         blocks: list[nn.Module] = []
         c = width
         for stage in range(stage_count(shape)):
@@ -162,12 +165,16 @@ def build(spec: str, in_channels: int, classes: int, shape: tuple[int, ...], mac
     """The widest network of family ``spec`` ('plain' or 'NAME:K:E:N') within ``macs``."""
     if spec == "plain":
         return plain_cnn_for_budget(in_channels, classes, shape, macs)
-    family, k, e, n = spec.split(":")
+    family, k, e, n, *rest = spec.split(":")
     if family not in FAMILIES:
         raise SystemExit(f"blocks.py: error: unknown family {family!r}; choose from {FAMILIES}")
+    stem = int(rest[0].removeprefix("s").removesuffix("l")) if rest else 3
+    linear = bool(rest) and rest[0].endswith("l")
 
     def make(w: int) -> StagedNet:
-        return StagedNet(in_channels, classes, shape, w, family, int(k), int(e), int(n))
+        return StagedNet(
+            in_channels, classes, shape, w, family, int(k), int(e), int(n), stem, linear
+        )
 
     return make(widest_under(make, in_channels, shape, macs))
 

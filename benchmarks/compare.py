@@ -150,7 +150,7 @@ def run_dnarch(
             budget = min(1.0, 1.05 * floor)
     cfg = RunConfig(
         net=net,
-        budget=BudgetConfig(budget=budget),
+        budget=BudgetConfig(**{**getattr(args, "budget_changes", {}), "budget": budget}),
         train=TrainConfig(
             epochs=epochs, seed=seed, device=args.device, **{**args.train_changes, **(train or {})}
         ),
@@ -295,6 +295,10 @@ def main() -> None:
         "--train", nargs="+", default=[], metavar="KEY=VALUE",
         help="change the training settings of every DNArch run, e.g. resolution_travel=0.3",
     )  # fmt: skip
+    ap.add_argument(
+        "--budget-config", nargs="+", default=[], metavar="KEY=VALUE",
+        help="change the budget settings of every DNArch run, e.g. anneal_from=start",
+    )  # fmt: skip
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="2 epochs, 256/256 samples, 25%%, seed 0")
@@ -312,6 +316,7 @@ def main() -> None:
     ap.add_argument("--name", default=None, help="file stem (default compare, compare-quick)")
     args = ap.parse_args()
     args.train_changes = train_changes(args.train)
+    args.budget_changes = budget_changes(args.budget_config)
     if args.quick:
         args.epochs, args.limit_train, args.limit_test = ["2"], ["256"], ["256"]
         args.budgets, args.seeds = [0.25], [0]
@@ -517,6 +522,12 @@ def train_changes(changes: list[str]) -> dict[str, Any]:
     return {k: getattr(train, k) for k, _, _ in (c.partition("=") for c in changes)}
 
 
+def budget_changes(changes: list[str]) -> dict[str, Any]:
+    """``--budget-config KEY=VALUE`` changes as typed values (the budget itself is the run's)."""
+    budget = changed("budget", changes).budget
+    return {k: getattr(budget, k) for k, _, _ in (c.partition("=") for c in changes)}
+
+
 def maximal_net(data: DataBundle, changes: list[str], preset: str = "auto") -> NetConfig:
     """The ``preset`` maximal network for ``data`` (``auto``: as the CLI picks it), with ``--net
     KEY=VALUE`` changes."""
@@ -562,7 +573,7 @@ def net_note(rows: list[dict[str, Any]]) -> str:
             if "--preset" in words:
                 at = words.index("--preset")
                 settings.append(" ".join(words[at : at + 2]))
-            for flag in ("--net", "--train"):
+            for flag in ("--net", "--train", "--budget-config"):
                 if flag in words:
                     rest = words[words.index(flag) + 1 :]
                     changes = list(itertools.takewhile(lambda w: "=" in w, rest))

@@ -62,6 +62,9 @@ class NetConfig:
     With learn_resolution false the pyramid stays where it starts (fixed downsampling).
     direct_kernel: k > 0 adds a directly learned k-tap-per-axis term to the centre of every depthwise
     kernel, beside the kernel net (0, the default: METHOD.md's kernel net alone). See DepthwiseCKConv.
+    stem_kernel: taps per axis of the stem (odd). 1, the default: METHOD.md's pointwise (linear)
+    stem. k > 1: the plain CNN's stem, a full k-tap convolution from the input channels to the
+    residual width at the input resolution, then BatchNorm and ReLU.
     """
 
     width: int = 32
@@ -88,9 +91,14 @@ class NetConfig:
     widen: float = 1.0
     init_resolution: float = 1.0
     direct_kernel: int = 0
+    stem_kernel: int = 1
 
     def __post_init__(self) -> None:
         _finite("net", self)
+        _require(
+            self.stem_kernel >= 1 and self.stem_kernel % 2 == 1,
+            f"net.stem_kernel must be odd and positive, got {self.stem_kernel}",
+        )
         _require(
             self.direct_kernel == 0 or (self.direct_kernel > 0 and self.direct_kernel % 2 == 1),
             f"net.direct_kernel must be 0 or odd and positive, got {self.direct_kernel}",
@@ -154,6 +162,11 @@ class BudgetConfig:
     anneal: 'cosine' lowers the target from the maximal cost to the budget over the first
     ``anneal_fraction`` of training; 'none' applies the budget from the first step.
     mode: 'two_sided' holds the cost at the target (lands on the budget); 'upper' only pushes down.
+    anneal_from: where the annealed target starts: 'max', the maximal network's cost (METHOD.md),
+    or 'start', the cost of the network the masks start at (below the maximal one when kernels
+    start short; from 'max' the two-sided penalty first pushes such a network up, growing its
+    kernels, before it shrinks it). 'auto' (the default): 'start' when the kernels start short
+    (``net.init_kernel_cutoff`` < 1, the ``*-stages`` presets), else 'max'.
     """
 
     budget: float | None = 0.5
@@ -162,9 +175,14 @@ class BudgetConfig:
     weight: float = 20.0
     anneal: str = "cosine"
     anneal_fraction: float = 0.5
+    anneal_from: str = "auto"
 
     def __post_init__(self) -> None:
         _finite("budget", self)
+        _require(
+            self.anneal_from in ("auto", "max", "start"),
+            f"budget.anneal_from must be auto, max or start, got {self.anneal_from!r}",
+        )
         _require(self.budget is None or self.budget > 0, f"budget must be > 0, got {self.budget}")
         if self.budget is not None and self.budget > 1 and not float(self.budget).is_integer():
             raise ConfigError(

@@ -29,19 +29,21 @@ def shrunk_model(
     skip: bool = True,
     widen: float = 1.0,
     direct_kernel: int = 0,
+    stem_kernel: int = 1,
 ) -> DNArchNet:
     """A small model with random mask settings on the chosen axes and trained BN statistics.
     task: 'classify', or 'segment' / 'regress' for a dense head (with the stem skip if ``skip``).
     axes may add 'groups': learned grouping (3 factors: up to 8 groups) at random group counts.
     widen: ``NetConfig.widen`` (widths that grow where the resolution falls).
-    direct_kernel: ``NetConfig.direct_kernel`` (a directly learned central kernel term)."""
+    direct_kernel: ``NetConfig.direct_kernel`` (a directly learned central kernel term).
+    stem_kernel: ``NetConfig.stem_kernel`` (the stem's taps per axis)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     # even seeds let block 0 downsample too (net.resolution_from=0); odd seeds keep the default (1)
     cfg = NetConfig(
         width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct",
         resolution_from=seed % 2, dense_skip=skip, learn_groups="groups" in axes,
-        widen=widen, direct_kernel=direct_kernel,
+        widen=widen, direct_kernel=direct_kernel, stem_kernel=stem_kernel,
     )  # fmt: skip
     m = build_model(cfg, in_channels, classes, shape, task)
 

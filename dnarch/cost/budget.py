@@ -20,6 +20,9 @@ class BudgetSchedule:
     With 'cosine', the target falls from ``max_cost`` to ``budget`` over the first ``anneal_fraction`` of
     training (half a cosine), then stays at ``budget``: applied at full strength from the first step,
     the penalty removes the cheapest axis (depth) before the weights have learned anything (METHOD.md).
+    ``max_cost`` is where the target starts: the maximal network's cost, or the starting network's
+    (``BudgetConfig.anneal_from``); never below the budget (a network that starts cheaper than the
+    budget is held at the budget from the first step).
     """
 
     def __init__(self, budget: float, max_cost: float, anneal: str, anneal_fraction: float) -> None:

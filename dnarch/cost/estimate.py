@@ -4,7 +4,7 @@ Counted as ``torch.utils.flop_counter.FlopCounterMode`` counts the exported netw
 (it reports FLOPs = 2 x MACs for convolutions and matrix products): convolutions and linear layers only.
 Not counted, by it or here: biases, norms and activations. Per sample, with P_l the number of positions block l runs at and K_l its kernel taps:
 
-    stem   P_0 * C_in * C
+    stem   P_0 * C_in * C * S         (S = stem taps: 1, or k^ndim for a k-tap stem)
     block  D_l * (P_l * C * K_l  +  P_l * C * W_l  +  P_l * W_l * C)     depthwise, pointwise x2
            (C here is the block's own width C_l, which ``NetConfig.widen`` stretches where the
            resolution falls; the resampling term below counts the previous block's width, and the
@@ -24,7 +24,7 @@ The dense head brings the last kept block's output back to the input resolution 
 per upsampled axis (Fourier zero-padding, as the exported network computes it); its skip from the stem
 is an addition, which the counter does not count.
 
-Parameters of the exported network: stem C_in*C + C; per block D_l * (2C norm + C*K_l + C depthwise
+Parameters of the exported network: stem C_in*C*S + C (+ 2C for the norm of a k-tap stem); per block D_l * (2C norm + C*K_l + C depthwise
 + C*W_l + W_l + W_l*C + C), with grouped pointwise layers as their padded weights and biases; head
 2C + C*classes + classes (either head).
 """
@@ -59,20 +59,25 @@ def estimate_cost(
     num_classes: int,
     input_shape: tuple[int, ...],
     dense: bool = False,
+    stem_taps: int = 1,
 ) -> Cost:
     """Cost of the network with these sizes (soft sizes give a differentiable cost). ``dense``: the
-    head outputs ``num_classes`` values at every input position instead of once per sample."""
+    head outputs ``num_classes`` values at every input position instead of once per sample.
+    ``stem_taps``: the stem's kernel taps (1: pointwise)."""
     c = sizes.residual  # the stem's width; block l runs at its own width C_l (sizes.width)
     head = sizes.head_width
     p0 = float(math.prod(input_shape))
     s0 = torch.tensor([float(n) for n in input_shape], device=c.device)
-    macs = p0 * in_channels * c
+    macs = p0 * in_channels * stem_taps * c
     if dense:
         up = resample_macs(sizes.head_in, s0, sizes.head_upsampled, head)
         macs = macs + up + p0 * head * num_classes
     else:
         macs = macs + head * num_classes
-    params = in_channels * c + c + 2 * head + head * num_classes + num_classes
+    stem_norm = 2 * c if stem_taps > 1 else 0.0
+    params = (
+        in_channels * stem_taps * c + c + stem_norm + 2 * head + head * num_classes + num_classes
+    )
     # every block at once: (L,) per size
     cl, w, d = sizes.width, sizes.hidden, sizes.depth
     p, taps = sizes.resolution.prod(1), sizes.kernel.prod(1)
@@ -143,7 +148,13 @@ def model_cost(model: DNArchNet, kind: str = "straight_through") -> Cost:
     kind: 'soft' (differentiable), 'hard' (the cropped network, exact), 'max' (the maximal network), or
     'straight_through': the hard value with the soft gradient, so the penalty sees the real network.
     """
-    args = (model.in_channels, model.num_classes, model.input_shape, model.dense)
+    args = (
+        model.in_channels,
+        model.num_classes,
+        model.input_shape,
+        model.dense,
+        model.stem_kernel**model.ndim,
+    )
     if kind == "max":
         return estimate_cost(model.max_sizes(), *args)
     if kind == "hard":

@@ -45,6 +45,7 @@ class ArchSpec:
     task: str = "classify"  # 'classify': pooled head; 'segment' / 'regress': dense head
     dense_skip: bool = False  # dense head: the stem's output is added before the classifier
     group_bits: int = 0  # learned grouping: residual channels in bit-reversed order of these bits
+    stem_kernel: int = 1  # the stem's taps per axis (1: pointwise)
 
     @property
     def dense(self) -> bool:
@@ -126,4 +127,5 @@ def harden(model: DNArchNet) -> ArchSpec:
         task=model.task,
         dense_skip=model.dense_skip,
         group_bits=model.cfg.group_bits,
+        stem_kernel=model.cfg.stem_kernel,
     )

@@ -237,7 +237,10 @@ class StaticNet(nn.Module):
         super().__init__()
         self.spec = spec
         c, nd = spec.residual_width, spec.ndim
-        self.stem = _CONV[nd](spec.in_channels, c, 1)
+        k = spec.stem_kernel
+        self.stem = _CONV[nd](spec.in_channels, c, k, padding=k // 2)
+        # a k-tap stem is followed by a norm and ReLU (``NetConfig.stem_kernel``)
+        self.stem_norm = _NORM[nd](c) if k > 1 else None
         widths = [c] + [spec.block_width(b) for b in spec.kept_blocks]
         self.blocks = nn.ModuleList(
             StaticBlock(b, w, nd, residual_order(spec, w), w_in)
@@ -258,6 +261,8 @@ class StaticNet(nn.Module):
         if x.ndim == self.spec.ndim + 1 and self.spec.in_channels == 1:
             x = x.unsqueeze(1)  # (B, *S), as ``dnarch.fit`` takes one-channel data: (B, 1, *S)
         h0 = h = self.stem(x)
+        if self.stem_norm is not None:
+            h0 = h = torch.relu(self.stem_norm(h))
         for block in self.blocks:
             h = block(h)
         h = self.head_norm(h)
@@ -277,10 +282,15 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
     ones = [1] * nd
     order = residual_order(spec)  # every residual-channel axis below is put in this order
     m_c = model.residual_mask.values()[:c]
+    # the pointwise stem's rows carry the mask; a k-tap stem's norm does (ReLU commutes with m >= 0)
+    rows = m_c if model.stem_norm is None else torch.ones_like(m_c)
+    weight = model.stem.weight[:c] * rows.reshape(-1, *([1] * (model.stem.weight.ndim - 1)))
     state: dict[str, Tensor] = {
-        "stem.weight": (model.stem.weight[:c] * m_c[:, None])[order].reshape(c, -1, *ones),
-        "stem.bias": (model.stem.bias[:c] * m_c)[order],
+        "stem.weight": weight[order].reshape(c, spec.in_channels, *([spec.stem_kernel] * nd)),
+        "stem.bias": (model.stem.bias[:c] * rows)[order],
     }
+    if model.stem_norm is not None:
+        _norm_state(state, "stem_norm", model.stem_norm, order, m_c)
     depth = model.depth_mask.values()
     cap = None
     for j, b in enumerate(spec.kept_blocks):

@@ -65,6 +65,13 @@ class ArchSizes:
     grouped: bool = False  # are group counts learned (else every layer has one group)
 
 
+_CONV: dict[int, type[nn.Conv1d | nn.Conv2d | nn.Conv3d]] = {
+    1: nn.Conv1d,
+    2: nn.Conv2d,
+    3: nn.Conv3d,
+}
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
 # the longest axis whose resolution is learned: the exported network resamples an axis of n samples
 # with a fixed (n_out, n) matrix, 1 GiB at n = 16,384 (``export.static.Resample``)
 MAX_RESAMPLED_LENGTH = 16384
@@ -114,7 +121,14 @@ class DNArchNet(nn.Module):
             group_span=cfg.group_span, widen=cfg.widen, direct_kernel=cfg.direct_kernel,
         )  # fmt: skip
         self.alloc = allocated(cfg.width, cfg.widen)  # residual channels of the widest block
-        self.stem = nn.Linear(in_channels, cfg.width)
+        # the stem: pointwise (METHOD.md), or a full k^ndim convolution (``NetConfig.stem_kernel``)
+        self.stem_kernel = cfg.stem_kernel
+        self.stem: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d = (
+            nn.Linear(in_channels, cfg.width)
+            if cfg.stem_kernel == 1
+            else _CONV[self.ndim](in_channels, cfg.width, cfg.stem_kernel)
+        )
+        self.stem_norm = nn.BatchNorm1d(cfg.width) if cfg.stem_kernel > 1 else None
         self.residual_mask = SigmoidStepMask(cfg.width, cfg.width_span, cfg.threshold)
         self.depth_mask = SigmoidStepMask(cfg.blocks, cfg.depth_span, cfg.threshold)
         self.blocks = nn.ModuleList(
@@ -151,12 +165,13 @@ class DNArchNet(nn.Module):
         # running means: fixed at zero. The block's output bias feeds only the residual stream
         # (dropout's rescaling of a constant is noise, never signal); the stem's, unless the dense
         # head adds the stem output to its features.
-        dead = [b.pw2.bias for b in self._blocks()]
-        if not self.dense_skip:
+        dead: list[Tensor] = [b.pw2.bias for b in self._blocks()]
+        if not self.dense_skip or self.stem_norm is not None:  # a norm follows a k-tap stem
+            assert self.stem.bias is not None
             dead.append(self.stem.bias)
         with torch.no_grad():
-            for p in dead:
-                p.zero_().requires_grad_(False)
+            for bias in dead:
+                bias.zero_().requires_grad_(False)
 
     # ---- architecture parameters, found by structure -------------------------------------------
     def _axis_parameters(
@@ -284,7 +299,7 @@ class DNArchNet(nn.Module):
         m_res, kept = self.residual_mask.values_and_count()  # (C,)
         c = kept if crop else m_res.numel()
         m_res = m_res[:c]
-        h = pointwise(x, self.stem, c, self.in_channels, row_scale=m_res)  # (B, c, *S0)
+        h = self._stem(x, c, m_res)  # (B, c, *S0)
         h0 = h
         depth = self.depth_mask.values()
         n_blocks = self.depth_mask.hard_count()
@@ -308,6 +323,18 @@ class DNArchNet(nn.Module):
             pooled = h.flatten(2).mean(-1)  # (B, c)
             return F.linear(pooled, self.head.weight[:, :c], self.head.bias)
         return self._dense_head(h, pad_channels(h0, c))
+
+    def _stem(self, x: Tensor, c: int, m_res: Tensor) -> Tensor:
+        """The stem's first ``c`` output channels, each times its residual mask value m_res (c,):
+        folded into the weight of the pointwise stem, into the norm's affine parameters of the
+        k-tap one (ReLU commutes with a scale >= 0). x: (B, in_channels, *S0) -> (B, c, *S0)."""
+        if isinstance(self.stem, nn.Linear):
+            return pointwise(x, self.stem, c, self.in_channels, row_scale=m_res)
+        assert self.stem.bias is not None and self.stem_norm is not None
+        h = _CONV_FN[self.ndim](
+            x, self.stem.weight[:c], self.stem.bias[:c], padding=self.stem_kernel // 2
+        )
+        return F.relu(batch_norm(h, self.stem_norm, c, self.training, m_res))
 
     def stretch(self, lengths: Sequence[int]) -> float:
         """How much a block that runs at ``lengths`` samples per axis widens: min(widen,

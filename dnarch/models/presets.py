@@ -11,6 +11,16 @@ _SEQ = NetConfig(width=32, hidden=64, blocks=6)
 # small images (8x8..32x32): fewer blocks, lower SIREN frequency for the 2D kernel
 _IMAGE = NetConfig(width=32, hidden=64, blocks=4, omega0=20.0)
 
+# The plain CNN's layout as the search's starting point (benchmarks/blocks.py found that DNArch's
+# block on it matches the plain CNN at equal MACs): a 3x3 conv-BN-ReLU stem, one block per stage on
+# a fixed pyramid that about halves each axis per block (28 -> 15 -> 7 px, 40 -> 21 -> 11 -> 5
+# samples), widths growing up to 4x where it does, and kernels that start at 3 taps (the direct
+# 3-tap term and the kernel net) and may grow; widths, kernels and depth are learned.
+_STAGES = dict(
+    stem_kernel=3, init_kernel_cutoff=0.07, init_resolution=0.445, resolution_span=1.0,
+    widen=4.0, learn_resolution=False, direct_kernel=3,
+)  # fmt: skip
+
 PRESETS: dict[str, NetConfig] = {
     "seq": _SEQ,
     # 1D per-position tasks (the auto choice): "seq" with a directly learned 3-tap centre in every
@@ -24,6 +34,10 @@ PRESETS: dict[str, NetConfig] = {
     "image-pyramid": replace(
         _IMAGE, widen=4.0, init_resolution=0.5, learn_resolution=False, direct_kernel=3
     ),
+    # small images (28-32 px): three stages (METHOD-NOTES, "Which block family")
+    "image-stages": replace(_IMAGE, width=64, hidden=128, blocks=3, **_STAGES),  # type: ignore[arg-type]
+    # sequences: four stages
+    "seq-stages": replace(_SEQ, width=24, hidden=48, blocks=4, **_STAGES),  # type: ignore[arg-type]
 }
 
 

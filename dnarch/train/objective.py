@@ -41,8 +41,15 @@ class Objective:
                 f"reach ({self.floor_cost:,.0f}, {100 * self.floor_cost / self.max_cost:.1f}% of the "
                 "maximal); raise the budget or learn more axes"
             )
+        # the target falls (or rises) from here to the budget: the model as built, before training
+        start = cfg.anneal_from
+        if start == "auto":
+            start = "start" if model.cfg.init_kernel_cutoff < 1 else "max"
+        self.start_cost = (
+            self.max_cost if start == "max" else float(model_cost(model, "hard").get(cfg.metric))
+        )
         self.schedule = (
-            BudgetSchedule(budget, self.max_cost, cfg.anneal, cfg.anneal_fraction)
+            BudgetSchedule(budget, self.start_cost, cfg.anneal, cfg.anneal_fraction)
             if budget is not None
             else None
         )

@@ -1,0 +1,101 @@
+"""``net.stem_kernel``: a k-tap full convolution as the stem. The cropped network against the masked
+one, the exported network against both, the cost estimate against the FLOP counter, and the stem
+against ``F.conv`` with its rows masked."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from dnarch.config import ConfigError, NetConfig
+from dnarch.cost import model_cost
+from dnarch.export import ArchSpec, build_static, export_state, harden
+from dnarch.models import build_model
+from tests.conftest import shrunk_model
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+@pytest.mark.parametrize("shape", [(40,), (12, 9)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stem_kernel_network_crop_export_and_cost(shape, seed, task) -> None:
+    m = shrunk_model(shape, seed, task=task, widen=1.0 + seed, stem_kernel=3, direct_kernel=3)
+    x = torch.randn(5, 2, *shape)
+    with torch.no_grad():
+        cropped, masked = m(x), m(x, crop=False)
+    assert ((cropped - masked).abs().max() / masked.abs().max()) < 1e-5
+    spec = harden(m)
+    assert spec.stem_kernel == 3
+    static = build_static(spec, export_state(m, spec))
+    with torch.no_grad():
+        exported = static(x)
+    assert ((cropped - exported).abs().max() / cropped.abs().max()) < 1e-4
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        static(torch.randn(1, spec.in_channels, *spec.input_shape))
+    assert float(model_cost(m, "hard").macs) == counter.get_total_flops() / 2
+    assert int(model_cost(m, "hard").params) == sum(p.numel() for p in static.parameters())
+    loaded = build_static(ArchSpec.from_json(spec.to_json()), export_state(m, spec))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), exported)
+
+
+def test_the_stem_is_a_same_padded_convolution_norm_and_relu_masked() -> None:
+    m = shrunk_model((10, 10), 0, stem_kernel=5)
+    x = torch.randn(2, 2, 10, 10)
+    c = m.residual_mask.hard_count()
+    mask = m.residual_mask.values()[:c]
+    n = m.stem_norm
+    assert n is not None and n.running_mean is not None and n.running_var is not None
+    with torch.no_grad():
+        h = F.conv2d(x, m.stem.weight[:c], m.stem.bias[:c], padding=2)
+        h = F.batch_norm(h, n.running_mean[:c], n.running_var[:c], n.weight[:c], n.bias[:c])
+        torch.testing.assert_close(m._stem(x, c, mask), torch.relu(h) * mask[:, None, None])
+
+
+def test_the_stem_cost_counts_its_taps() -> None:
+    """The maximal cost grows by (k^ndim - 1) x C_in x C x P_0 MACs, as many weights and the
+    norm's 2C parameters."""
+    a = build_model(NetConfig(width=8, hidden=16, blocks=2), 3, 10, (12, 12))
+    b = build_model(NetConfig(width=8, hidden=16, blocks=2, stem_kernel=3), 3, 10, (12, 12))
+    extra = 8 * 3 * 8 * 12 * 12
+    assert float(model_cost(b, "max").macs) - float(model_cost(a, "max").macs) == extra
+    assert float(model_cost(b, "max").params) - float(model_cost(a, "max").params) == 8 * 3 * 8 + 16
+
+
+def test_old_architecture_files_load_with_a_pointwise_stem() -> None:
+    spec = harden(shrunk_model((20,), 0))
+    text = spec.to_json().replace('  "stem_kernel": 1,\n', "").replace(',\n  "stem_kernel": 1', "")
+    assert "stem_kernel" not in text
+    assert ArchSpec.from_json(text).stem_kernel == 1
+
+
+def test_stem_kernel_config_errors_are_one_line() -> None:
+    for bad in (0, 2, -3):
+        with pytest.raises(ConfigError, match="net.stem_kernel must be odd and positive"):
+            NetConfig(stem_kernel=bad)
+
+
+def test_the_budget_can_anneal_from_the_starting_network() -> None:
+    """``budget.anneal_from='start'``: the target starts at the cost of the network as built (here
+    below the maximal one: kernels start short), and never below the budget."""
+    from dnarch.config import BudgetConfig
+    from dnarch.train.objective import Objective
+
+    cfg = NetConfig(width=8, hidden=16, blocks=2, init_kernel_cutoff=0.1)
+    m = build_model(cfg, 1, 10, (16, 16))
+    start = float(model_cost(m, "hard").macs)
+    top = float(model_cost(m, "max").macs)
+    assert start < 0.5 * top
+    budget = float(round(0.6 * start))  # an absolute budget under the start
+    for frm, want in (("max", top), ("start", start), ("auto", start)):
+        obj = Objective(m, BudgetConfig(budget=budget, anneal_from=frm))
+        assert obj.schedule is not None and obj.schedule.target(0.0) == pytest.approx(want)
+        assert obj.schedule.target(1.0) == pytest.approx(budget)
+    high = Objective(m, BudgetConfig(budget=0.9, anneal_from="start"))
+    assert high.schedule is not None and high.schedule.target(0.0) == pytest.approx(0.9 * top)
+    full = build_model(NetConfig(width=8, hidden=16, blocks=2), 1, 10, (16, 16))
+    auto = Objective(full, BudgetConfig(budget=0.5))  # kernels start at the whole input: 'max'
+    assert auto.schedule is not None and auto.schedule.target(0.0) == pytest.approx(
+        float(model_cost(full, "max").macs)
+    )
+    with pytest.raises(ConfigError, match="budget.anneal_from must be auto, max or start"):
+        BudgetConfig(anneal_from="min")
