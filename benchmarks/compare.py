@@ -77,7 +77,7 @@ from dnarch.data import DataBundle
 from dnarch.export.spec import ArchSpec
 from dnarch.export.static import StaticNet
 from dnarch.export.summary import count, counted_macs
-from dnarch.models import PRESETS, preset_for
+from dnarch.models import PRESETS, preset_for, preset_net
 from dnarch.models.plain_cnn import plain_cnn_for_budget
 from dnarch.models.plain_unet import plain_unet_for_budget
 from dnarch.train.metrics import SCORES
@@ -533,7 +533,8 @@ def maximal_net(data: DataBundle, changes: list[str], preset: str = "auto") -> N
     KEY=VALUE`` changes."""
     if preset == "auto":
         preset = preset_for(len(data.input_shape), data.task)
-    return changed("net", changes, RunConfig(net=PRESETS[preset])).net
+    net = preset_net(preset, data.input_shape)
+    return changed("net", changes, RunConfig(net=net)).net
 
 
 def maximal_macs(data: DataBundle, net: Any) -> int:

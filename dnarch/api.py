@@ -16,7 +16,7 @@ from torch import Tensor
 
 from dnarch.config import BUDGET_HELP, ConfigError, RunConfig, with_overrides
 from dnarch.data import from_arrays
-from dnarch.models import PRESETS, preset_for
+from dnarch.models import preset_for, preset_net
 from dnarch.train.run import RunResult, run
 
 ArrayLike = Tensor | np.ndarray
@@ -65,7 +65,8 @@ def fit(
         given = config.data.task
     task = "classify" if given == "auto" else given
     data = from_arrays(x_train, y_train, x_test, y_test, name="arrays", task=task)
-    cfg = config or RunConfig(net=PRESETS[preset_for(len(data.input_shape), task)])
+    shape = tuple(data.input_shape)
+    cfg = config or RunConfig(net=preset_net(preset_for(len(shape), task), shape))
     flat: dict[str, str] = {"data.task": task}
     if not (isinstance(budget, str) and budget == "default"):
         flat["budget.budget"] = _budget_text(budget)

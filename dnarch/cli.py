@@ -23,7 +23,7 @@ from dnarch.config import ConfigError, RunConfig, from_dict, with_overrides
 from dnarch.data import DATASETS, DataError, load_data
 from dnarch.data.registry import check_data_name
 from dnarch.export.static import ExportError
-from dnarch.models import PRESETS, preset_for
+from dnarch.models import PRESETS, preset_for, preset_net
 from dnarch.train import distributed
 from dnarch.train.callbacks import CheckpointError
 from dnarch.train.trainer import NumericalError, TrainingInterrupted
@@ -171,10 +171,13 @@ def _split_overrides(extra: list[str]) -> dict[str, str]:
 
 
 def build_config(
-    args: argparse.Namespace, extra: list[str], ndim: int | None = None, task: str = "classify"
+    args: argparse.Namespace,
+    extra: list[str],
+    shape: tuple[int, ...] | None = None,
+    task: str = "classify",
 ) -> RunConfig:
-    """Preset (``auto``: by the data's ``ndim`` and ``task``), then --config file, then the named
-    flags, then dotted overrides."""
+    """Preset (``auto``: by the data's axes and ``task``; fitted to its ``shape``, ``preset_net``),
+    then --config file, then the named flags, then dotted overrides."""
     overrides = _split_overrides(extra)
     for flag, key in (("data", "data.name"), ("budget", "budget.budget"), ("epochs", "train.epochs"),
                       ("seed", "train.seed"), ("task", "data.task"),
@@ -184,10 +187,10 @@ def build_config(
             overrides = {key: value, **overrides}
     preset = args.preset
     if preset == "auto":
-        preset = preset_for(ndim or 1, task)
+        preset = preset_for(len(shape) if shape else 1, task)
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose auto or one of {', '.join(PRESETS)}")
-    cfg = RunConfig(net=PRESETS[preset])
+    cfg = RunConfig(net=preset_net(preset, shape) if shape else PRESETS[preset])
     if args.config:
         try:
             data = json.loads(Path(args.config).read_text())
@@ -272,7 +275,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     say = _sayer(args.quiet, world)
     say(f"dnarch: loading data {probe.data.name!r}")
     data = load_data(probe.data.name, root, probe.data.task)
-    cfg = build_config(args, extra, ndim=len(data.input_shape), task=data.task)
+    cfg = build_config(args, extra, shape=tuple(data.input_shape), task=data.task)
     check_budget(cfg, data.limited(cfg.data.limit_train, cfg.data.limit_test))
     # only now create the run folder: bad data or flags must not leave an empty one behind
     distributed.on_main(lambda: prepare_out_dir(out, args.overwrite), world)

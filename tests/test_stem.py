@@ -99,3 +99,17 @@ def test_the_budget_can_anneal_from_the_starting_network() -> None:
     )
     with pytest.raises(ConfigError, match="budget.anneal_from must be auto, max or start"):
         BudgetConfig(anneal_from="min")
+
+
+@pytest.mark.parametrize("name", ["image-stages", "seq-stages"])
+def test_the_stages_presets_build_and_run_on_small_and_usual_inputs(name) -> None:
+    """Kernels that start short meet the kernel floor of small inputs (one sample of the longest
+    axis): they start at the floor instead."""
+    from dnarch.models import PRESETS
+
+    shapes = [(8, 8), (28, 28)] if name == "image-stages" else [(5,), (40,)]
+    for shape in shapes:
+        m = build_model(PRESETS[name], 1, 10, shape)
+        assert all(k == 3 for p in m.hard_plan() for k in p["kernel"] if min(shape) >= 3)
+        with torch.no_grad():
+            assert m(torch.randn(2, 1, *shape)).shape == (2, 10)

@@ -177,13 +177,13 @@ def test_the_image_pyramid_preset_is_the_measured_setting() -> None:
     assert PRESETS["image-pyramid"] == measured
 
 
-def test_auto_preset_is_the_pyramid_for_2d_segmentation_only_and_seq_dense_for_1d_dense() -> None:
+def test_auto_presets_by_data_kind() -> None:
     """The auto choice (CLI, API and benchmark): the measured winner where it was measured."""
     from dnarch.models import preset_for
 
     assert preset_for(2, "segment") == "image-pyramid"
-    assert [preset_for(2, t) for t in ("classify", "regress")] == ["image", "image"]
+    assert [preset_for(2, t) for t in ("classify", "regress")] == ["image-stages", "image"]
     assert [preset_for(1, t) for t in ("classify", "segment", "regress")] == [
-        "seq",
+        "seq-stages",
         *["seq-dense"] * 2,
     ]

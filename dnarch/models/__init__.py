@@ -1,6 +1,6 @@
 """DNArchNet and its presets."""
 
 from dnarch.models.dnarchnet import ArchSizes, DNArchNet, build_model
-from dnarch.models.presets import PRESETS, preset_for
+from dnarch.models.presets import PRESETS, preset_for, preset_net
 
-__all__ = ["PRESETS", "ArchSizes", "DNArchNet", "build_model", "preset_for"]
+__all__ = ["PRESETS", "ArchSizes", "DNArchNet", "build_model", "preset_for", "preset_net"]

@@ -63,7 +63,10 @@ class DepthwiseCKConv(nn.Module):
             raise ValueError(f"direct kernel size must be 0 or odd, got {direct}")
         self.ndim, self.base, self.backend = ndim, tuple(base), backend
         self.kernel_net = KernelNet(ndim, channels, kernel_hidden, kernel_layers, omega0)
-        self.mask = GaussianKernelMask(ndim, init_cutoff, 1.0 / max(self.base), threshold)
+        # the floor (one sample of the longest axis) may lie above a short starting cut-off on
+        # small inputs: the kernel then starts at the floor (3 taps either way)
+        floor = 1.0 / max(self.base)
+        self.mask = GaussianKernelMask(ndim, max(init_cutoff, floor), floor, threshold)
         self.bias = nn.Parameter(torch.zeros(channels))
         self.direct: nn.Parameter | None = None
         if direct:
