@@ -110,7 +110,8 @@ class NetConfig:
         )
         _require(
             self.widen == 1 or not self.learn_groups,
-            "net.widen > 1 does not combine with net.learn_groups",
+            "net.widen > 1 does not combine with net.learn_groups (the *-stages and image-pyramid "
+            "presets widen: give --preset seq or --preset image to learn groups)",
         )
         for name in ("width", "hidden", "blocks", "kernel_hidden"):
             _require(
@@ -327,7 +328,8 @@ class RunConfig:
         _require(
             self.net.widen == 1 or not self.train.anneal_gates,
             "net.widen > 1 does not combine with train.anneal_gates (a stretched width mask has no "
-            "binary snap)",
+            "binary snap; the *-stages and image-pyramid presets widen: give --preset seq or "
+            "--preset image for annealed gates)",
         )
 
 

@@ -390,7 +390,7 @@ def test_a_grouped_cli_run_reports_its_groups(tmp_path, capsys) -> None:
 
     flags = ["--epochs", "2", "--net.blocks=2", "--net.width=8", "--net.hidden=8",
              "--net.kernel_hidden=4", "--data.limit_train=64", "--data.limit_test=32",
-             "--net.learn_groups=true", "--budget", "0.3"]  # fmt: skip
+             "--net.learn_groups=true", "--budget", "0.3", "--preset", "seq"]  # fmt: skip
     assert main(["train", *flags, "--out", str(tmp_path / "run")]) == 0
     lines = capsys.readouterr().out.splitlines()
     title = next(i for i, line in enumerate(lines) if line.startswith("learned architecture"))
