@@ -144,7 +144,8 @@ def run_dnarch(
         model = dnarch.build_model(
             net, data.in_channels, data.num_classes, data.input_shape, data.task
         )
-        probe = Objective(model, BudgetConfig(budget=None))
+        metric = getattr(args, "budget_changes", {}).get("metric", "macs")
+        probe = Objective(model, BudgetConfig(budget=None, metric=metric))
         floor = probe.floor_cost / probe.max_cost
         if budget < floor:  # an ablation whose one axis cannot reach the budget: its best effort
             budget = min(1.0, 1.05 * floor)
@@ -523,7 +524,10 @@ def train_changes(changes: list[str]) -> dict[str, Any]:
 
 
 def budget_changes(changes: list[str]) -> dict[str, Any]:
-    """``--budget-config KEY=VALUE`` changes as typed values (the budget itself is the run's)."""
+    """``--budget-config KEY=VALUE`` changes as typed values (the budget itself is the run's:
+    ``--budgets``)."""
+    if any(c.partition("=")[0] == "budget" for c in changes):
+        raise SystemExit("compare.py: error: --budget-config sets no budget; give --budgets")
     budget = changed("budget", changes).budget
     return {k: getattr(budget, k) for k, _, _ in (c.partition("=") for c in changes)}
 

@@ -336,10 +336,13 @@ class RunConfig:
 def upgrade_saved(saved: dict[str, Any]) -> dict[str, Any]:
     """A run folder's saved config (``config.json``) with the keys older dnarch versions did not write
     set to what those versions did, so that an old run resumes and reports as it was trained:
-    ``net.resolution_from`` = 0 (every block had a resolution mask), ``resolved.task`` = classify."""
+    ``net.resolution_from`` = 0 (every block had a resolution mask), ``resolved.task`` = classify,
+    ``budget.anneal_from`` = max (the target started at the maximal cost)."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
     if isinstance(out.get("net"), dict):
         out["net"].setdefault("resolution_from", 0)
+    if isinstance(out.get("budget"), dict):
+        out["budget"].setdefault("anneal_from", "max")
     if isinstance(out.get("resolved"), dict):
         out["resolved"].setdefault("task", "classify")
     return out

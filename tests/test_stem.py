@@ -110,6 +110,42 @@ def test_the_stages_presets_build_and_run_on_small_and_usual_inputs(name) -> Non
     shapes = [(8, 8), (28, 28)] if name == "image-stages" else [(5,), (40,)]
     for shape in shapes:
         m = build_model(PRESETS[name], 1, 10, shape)
-        assert all(k == 3 for p in m.hard_plan() for k in p["kernel"] if min(shape) >= 3)
+        assert all(k == 3 for p in m.hard_plan() for k in p["kernel"])
         with torch.no_grad():
             assert m(torch.randn(2, 1, *shape)).shape == (2, 10)
+
+
+def test_preset_net_follows_the_input() -> None:
+    """The stages presets: one block per stage of the plain CNN, kernels starting at 3 taps on the
+    longest axis whatever its length; other presets unchanged."""
+    from dnarch.models import PRESETS, preset_net
+    from dnarch.models.plain_cnn import stage_count
+
+    for name, shape in [("seq-stages", (40,)), ("seq-stages", (784,)), ("image-stages", (28, 28)),
+                        ("image-stages", (64, 48)), ("image-stages", (8, 8))]:  # fmt: skip
+        cfg = preset_net(name, shape)
+        assert cfg.blocks == stage_count(shape)
+        m = build_model(cfg, 1, 10, shape)
+        assert [max(p["kernel"]) for p in m.hard_plan()][0] == 3
+    assert preset_net("seq-stages", (40,)) == dataclasses_replace(PRESETS["seq-stages"], blocks=4)
+    assert preset_net("image", (28, 28)) == PRESETS["image"]
+
+
+def dataclasses_replace(cfg, **kw):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)
+
+
+def test_old_run_configs_keep_the_maximal_anneal_start() -> None:
+    from dnarch.config import upgrade_saved
+
+    saved = {"net": {"width": 8}, "budget": {"budget": 0.5}}
+    assert upgrade_saved(saved)["budget"]["anneal_from"] == "max"
+    assert "anneal_from" not in saved["budget"]  # the saved dict is left as it was
+
+
+def test_a_nan_cutoff_keeps_the_floor() -> None:
+    from dnarch.functional import masks as fm
+
+    assert fm.step_count(float("nan"), 10, 0.1, floor=1) == 1

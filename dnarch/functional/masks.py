@@ -99,7 +99,10 @@ def hard_count(values: Tensor, threshold: float, floor: int = 1) -> int:
 def step_count(cutoff: float, n: int, step: float, floor: int = 1) -> int:
     """``hard_count`` of a sigmoid step in closed form: the entries ``i`` of ``0..n-1`` at ``u = i *
     step`` with ``u <= cutoff`` (``sigmoid_step_cutoff``), at least ``min(floor, n)``. Plain Python,
-    no tensor operation: the training step asks for every mask's count."""
+    no tensor operation: the training step asks for every mask's count. A NaN cut-off keeps the
+    floor."""
+    if math.isnan(cutoff):
+        return min(floor, n)
     k = math.floor(cutoff / step) if math.isfinite(cutoff) else n
     k = min(max(k, -1), n)  # the last kept index, -1 for none
     while k + 1 < n and (k + 1) * step <= cutoff:  # exact at the boundary, as i * step <= cutoff

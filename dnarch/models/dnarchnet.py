@@ -148,8 +148,9 @@ class DNArchNet(nn.Module):
             raise ValueError(
                 f"an input axis of {n:,} samples is too long to learn where to downsample: the "
                 f"exported network resamples with a fixed matrix of up to {n:,} x {n:,} floats "
-                f"({4 * n * n / 2**30:.0f} GiB); set --net.learn_resolution=false (axes of up to "
-                f"{MAX_RESAMPLED_LENGTH:,} samples can learn it)"
+                f"({4 * n * n / 2**30:.0f} GiB); set --net.learn_resolution=false"
+                + (" --net.init_resolution=1 (or --preset seq)" if cfg.init_resolution < 1 else "")
+                + f" (axes of up to {MAX_RESAMPLED_LENGTH:,} samples can learn it)"
             )
         self.head_norm = nn.BatchNorm1d(self.alloc)
         self.head = nn.Linear(self.alloc, num_classes)

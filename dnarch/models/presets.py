@@ -50,13 +50,18 @@ STAGED = ("image-stages", "seq-stages")  # presets whose depth follows the input
 def preset_net(name: str, input_shape: Sequence[int]) -> NetConfig:
     """The preset ``name`` for data of ``input_shape``: the ``*-stages`` presets get one block per
     stage of the plain CNN for that input (``plain_cnn.stage_count``: halvings until the smallest
-    axis would fall below 5 samples; 28 px: 3, 40 samples: 4, 784: 8); the others as they are."""
+    axis would fall below 5 samples; 28 px: 3, 40 samples: 4, 784: 8) and kernels that start at 3
+    taps whatever the input's length; the others as they are."""
     cfg = PRESETS[name]
     if name not in STAGED:
         return cfg
     from dnarch.models.plain_cnn import stage_count
 
-    return replace(cfg, blocks=stage_count(tuple(int(n) for n in input_shape)))
+    shape = tuple(int(n) for n in input_shape)
+    # kernels start at 3 taps on the longest axis: the cut-off is relative to the input's extent
+    # (3 / N lies between the 3- and 5-tap cut-offs 2 / N and 4 / N)
+    cutoff = min(cfg.init_kernel_cutoff, 3.0 / max(shape))
+    return replace(cfg, blocks=stage_count(shape), init_kernel_cutoff=cutoff)
 
 
 def preset_for(ndim: int, task: str = "classify") -> str:

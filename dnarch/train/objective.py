@@ -35,7 +35,7 @@ class Objective:
                 f"budget {budget:,.0f} {unit} is above the maximal network's {self.max_cost:,.0f}: "
                 "nothing to learn; give a smaller budget or --budget none"
             )
-        if budget is not None and not model.cfg.learns_anything:
+        if budget is not None and not model.arch_parameters():
             raise ConfigError(
                 f"a budget of {budget:,.0f} {unit} needs a learned axis: with every net.learn_* "
                 "false nothing can move towards it; learn more axes or give --budget none"
