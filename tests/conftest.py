@@ -6,8 +6,11 @@ from types import ModuleType
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from dnarch.config import NetConfig
+from dnarch.cost import model_cost
+from dnarch.export import ArchSpec, build_static, export_state, harden
 from dnarch.models import DNArchNet, build_model
 
 torch.set_num_threads(2)
@@ -71,6 +74,29 @@ def shrunk_model(
         for _ in range(3):
             m(torch.randn(16, in_channels, *shape))
     return m.eval()
+
+
+def check_crop_export_and_cost(m: DNArchNet, x: torch.Tensor) -> ArchSpec:
+    """The contract on ``m`` (eval mode) and a batch ``x``: cropped equals masked (1e-5), the exported
+    network equals the cropped one (1e-4), the hard cost equals the FLOP counter's MACs and the
+    exported parameter count, and the spec reloaded from JSON gives the same network. Returns the
+    spec."""
+    with torch.no_grad():
+        cropped, masked = m(x), m(x, crop=False)
+    assert ((cropped - masked).abs().max() / masked.abs().max()) < 1e-5
+    spec = harden(m)
+    static = build_static(spec, export_state(m, spec))
+    with torch.no_grad():
+        exported = static(x)
+    assert ((cropped - exported).abs().max() / cropped.abs().max()) < 1e-4
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        static(torch.randn(1, spec.in_channels, *spec.input_shape))
+    assert float(model_cost(m, "hard").macs) == counter.get_total_flops() / 2
+    assert int(model_cost(m, "hard").params) == sum(p.numel() for p in static.parameters())
+    loaded = build_static(ArchSpec.from_json(spec.to_json()), export_state(m, spec))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), exported)
+    return spec
 
 
 def load_benchmark(name: str) -> ModuleType:

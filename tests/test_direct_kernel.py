@@ -4,14 +4,13 @@ masked one, the exported network against both, and the cost estimate against the
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from dnarch.config import ConfigError, NetConfig
 from dnarch.cost import model_cost
-from dnarch.export import ArchSpec, build_static, export_state, harden
+from dnarch.export import harden
 from dnarch.models import build_model
 from dnarch.nn.ckconv import DepthwiseCKConv, centred
-from tests.conftest import shrunk_model
+from tests.conftest import check_crop_export_and_cost, shrunk_model
 
 SHAPES = [(40,), (33,), (12, 9), (10, 10)]
 
@@ -72,22 +71,7 @@ def test_the_term_leaves_the_kernel_masks_gradient_alive() -> None:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_direct_kernel_network_crop_export_and_cost(shape, seed, task) -> None:
     m = shrunk_model(shape, seed, task=task, widen=1.0 + seed, direct_kernel=5)
-    x = torch.randn(5, 2, *shape)
-    with torch.no_grad():
-        cropped, masked = m(x), m(x, crop=False)
-    assert ((cropped - masked).abs().max() / masked.abs().max()) < 1e-5
-    spec = harden(m)
-    static = build_static(spec, export_state(m, spec))
-    with torch.no_grad():
-        exported = static(x)
-    assert ((cropped - exported).abs().max() / cropped.abs().max()) < 1e-4
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        static(torch.randn(1, spec.in_channels, *spec.input_shape))
-    assert float(model_cost(m, "hard").macs) == counter.get_total_flops() / 2
-    assert int(model_cost(m, "hard").params) == sum(p.numel() for p in static.parameters())
-    loaded = build_static(ArchSpec.from_json(spec.to_json()), export_state(m, spec))
-    with torch.no_grad():
-        assert torch.equal(loaded(x), exported)
+    check_crop_export_and_cost(m, torch.randn(5, 2, *shape))
 
 
 def test_the_test_models_really_have_kernels_smaller_than_the_term() -> None:

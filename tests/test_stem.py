@@ -5,13 +5,12 @@ against ``F.conv`` with its rows masked."""
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from dnarch.config import ConfigError, NetConfig
 from dnarch.cost import model_cost
-from dnarch.export import ArchSpec, build_static, export_state, harden
+from dnarch.export import ArchSpec, harden
 from dnarch.models import build_model
-from tests.conftest import shrunk_model
+from tests.conftest import check_crop_export_and_cost, shrunk_model
 
 
 @pytest.mark.parametrize("task", ["classify", "segment"])
@@ -19,23 +18,8 @@ from tests.conftest import shrunk_model
 @pytest.mark.parametrize("seed", [0, 1])
 def test_stem_kernel_network_crop_export_and_cost(shape, seed, task) -> None:
     m = shrunk_model(shape, seed, task=task, widen=1.0 + seed, stem_kernel=3, direct_kernel=3)
-    x = torch.randn(5, 2, *shape)
-    with torch.no_grad():
-        cropped, masked = m(x), m(x, crop=False)
-    assert ((cropped - masked).abs().max() / masked.abs().max()) < 1e-5
-    spec = harden(m)
+    spec = check_crop_export_and_cost(m, torch.randn(5, 2, *shape))
     assert spec.stem_kernel == 3
-    static = build_static(spec, export_state(m, spec))
-    with torch.no_grad():
-        exported = static(x)
-    assert ((cropped - exported).abs().max() / cropped.abs().max()) < 1e-4
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        static(torch.randn(1, spec.in_channels, *spec.input_shape))
-    assert float(model_cost(m, "hard").macs) == counter.get_total_flops() / 2
-    assert int(model_cost(m, "hard").params) == sum(p.numel() for p in static.parameters())
-    loaded = build_static(ArchSpec.from_json(spec.to_json()), export_state(m, spec))
-    with torch.no_grad():
-        assert torch.equal(loaded(x), exported)
 
 
 def test_the_stem_is_a_same_padded_convolution_norm_and_relu_masked() -> None:

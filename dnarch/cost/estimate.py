@@ -70,8 +70,8 @@ def estimate_cost(
     s0 = torch.tensor([float(n) for n in input_shape], device=c.device)
     macs = p0 * in_channels * stem_taps * c
     if dense:
-        up = resample_macs(sizes.head_in, s0, sizes.head_upsampled, head)
-        macs = macs + up + p0 * head * num_classes
+        up = resample_macs(sizes.head_in[None], s0[None], [sizes.head_upsampled], head.reshape(1))
+        macs = macs + (up.sum() if isinstance(up, Tensor) else up) + p0 * head * num_classes
     else:
         macs = macs + head * num_classes
     stem_norm = 2 * c if stem_taps > 1 else 0.0
@@ -92,7 +92,7 @@ def estimate_cost(
     # the stream is resampled at block l's input (at block l-1's width), then widened
     prev = torch.cat([s0[None], sizes.resolution[:-1]])  # (L, ndim)
     prev_c = torch.cat([c.reshape(1), cl[:-1]])
-    down = blocks_resample_macs(prev, sizes.resolution, sizes.resampled, prev_c)
+    down = resample_macs(prev, sizes.resolution, sizes.resampled, prev_c)
     macs = macs + (d * (p * cl * taps + p * (pw1 + pw2) + down)).sum()
     params = params + (d * (2 * cl + cl * taps + cl + pw1 + hidden + pw2 + bias2)).sum()
     return Cost(macs=torch.as_tensor(macs), params=torch.as_tensor(params))
@@ -108,25 +108,13 @@ def per_group(channels: Tensor, groups: Tensor) -> Tensor:
 
 
 def resample_macs(
-    sizes_in: Tensor, sizes_out: Tensor, resampled: tuple[bool, ...], channels: Tensor
-) -> Tensor | float:
-    """MACs of the exported network's resampling: one matrix product per downsampled axis, last axis
-    first, each costing (positions after it) x (input length of that axis) per channel."""
-    total: Tensor | float = 0.0
-    sizes = list(sizes_in.unbind(0))
-    for axis in reversed(range(len(sizes))):
-        if resampled[axis]:
-            after = sizes[:axis] + [sizes_out[axis]] + sizes[axis + 1 :]
-            total = total + channels * torch.prod(torch.stack(after)) * sizes[axis]
-            sizes[axis] = sizes_out[axis]
-    return total
-
-
-def blocks_resample_macs(
     sizes_in: Tensor, sizes_out: Tensor, resampled: list[tuple[bool, ...]], channels: Tensor
 ) -> Tensor | float:
-    """``resample_macs`` of every block at once: sizes_in, sizes_out (L, ndim), channels (L,) ->
-    (L,), zero where a block does not resample."""
+    """MACs of the exported network's resampling, for L resamplings at once (the blocks, or the
+    dense head's one): one matrix product per resampled axis, last axis first, each costing
+    (positions after it) x (input length of that axis) per channel. sizes_in, sizes_out (L, ndim),
+    resampled: per row and axis, channels (L,) -> (L,), zero where a row does not resample (0.0
+    where none does)."""
     if not any(any(r) for r in resampled):
         return 0.0
     which = torch.tensor(resampled, device=sizes_in.device)  # (L, ndim)

@@ -30,7 +30,7 @@ from dnarch.export.spec import ArchSpec, BlockSpec
 from dnarch.files import atomic_path, atomic_write_text
 from dnarch.functional import fourier
 from dnarch.functional.channels import pad_channels
-from dnarch.functional.conv import depthwise_conv
+from dnarch.functional.conv import CONV, depthwise_conv
 from dnarch.functional.groups import (
     bit_reversed_order,
     group_slots,
@@ -38,8 +38,6 @@ from dnarch.functional.groups import (
     relation,
     take_slots,
 )
-
-_CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
 def _depthwise_forward(conv: Any, x: Tensor) -> Tensor:
@@ -198,7 +196,7 @@ class StaticBlock(nn.Module):
         # zero channels appended to the stream: a count, not a width, so that a pruner that slices
         # the stream's channels (benchmarks' prune baseline) leaves the block consistent
         self.extra = width - (width if width_in is None else width_in)
-        conv = _CONV[ndim]
+        conv = CONV[ndim]
         self.resample = (
             Resample(spec.resolution_in, spec.resolution_out, spec.keep_bins)
             if spec.resolution_out != spec.resolution_in
@@ -238,7 +236,7 @@ class StaticNet(nn.Module):
         self.spec = spec
         c, nd = spec.residual_width, spec.ndim
         k = spec.stem_kernel
-        self.stem = _CONV[nd](spec.in_channels, c, k, padding=k // 2)
+        self.stem = CONV[nd](spec.in_channels, c, k, padding=k // 2)
         # a k-tap stem is followed by a norm and ReLU (``NetConfig.stem_kernel``)
         self.stem_norm = _NORM[nd](c) if k > 1 else None
         widths = [c] + [spec.block_width(b) for b in spec.kept_blocks]
@@ -254,7 +252,7 @@ class StaticNet(nn.Module):
         )
         c = spec.head_width
         self.head: nn.Module = (
-            _CONV[nd](c, spec.num_classes, 1) if spec.dense else nn.Linear(c, spec.num_classes)
+            CONV[nd](c, spec.num_classes, 1) if spec.dense else nn.Linear(c, spec.num_classes)
         )
 
     def forward(self, x: Tensor) -> Tensor:

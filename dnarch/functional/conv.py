@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from dnarch.functional.fourier import fft_input
 
@@ -31,15 +31,31 @@ def remember(key: tuple, decide: Callable[[], str]) -> str:
     return _CHOICE[key]
 
 
+# the convolution module of each spatial rank (1D, 2D, 3D)
+CONV: dict[int, type[nn.Conv1d | nn.Conv2d | nn.Conv3d]] = {
+    1: nn.Conv1d,
+    2: nn.Conv2d,
+    3: nn.Conv3d,
+}
+
+
+def conv_nd(x: Tensor, weight: Tensor, bias: Tensor | None = None, groups: int = 1) -> Tensor:
+    """Cross-correlation with zero 'same' padding over x's spatial axes, 1D to 3D.
+
+    x: (B, C_in, *S); weight: (C_out, C_in / groups, *K), odd K; bias: (C_out,) or None.
+    Returns (B, C_out, *S)."""
+    conv: Callable[..., Tensor] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[x.ndim - 2]
+    padding = [k // 2 for k in weight.shape[2:]]
+    return conv(x, weight, bias, padding=padding, groups=groups)
+
+
 def depthwise_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """Depthwise cross-correlation with zero 'same' padding.
 
     x: (B, C, *S); weight: (C, *K) with odd K_i <= S_i; bias: (C,) or None. Returns (B, C, *S).
     """
     _check(x, weight)
-    conv: Callable[..., Tensor] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[x.ndim - 2]
-    padding = [k // 2 for k in weight.shape[1:]]
-    return conv(x, weight.unsqueeze(1), bias, padding=padding, groups=x.shape[1])
+    return conv_nd(x, weight.unsqueeze(1), bias, groups=x.shape[1])
 
 
 def fast_length(n: int) -> int:

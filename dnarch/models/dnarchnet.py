@@ -27,6 +27,7 @@ from dnarch.config import NetConfig
 from dnarch.functional import fourier
 from dnarch.functional import masks as fm
 from dnarch.functional.channels import pad_channels
+from dnarch.functional.conv import CONV, conv_nd
 from dnarch.nn.block import (
     BlockSettings,
     DNArchBlock,
@@ -64,13 +65,6 @@ class ArchSizes:
     head_width: Tensor
     grouped: bool = False  # are group counts learned (else every layer has one group)
 
-
-_CONV: dict[int, type[nn.Conv1d | nn.Conv2d | nn.Conv3d]] = {
-    1: nn.Conv1d,
-    2: nn.Conv2d,
-    3: nn.Conv3d,
-}
-_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 # the longest axis whose resolution is learned: the exported network resamples an axis of n samples
 # with a fixed (n_out, n) matrix, 1 GiB at n = 16,384 (``export.static.Resample``)
@@ -126,7 +120,7 @@ class DNArchNet(nn.Module):
         self.stem: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d = (
             nn.Linear(in_channels, cfg.width)
             if cfg.stem_kernel == 1
-            else _CONV[self.ndim](in_channels, cfg.width, cfg.stem_kernel)
+            else CONV[self.ndim](in_channels, cfg.width, cfg.stem_kernel)
         )
         self.stem_norm = nn.BatchNorm1d(cfg.width) if cfg.stem_kernel > 1 else None
         self.residual_mask = SigmoidStepMask(cfg.width, cfg.width_span, cfg.threshold)
@@ -332,9 +326,7 @@ class DNArchNet(nn.Module):
         if isinstance(self.stem, nn.Linear):
             return pointwise(x, self.stem, c, self.in_channels, row_scale=m_res)
         assert self.stem.bias is not None and self.stem_norm is not None
-        h = _CONV_FN[self.ndim](
-            x, self.stem.weight[:c], self.stem.bias[:c], padding=self.stem_kernel // 2
-        )
+        h = conv_nd(x, self.stem.weight[:c], self.stem.bias[:c])
         return F.relu(batch_norm(h, self.stem_norm, c, self.training, m_res))
 
     def stretch(self, lengths: Sequence[int]) -> float:
