@@ -9,7 +9,8 @@ network (cost, budget penalty, ``project_arch_``), cross-entropy for the others.
 0, so the optimiser does all its work but no network changes. Inference: one forward, eval, no grad.
 After 2 warm-up steps, each of --repeats rounds times a step of every network of a same-MACs group,
 alternating which goes first; medians of wall and process CPU time are reported. The learned runs are
-trained first (--learn-threads) into runs/speed/<dataset>-e<E>-n<N>, and reloaded from there later.
+trained first (--learn-threads) with the auto preset into runs/speed/<dataset>-<preset>-e<E>-n<N>,
+and reloaded from there later.
 
     python benchmarks/speed.py                              # all three datasets, 1 and 2 threads
     python benchmarks/speed.py --quick --datasets mnist1d   # smoke run: maximal networks only
@@ -44,7 +45,7 @@ import dnarch
 from dnarch.config import BudgetConfig, DataConfig, RunConfig, TrainConfig, from_dict, upgrade_saved
 from dnarch.data import DataError
 from dnarch.export.summary import counted_macs
-from dnarch.models import PRESETS, preset_for
+from dnarch.models import preset_for, preset_net
 from dnarch.models.plain_cnn import plain_cnn_for_budget
 from dnarch.train.callbacks import load_checkpoint
 from dnarch.train.objective import Objective
@@ -140,11 +141,12 @@ def learn(dataset: str, ndim: int, args: argparse.Namespace) -> tuple[Path, dict
     epochs, limit = LEARN[dataset]
     epochs = args.learn_epochs if args.learn_epochs is not None else epochs
     limit = args.learn_limit if args.learn_limit is not None else limit
-    folder = Path("runs/speed") / f"{dataset}-e{epochs}-n{limit}"
+    preset = preset_for(ndim, "classify")
+    folder = Path("runs/speed") / f"{dataset}-{preset}-e{epochs}-n{limit}"
     if (folder / "summary.json").is_file():
         return folder, {"source": "cached"}
     cfg = RunConfig(
-        net=PRESETS[preset_for(ndim, "classify")],
+        net=preset_net(preset, dnarch.load_data(dataset).input_shape),
         budget=BudgetConfig(budget=0.25),
         train=TrainConfig(epochs=epochs, seed=0),
         data=DataConfig(name=dataset, limit_train=limit, limit_test=limit),
@@ -194,7 +196,7 @@ def groups_for(
     in_ch, shape = int(x.shape[1]), tuple(x.shape[2:])
     out = []
     if "max" in cases:
-        net = dnarch.build_model(PRESETS[preset_for(len(shape))], in_ch, classes, shape)
+        net = dnarch.build_model(preset_net(preset_for(len(shape)), shape), in_ch, classes, shape)
         a = masked_case(
             "masked_max", "masked, maximal", net, BudgetConfig(budget=0.25), False, x, y
         )

@@ -211,3 +211,40 @@ def test_training_times_forward_and_backward_with_its_own_verdict(monkeypatch) -
     assert fconv.choose_backend(x, torch.randn(4, 3, requires_grad=True)) == "direct"
     assert len(calls) == 2
     fconv._CHOICE.clear()
+
+
+@pytest.mark.parametrize(
+    "shape,keep",
+    [((40,), (7,)), ((41,), (20,)), ((12, 9), (3, 2)), ((7, 8), (1, 3)), ((6, 5, 4), (1, 2, 2))],
+)
+def test_crop_by_matrices_equals_the_spectral_crop_in_value_and_gradient(shape, keep) -> None:
+    # a fixed crop (no learned cut-off) runs as one matrix per axis: the same linear map
+    x = torch.randn(2, 3, *shape, dtype=torch.float64, requires_grad=True)
+    mats = [fourier.resample_matrix(n, k, torch.float64) for n, k in zip(shape, keep, strict=True)]
+    ref = fourier.lowpass_crop(x, keep)
+    out = fourier.apply_matrices(x, mats)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-12)
+    g = torch.randn_like(ref)
+    (want,) = torch.autograd.grad(ref, x, g)
+    (got,) = torch.autograd.grad(out, x, g)
+    assert torch.allclose(want, got, atol=1e-12)
+    # an axis given None keeps its size
+    part = fourier.apply_matrices(x, [None, *mats[1:]])
+    assert torch.allclose(part, fourier.lowpass_crop(x, (shape[0] // 2, *keep[1:])), atol=1e-12)
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_a_fixed_resolution_resamples_as_the_learned_one(learned) -> None:
+    # FourierResolution takes the matrix path when no gradient reaches its cut-off: the same
+    # output as the straight-through spectral crop, and the cut-off's gradient only where learned
+    from dnarch.nn.resolution import FourierResolution
+
+    res = FourierResolution((28, 20), 1.0, 0.1, init_cutoff=0.45)
+    res.mask.mu.requires_grad_(learned)
+    x = torch.randn(2, 3, 28, 20, requires_grad=True)
+    out, _ = res(x, None)
+    mu, keep = res.plan((28, 20), None)
+    assert out.shape[2:] == tuple(2 * k + 1 for k in keep) != (28, 20)
+    assert torch.allclose(out, fourier.lowpass_crop(x, keep), atol=1e-5)
+    out.square().sum().backward()
+    assert x.grad is not None and (res.mask.mu.grad is not None) == learned

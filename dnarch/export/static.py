@@ -140,12 +140,11 @@ class Resample(nn.Module):
             self.register_buffer(f"matrix{i}", matrix)
 
     def forward(self, x: Tensor) -> Tensor:
-        for i in reversed(range(self.ndim)):
-            a = getattr(self, f"matrix{i}")
-            if a.shape[0] == a.shape[1]:
-                continue  # this axis keeps its size: the matrix is the identity
-            x = torch.matmul(x.movedim(2 + i, -1), a.T).movedim(-1, 2 + i)
-        return x
+        matrices = [getattr(self, f"matrix{i}") for i in range(self.ndim)]
+        # an axis that keeps its size has the identity: left out
+        return fourier.apply_matrices(
+            x, [a if a.shape[0] != a.shape[1] else None for a in matrices]
+        )
 
 
 class BlockLayout:

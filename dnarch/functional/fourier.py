@@ -258,3 +258,23 @@ def upsample_matrix(length: int, size: int, dtype: torch.dtype = torch.float32) 
     eye = torch.eye(length, dtype=torch.float64)[:, None, :]  # (length, 1, length): basis signals
     response = fourier_upsample(eye, (size,))[:, 0, :]  # (length, size): row j = response to e_j
     return response.T.contiguous().to(dtype)
+
+
+# the crop as matrices pays on axes up to this long (one matmul per axis beats the two transforms
+# forward and two backward: 5x at 40 samples, 3x at 28 x 28, 2x at 392; at 784 the FFT wins)
+MATRIX_MAX_LENGTH = 512
+
+
+def apply_matrices(x: Tensor, matrices: Sequence[Tensor | None]) -> Tensor:
+    """Resample x (B, C, *S) axis by axis, the last axis first (the order the cost estimate
+    counts): ``matrices[i]`` (S'_i, S_i) maps axis i, None leaves it as it is. Each axis is one
+    ``einsum`` that contracts it in place, 2-5x faster forward and backward on a 2-D map than
+    moving the axis last for a matmul. Returns (B, C, *S')."""
+    axes = "uvw"[: len(matrices)]
+    for i in reversed(range(len(matrices))):
+        m = matrices[i]
+        if m is None:
+            continue
+        out = axes[:i] + "z" + axes[i + 1 :]
+        x = torch.einsum(f"bc{axes},z{axes[i]}->bc{out}", x, m)
+    return x

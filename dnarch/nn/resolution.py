@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,22 @@ class FourierResolution(nn.Module):
     ) -> None:
         super().__init__()
         self.mask = LowpassMask(base, span, threshold, init_cutoff)
+        self._cache: dict[tuple[Any, ...], list[Tensor | None]] = {}
+
+    def _matrices(
+        self, sizes: tuple[int, ...], keep: tuple[int, ...], like: Tensor
+    ) -> list[Tensor | None]:
+        """Per axis the crop's matrix (``fourier.resample_matrix``; None where the axis keeps its
+        size), made once per sizes, kept bins, device and dtype."""
+        key = (sizes, keep, like.device, like.dtype)
+        if key not in self._cache:
+            self._cache[key] = [
+                None
+                if fourier.output_length(n, k) == n
+                else fourier.resample_matrix(n, k, like.dtype).to(like.device)
+                for n, k in zip(sizes, keep, strict=True)
+            ]
+        return self._cache[key]
 
     def plan(self, lengths: Sequence[int], cap: Tensor | None) -> tuple[Tensor, tuple[int, ...]]:
         """Effective mu (ndim,) and highest kept bin per axis for an input of ``lengths``."""
@@ -36,12 +53,15 @@ class FourierResolution(nn.Module):
     ) -> tuple[Tensor, tuple[int, ...], list[Tensor]]:
         """Effective mu, kept bins per axis, and per-axis mask factors over the kept bins."""
         mu, keep = self.plan(lengths, cap)
+        return mu, keep, self._factors(mu, keep, lengths)
+
+    def _factors(self, mu: Tensor, keep: Sequence[int], lengths: Sequence[int]) -> list[Tensor]:
         out = []
         for axis, (n, k) in enumerate(zip(lengths, keep, strict=True)):
             last = axis == len(lengths) - 1
             idx = fourier.kept_bins(n, k, last=last).to(mu.device)
             out.append(self.mask.axis_values(mu, axis, n).index_select(0, idx))
-        return mu, keep, out
+        return out
 
     def forward(self, x: Tensor, cap: Tensor | None) -> tuple[Tensor, Tensor]:
         """x: (B, C, *S). Returns the resampled (B, C, *S') and this block's effective mu (the next cap).
@@ -51,9 +71,18 @@ class FourierResolution(nn.Module):
         crop, which the exported network computes with one small fixed matrix per axis, and a block
         that does not downsample exports with no resampling at all.
         """
-        mu, keep, factors = self.factors(tuple(x.shape[2:]), cap)
-        cropped = tuple(fourier.output_length(n, k) for n, k in zip(x.shape[2:], keep, strict=True))
-        if cropped == tuple(x.shape[2:]) and not (torch.is_grad_enabled() and mu.requires_grad):
-            return x, mu  # nothing to crop and no gradient wanted: the layer is the identity
+        sizes = tuple(x.shape[2:])
+        mu, keep = self.plan(sizes, cap)
+        cropped = tuple(fourier.output_length(n, k) for n, k in zip(sizes, keep, strict=True))
+        if not (torch.is_grad_enabled() and mu.requires_grad):
+            # no gradient wanted for the cut-off (a fixed pyramid, or evaluation): the crop is a
+            # fixed linear map, on short axes one small matrix each (``fourier.apply_matrices``)
+            if cropped == sizes:
+                return x, mu  # nothing to crop: the layer is the identity
+            if max(sizes) > fourier.MATRIX_MAX_LENGTH:
+                return fourier.lowpass_crop(x, keep), mu
+            x = fourier.fft_input(x)  # half types resample in float32, as the transforms do
+            return fourier.apply_matrices(x, self._matrices(sizes, keep, x)), mu
+        factors = self._factors(mu, keep, sizes)
         ones = [(f - f.detach()) + 1.0 for f in factors]  # exactly 1 in value: (f - f) is 0
         return fourier.band_crop(x, keep, ones), mu
