@@ -8,7 +8,10 @@ So the families differ in their blocks alone; DNArch's search can at best find t
 
 Families (``NAME:K:E:N``: kernel K taps per axis, hidden width E x the stage's width, N blocks a stage;
 ``NAME:K:E:N:sS`` gives the stem S taps per axis instead of 3, ``s1`` being DNArch's pointwise stem;
-``sSl`` a stem without its norm and ReLU, a plain convolution as DNArch's is):
+``sSl`` a stem without its norm and ReLU, a plain convolution as DNArch's is; for dnf and dns,
+``:hA.B.C`` halves the stream by a learned 3-tap-per-axis filter at stride 2 started at [A, B, C] /
+(A + B + C) per axis, as ``net.downsample=strided`` does (``h1.6.1`` is its start; ``h0.1.0`` plain
+subsampling, ``h1.2.1`` the binomial anti-aliasing filter), instead of the Fourier crop):
 - plain       the plain CNN itself (two full 3x3 convolutions a block, post-norm, ReLU);
 - sep         DNArch's block on the plain CNN's strides: BN, depthwise K conv (strided where the stage
               halves), 1x1 to E x width, GELU, 1x1 back, plus the (projected) skip;
@@ -47,6 +50,7 @@ from torch import Tensor, nn
 import dnarch
 from dnarch.export.summary import counted_macs
 from dnarch.functional import fourier
+from dnarch.functional.conv import halve
 from dnarch.models.plain_cnn import plain_cnn_for_budget, stage_count, widest_under
 from dnarch.train.plain import train_classifier
 
@@ -95,10 +99,25 @@ class DNArchStyle(nn.Module):
     to E x width, else depthwise K then 1x1. (B, c_in, *S) -> (B, c_out, *S')."""
 
     def __init__(
-        self, c_in: int, c_out: int, stride: int, nd: int, k: int, e: int, full: bool
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        nd: int,
+        k: int,
+        e: int,
+        full: bool,
+        halving: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
         self.c_in, self.c_out, self.stride, self.full = c_in, c_out, stride, full
+        self.halving: nn.Parameter | None = None
+        if halving is not None and stride == 2:
+            taps = torch.tensor(halving) / sum(halving)
+            f = taps
+            for _ in range(nd - 1):
+                f = f[..., None] * taps
+            self.halving = nn.Parameter(f.expand(c_in, *f.shape).clone())
         self.norm = NORM[nd](c_out)
         self.dw = None if full else CONV[nd](c_out, c_out, k, padding=k // 2, groups=c_out)
         self.c1 = CONV[nd](c_out, e * c_out, k if full else 1, padding=k // 2 if full else 0)
@@ -106,7 +125,9 @@ class DNArchStyle(nn.Module):
         self.drop = nn.Dropout(0.1)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.stride == 2:  # keep bins -n/4..n/4: about half the samples per axis
+        if self.halving is not None:  # a learned strided filter: ceil(n / 2) samples per axis
+            x = halve(x, self.halving)
+        elif self.stride == 2:  # keep bins -n/4..n/4: about half the samples per axis
             x = fourier.lowpass_crop(x, tuple(n // 4 for n in x.shape[2:]))
         if self.c_out > self.c_in:
             x = nn.functional.pad(x, [0] * (2 * (x.ndim - 2)) + [0, self.c_out - self.c_in])
@@ -131,6 +152,7 @@ class StagedNet(nn.Module):
         per_stage: int,
         stem: int = 3,
         stem_linear: bool = False,
+        halving: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
         nd = len(shape)
@@ -144,7 +166,8 @@ class StagedNet(nn.Module):
             for j in range(per_stage):
                 stride = 2 if stage > 0 and j == 0 else 1
                 if family in ("dnf", "dns"):
-                    blocks.append(DNArchStyle(c, c_out, stride, nd, k, e, family == "dnf"))
+                    full = family == "dnf"
+                    blocks.append(DNArchStyle(c, c_out, stride, nd, k, e, full, halving))
                 elif family == "sep":
                     blocks.append(Sep(c, c_out, stride, nd, k, e))
                 else:
@@ -168,12 +191,15 @@ def build(spec: str, in_channels: int, classes: int, shape: tuple[int, ...], mac
     family, k, e, n, *rest = spec.split(":")
     if family not in FAMILIES:
         raise SystemExit(f"blocks.py: error: unknown family {family!r}; choose from {FAMILIES}")
-    stem = int(rest[0].removeprefix("s").removesuffix("l")) if rest else 3
-    linear = bool(rest) and rest[0].endswith("l")
+    stems = [r for r in rest if r.startswith("s")]
+    stem = int(stems[0].removeprefix("s").removesuffix("l")) if stems else 3
+    linear = bool(stems) and stems[0].endswith("l")
+    halves = [r for r in rest if r.startswith("h")]
+    halving = tuple(float(t) for t in halves[0][1:].split(".")) if halves else None
 
     def make(w: int) -> StagedNet:
         return StagedNet(
-            in_channels, classes, shape, w, family, int(k), int(e), int(n), stem, linear
+            in_channels, classes, shape, w, family, int(k), int(e), int(n), stem, linear, halving
         )
 
     return make(widest_under(make, in_channels, shape, macs))

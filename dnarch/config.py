@@ -65,6 +65,13 @@ class NetConfig:
     stem_kernel: taps per axis of the stem (odd). 1, the default: METHOD.md's pointwise (linear)
     stem. k > 1: the plain CNN's stem, a full k-tap convolution from the input channels to the
     residual width at the input resolution, then BatchNorm and ReLU.
+    downsample: how the network falls in resolution. 'fourier' (the default): METHOD.md's
+    resolution masks, a band-limited crop of the spectrum, learned or fixed (init_resolution).
+    'strided': a fixed pyramid on which every block from resolution_from on halves each axis
+    (ceil(n / 2) samples) through a learned 3-tap-per-axis depthwise filter at stride 2, started
+    halfway between anti-aliasing and plain subsampling ([1, 6, 1] / 8 per axis): it keeps part of
+    the aliasing that a band-limited crop removes, which images read as sequences of pixels need
+    (METHOD-NOTES, "How a fixed pyramid halves"). Needs learn_resolution false and init_resolution 1.
     """
 
     width: int = 32
@@ -92,9 +99,20 @@ class NetConfig:
     init_resolution: float = 1.0
     direct_kernel: int = 0
     stem_kernel: int = 1
+    downsample: str = "fourier"
 
     def __post_init__(self) -> None:
         _finite("net", self)
+        _require(
+            self.downsample in ("fourier", "strided"),
+            f"net.downsample must be fourier or strided, got {self.downsample!r}",
+        )
+        _require(
+            self.downsample == "fourier"
+            or (not self.learn_resolution and self.init_resolution == 1),
+            "net.downsample=strided is a fixed pyramid: it needs net.learn_resolution=false and "
+            "net.init_resolution=1",
+        )
         _require(
             self.stem_kernel >= 1 and self.stem_kernel % 2 == 1,
             f"net.stem_kernel must be odd and positive, got {self.stem_kernel}",

@@ -33,13 +33,16 @@ def shrunk_model(
     widen: float = 1.0,
     direct_kernel: int = 0,
     stem_kernel: int = 1,
+    downsample: str = "fourier",
 ) -> DNArchNet:
     """A small model with random mask settings on the chosen axes and trained BN statistics.
     task: 'classify', or 'segment' / 'regress' for a dense head (with the stem skip if ``skip``).
     axes may add 'groups': learned grouping (3 factors: up to 8 groups) at random group counts.
     widen: ``NetConfig.widen`` (widths that grow where the resolution falls).
     direct_kernel: ``NetConfig.direct_kernel`` (a directly learned central kernel term).
-    stem_kernel: ``NetConfig.stem_kernel`` (the stem's taps per axis)."""
+    stem_kernel: ``NetConfig.stem_kernel`` (the stem's taps per axis).
+    downsample: ``NetConfig.downsample``; 'strided' halves at every block from resolution_from on,
+    through perturbed filters (no resolution masks)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     # even seeds let block 0 downsample too (net.resolution_from=0); odd seeds keep the default (1)
@@ -47,6 +50,7 @@ def shrunk_model(
         width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct",
         resolution_from=seed % 2, dense_skip=skip, learn_groups="groups" in axes,
         widen=widen, direct_kernel=direct_kernel, stem_kernel=stem_kernel,
+        downsample=downsample, learn_resolution=downsample == "fourier",
     )  # fmt: skip
     m = build_model(cfg, in_channels, classes, shape, task)
 
@@ -67,6 +71,8 @@ def shrunk_model(
                 b.resolution.mask.mu.copy_(torch.tensor([r(0.3, 0.9) for _ in shape]))
             for gm in b.group_masks():
                 gm.mu.fill_(r(gm.mu_min, gm.mu_max))
+            if b.halve_filter is not None:
+                b.halve_filter.add_(0.3 * torch.randn(b.halve_filter.shape, generator=g))
         for name, p in m.named_parameters():  # biases start at zero; make them matter
             if name.endswith("bias"):
                 p.normal_(0, 0.3)

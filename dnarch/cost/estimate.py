@@ -13,6 +13,8 @@ Not counted, by it or here: biases, norms and activations. Per sample, with P_l 
            W' = G_f * ceil(W_l / G_f) the hidden width padded for the finer grouping G_f of the two,
            as ``export.static`` lays the groups out)
            + D_l * C * sum over downsampled axes of (positions after) * (input length of the axis)
+           (or, where the block halves by its strided filter, ``NetConfig.downsample``:
+           + D_l * P_l * C * 3^ndim, the filter's taps at the halved positions)
     head   C * classes                                                    (classification)
            C * sum over upsampled axes of (positions after) * (input length of the axis)
            + P_0 * C * classes                                     (per position: dense head)
@@ -25,7 +27,7 @@ per upsampled axis (Fourier zero-padding, as the exported network computes it); 
 is an addition, which the counter does not count.
 
 Parameters of the exported network: stem C_in*C*S + C (+ 2C for the norm of a k-tap stem); per block D_l * (2C norm + C*K_l + C depthwise
-+ C*W_l + W_l + W_l*C + C), with grouped pointwise layers as their padded weights and biases; head
++ C*W_l + W_l + W_l*C + C, + C*3^ndim for a strided halving filter), with grouped pointwise layers as their padded weights and biases; head
 2C + C*classes + classes (either head).
 """
 
@@ -92,9 +94,17 @@ def estimate_cost(
     # the stream is resampled at block l's input (at block l-1's width), then widened
     prev = torch.cat([s0[None], sizes.resolution[:-1]])  # (L, ndim)
     prev_c = torch.cat([c.reshape(1), cl[:-1]])
-    down = resample_macs(prev, sizes.resolution, sizes.resampled, prev_c)
-    macs = macs + (d * (p * cl * taps + p * (pw1 + pw2) + down)).sum()
-    params = params + (d * (2 * cl + cl * taps + cl + pw1 + hidden + pw2 + bias2)).sum()
+    halved = sizes.halved
+    fourier = [
+        r if not h else (False,) * len(r) for r, h in zip(sizes.resampled, halved, strict=True)
+    ]
+    down = resample_macs(prev, sizes.resolution, fourier, prev_c)
+    halving: Tensor | float = 0.0  # a strided 3-tap-per-axis filter per incoming channel
+    if any(sizes.halved):
+        taps3 = 3.0 ** len(input_shape)
+        halving = torch.tensor(sizes.halved, device=c.device).to(p.dtype) * prev_c * taps3
+    macs = macs + (d * (p * cl * taps + p * (pw1 + pw2) + down + p * halving)).sum()
+    params = params + (d * (2 * cl + cl * taps + cl + pw1 + hidden + pw2 + bias2 + halving)).sum()
     return Cost(macs=torch.as_tensor(macs), params=torch.as_tensor(params))
 
 
@@ -171,6 +181,7 @@ def straight_through(soft: ArchSizes, hard: ArchSizes) -> ArchSizes:
         hidden=st(soft.hidden, hard.hidden),
         resolution=st(soft.resolution, hard.resolution),
         resampled=hard.resampled,
+        halved=hard.halved,
         head_in=st(soft.head_in, hard.head_in),
         head_upsampled=hard.head_upsampled,
         groups=st(soft.groups, hard.groups),

@@ -16,8 +16,9 @@ if TYPE_CHECKING:  # loading an exported network must not need the training code
 class BlockSpec:
     """One block of the maximal network: kept or removed, resolution in/out per axis, kernel taps per
     axis, hidden width, the highest Fourier bin kept per axis, the group counts of its two
-    pointwise layers, and its residual width (0: the network's one residual width, as in files
-    written before ``NetConfig.widen``)."""
+    pointwise layers, its residual width (0: the network's one residual width, as in files
+    written before ``NetConfig.widen``) and whether it halves its input by a strided filter
+    (``NetConfig.downsample``; keep_bins then unused)."""
 
     index: int
     kept: bool
@@ -28,6 +29,7 @@ class BlockSpec:
     keep_bins: tuple[int, ...]
     groups: tuple[int, int] = (1, 1)
     width: int = 0
+    strided: bool = False  # halves by a strided 3-tap-per-axis filter, not a Fourier crop
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ def harden(model: DNArchNet) -> ArchSpec:
                 keep_bins=tuple(p["keep_bins"]),
                 groups=p["groups"],
                 width=p["width"],
+                strided=p["strided"],
             )  # fmt: skip
         )
     return ArchSpec(

@@ -196,11 +196,12 @@ class StaticBlock(nn.Module):
         # the stream's channels (benchmarks' prune baseline) leaves the block consistent
         self.extra = width - (width if width_in is None else width_in)
         conv = CONV[ndim]
-        self.resample = (
-            Resample(spec.resolution_in, spec.resolution_out, spec.keep_bins)
-            if spec.resolution_out != spec.resolution_in
-            else None
-        )
+        c_in = width - self.extra
+        self.resample: nn.Module | None = None
+        if spec.strided:  # each incoming channel filtered at stride 2 (``NetConfig.downsample``)
+            self.resample = conv(c_in, c_in, 3, stride=2, padding=1, groups=c_in, bias=False)
+        elif spec.resolution_out != spec.resolution_in:
+            self.resample = Resample(spec.resolution_in, spec.resolution_out, spec.keep_bins)
         self.norm = _NORM[ndim](width)
         pad = tuple(k // 2 for k in spec.kernel)
         self.conv = _DEPTHWISE[ndim](width, width, spec.kernel, padding=pad, groups=width)
@@ -290,6 +291,7 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
         _norm_state(state, "stem_norm", model.stem_norm, order, m_c)
     depth = model.depth_mask.values()
     cap = None
+    c_in = c  # the stream's width entering each block
     for j, b in enumerate(spec.kept_blocks):
         block, pre = model.blocks[b.index], f"blocks.{j}."
         c = spec.block_width(b)
@@ -301,7 +303,10 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
             mu, keep = block.resolution.plan(b.resolution_in, cap)
             assert keep == b.keep_bins, "spec does not match the model's current masks"
             cap = mu
-        if b.resolution_out != b.resolution_in:
+        if b.strided:
+            f = block.halve_filter[:c_in][residual_order(spec, c_in)]
+            state[pre + "resample.weight"] = f.unsqueeze(1)  # (c_in, 1, *3^nd)
+        elif b.resolution_out != b.resolution_in:
             for i in range(nd):
                 state[pre + f"resample.matrix{i}"] = fourier.resample_matrix(
                     b.resolution_in[i], b.keep_bins[i]
@@ -324,6 +329,7 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
         pw2 = pack_grouped(pw2[order], lay.out_slots, lay.hidden, g2)
         state[pre + "pw2.weight"] = pw2.reshape(*pw2.shape, *ones)
         state[pre + "pw2.bias"] = take_slots((block.pw2.bias[:c] * rows)[order], lay.out_slots)
+        c_in = c
     _norm_state(state, "head_norm", model.head_norm, order, m_c)  # the last kept block's width
     head = model.head.weight[:, :c][:, order]
     state["head.weight"] = head.reshape(*head.shape, *ones) if spec.dense else head.clone()

@@ -87,10 +87,25 @@ def fourier_upsample(x: Tensor, sizes: Sequence[int]) -> Tensor:
     """Band-limited upsampling of ``x`` (B, C, *S) to ``sizes`` by zero-padding its spectrum.
 
     Exact inverse of ``lowpass_crop`` when every ``S_i`` is odd (as crops always produce) or unchanged.
-    Returns (B, C, *sizes).
+    On an even axis that grows, the Nyquist bin is split in half between +-S_i/2, so the result
+    passes through the input's samples and the upsampling is one matrix per axis
+    (``upsample_matrix``) in any number of dimensions. Returns (B, C, *sizes).
     """
     spatial = tuple(range(2, x.ndim))
     spec = torch.fft.rfftn(fft_input(x), dim=spatial, norm="forward")
+    nd = x.ndim - 2
+    for axis, (n, m) in enumerate(zip(x.shape[2:], sizes, strict=True)):
+        if n % 2 or m <= n:
+            continue
+        dim = 2 + axis
+        if axis == nd - 1:  # one-sided: the implied conjugate partner takes the other half
+            scale = torch.ones(spec.shape[dim], dtype=spec.real.dtype, device=spec.device)
+            scale[-1] = 0.5
+            spec = spec * scale
+        else:  # bins 0..n/2-1, then -n/2 (Nyquist)..-1: half of it moves to +n/2
+            half = spec.narrow(dim, n // 2, 1) * 0.5
+            head, tail = spec.narrow(dim, 0, n // 2), spec.narrow(dim, n // 2 + 1, n // 2 - 1)
+            spec = torch.cat([head, half, half, tail], dim=dim)  # n + 1 bins: an odd layout
     return torch.fft.irfftn(pad_spectrum(spec, sizes), s=list(sizes), dim=spatial, norm="forward")
 
 
@@ -274,6 +289,9 @@ def apply_matrices(x: Tensor, matrices: Sequence[Tensor | None]) -> Tensor:
     for i in reversed(range(len(matrices))):
         m = matrices[i]
         if m is None:
+            continue
+        if m.shape[1] == 1:  # from one sample: a matmul (einsum would broadcast a product)
+            x = torch.matmul(x.movedim(2 + i, -1), m.T).movedim(-1, 2 + i)
             continue
         out = axes[:i] + "z" + axes[i + 1 :]
         x = torch.einsum(f"bc{axes},z{axes[i]}->bc{out}", x, m)

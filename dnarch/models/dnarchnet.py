@@ -48,7 +48,7 @@ class ArchSizes:
     kernel (L, ndim): taps per axis; hidden (L,): W_l; resolution (L, ndim): samples per axis the
     block runs at; width (L,): its residual width C_l (C unless ``NetConfig.widen`` stretches it);
     resampled: which axes the hard network downsamples at block l (a discrete fact, shared by soft
-    and hard sizes); groups (L, 2): group counts of the block's two pointwise layers (1 without
+    and hard sizes); halved: whether block l does so by its strided filter; groups (L, 2): group counts of the block's two pointwise layers (1 without
     learned grouping); head_width: the residual width the head reads (the last kept block's).
     """
 
@@ -58,6 +58,7 @@ class ArchSizes:
     hidden: Tensor
     resolution: Tensor
     resampled: list[tuple[bool, ...]]  # per block and axis: does the (hard) network downsample here
+    halved: list[bool]  # per block: does it halve by its strided filter (not a Fourier crop)
     head_in: Tensor  # (ndim,) the resolution the head sees: the last kept block's output
     head_upsampled: tuple[bool, ...]  # per axis: does the (hard) dense head upsample it
     groups: Tensor
@@ -133,6 +134,7 @@ class DNArchNet(nn.Module):
                     learn_resolution=i >= cfg.resolution_from
                     and (cfg.learn_resolution or cfg.init_resolution < 1),
                     init_resolution=cfg.init_resolution ** max(i - cfg.resolution_from + 1, 0),
+                    halve=cfg.downsample == "strided" and i >= cfg.resolution_from,
                 )
             )
             for i in range(cfg.blocks)
@@ -146,6 +148,7 @@ class DNArchNet(nn.Module):
                 + (" --net.init_resolution=1 (or --preset seq)" if cfg.init_resolution < 1 else "")
                 + f" (axes of up to {MAX_RESAMPLED_LENGTH:,} samples can learn it)"
             )
+        self._upsampling: dict[tuple[Any, ...], list[Tensor | None]] = {}  # per ``_upsample``
         self.head_norm = nn.BatchNorm1d(self.alloc)
         self.head = nn.Linear(self.alloc, num_classes)
         for p in self._axis_parameters(True, False, False, False, False):
@@ -346,10 +349,26 @@ class DNArchNet(nn.Module):
     def _dense_head(self, h: Tensor, h0: Tensor) -> Tensor:
         """h: (B, c, *S_L) normed features; h0: (B, c, *S0) the stem's output -> (B, K, *S0)."""
         if tuple(h.shape[2:]) != self.input_shape:
-            h = fourier.fourier_upsample(h, self.input_shape)  # (B, c, *S0), band-limited
+            h = self._upsample(h)  # (B, c, *S0), band-limited
         if self.dense_skip:
             h = h + h0
         return pointwise(h, self.head, self.num_classes, h.shape[1])  # (B, K, *S0)
+
+    def _upsample(self, h: Tensor) -> Tensor:
+        """Band-limited upsampling to the input resolution, h (B, c, *S) -> (B, c, *S0): one small
+        matrix per axis (``fourier.upsample_matrix``, made once per size) where the input's axes are
+        short, else by FFT (``fourier.fourier_upsample``); the same linear map either way."""
+        sizes = tuple(h.shape[2:])
+        if max(self.input_shape) > fourier.MATRIX_MAX_LENGTH:
+            return fourier.fourier_upsample(h, self.input_shape)
+        h = fourier.fft_input(h)
+        key = (sizes, h.device, h.dtype)
+        if key not in self._upsampling:
+            self._upsampling[key] = [
+                None if n == m else fourier.upsample_matrix(n, m, h.dtype).to(h.device)
+                for n, m in zip(sizes, self.input_shape, strict=True)
+            ]
+        return fourier.apply_matrices(h, self._upsampling[key])
 
     # ---- sizes ---------------------------------------------------------------------------------
     def hard_plan(self) -> list[dict]:
@@ -362,7 +381,9 @@ class DNArchNet(nn.Module):
         for index, b in enumerate(self._blocks()):
             kept = index < n_blocks
             out, keep = lengths, tuple(n // 2 for n in lengths)
-            if kept and b.resolution is not None:
+            if kept and b.halve_filter is not None:
+                out = tuple((n + 1) // 2 for n in lengths)
+            elif kept and b.resolution is not None:
                 mu, keep = b.resolution.plan(lengths, cap)
                 cap = mu
                 out = tuple(fourier.output_length(n, k) for n, k in zip(lengths, keep, strict=True))
@@ -378,6 +399,7 @@ class DNArchNet(nn.Module):
                     "hidden": b.width_mask.hard_count(grid_w),
                     "keep_bins": keep,
                     "groups": b.hard_groups(),
+                    "strided": kept and b.halve_filter is not None,
                 }
             )
             if kept:
@@ -403,6 +425,7 @@ class DNArchNet(nn.Module):
                 hidden=t([p["hidden"] for p in plan]),
                 resolution=t([p["resolution_out"] for p in plan]),
                 resampled=_resampled(plan),
+                halved=[bool(p["strided"]) for p in plan],
                 head_in=t(plan[-1]["resolution_out"]),  # removed blocks pass their input on
                 head_upsampled=self._head_upsampled(plan),
                 groups=t([p["groups"] for p in plan]),
@@ -413,7 +436,9 @@ class DNArchNet(nn.Module):
         lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
         resolution, cap = [], None
         for b in blocks:  # each block's soft output size, capped by the one before
-            if b.resolution is not None:
+            if b.halve_filter is not None:
+                lengths = torch.ceil(lengths / 2)
+            elif b.resolution is not None:
                 mu = b.resolution.mask.effective_mu(cap)
                 lengths = b.resolution.mask.soft_sizes(mu, lengths)
                 cap = mu
@@ -440,6 +465,7 @@ class DNArchNet(nn.Module):
             hidden=_soft_counts([b.width_mask for b in blocks]) * stretch,
             resolution=res,
             resampled=_resampled(plan),
+            halved=[bool(p["strided"]) for p in plan],
             head_in=res[kept - 1],  # the last kept block's (soft) output size
             head_upsampled=self._head_upsampled(plan),
             groups=groups,
@@ -464,6 +490,7 @@ class DNArchNet(nn.Module):
             hidden=t([float(self.cfg.hidden)] * L),
             resolution=t([shape] * L),
             resampled=[(False,) * self.ndim] * L,
+            halved=[False] * L,
             head_in=t(shape),
             head_upsampled=(False,) * self.ndim,
             groups=t([[1.0, 1.0]] * L),

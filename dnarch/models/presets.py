@@ -14,14 +14,15 @@ _IMAGE = NetConfig(width=32, hidden=64, blocks=4, omega0=20.0)
 
 # The plain CNN's layout as the search's starting point (benchmarks/blocks.py found that DNArch's
 # block on it matches the plain CNN at equal MACs): a 3x3 conv-BN-ReLU stem, one block per stage on
-# a fixed pyramid that about halves each axis per block (28 -> 15 -> 7 px, 40 -> 21 -> 11 -> 5
-# samples), widths growing up to 4x where it does, and kernels that start at 3 taps (the direct
-# 3-tap term and the kernel net) and may grow; widths and kernels are learned. Not the depth: with
-# one block per stage the depth mask removes the last stages (at 10% on Fashion 2D it did in two of
-# three seeds, 74.3% against 80.8% without it: METHOD-NOTES), until depth is learned per stage.
+# a fixed pyramid that halves each axis per block through a learned strided filter (28 -> 14 -> 7
+# px, 40 -> 20 -> 10 -> 5 samples; net.downsample), widths growing up to 4x where it does, and
+# kernels that start at 3 taps (the direct 3-tap term and the kernel net) and may grow; widths and
+# kernels are learned. Not the depth: with one block per stage the depth mask removes the last
+# stages (at 10% on Fashion 2D it did in two of three seeds, 74.3% against 80.8% without it:
+# METHOD-NOTES), until depth is learned per stage.
 _STAGES = dict(
-    stem_kernel=3, init_kernel_cutoff=0.07, init_resolution=0.445, resolution_span=1.0,
-    widen=4.0, learn_resolution=False, direct_kernel=3, learn_depth=False,
+    stem_kernel=3, init_kernel_cutoff=0.07, downsample="strided", widen=4.0,
+    learn_resolution=False, direct_kernel=3, learn_depth=False,
 )  # fmt: skip
 
 PRESETS: dict[str, NetConfig] = {

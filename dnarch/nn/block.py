@@ -1,6 +1,6 @@
 """The DNArch residual block (METHOD.md):
 
-    x -> resolution R_l -> norm -> depthwise CK conv (kernel mask K_l) -> GELU
+    x -> resolution R_l (or a strided filter that halves it) -> norm -> depthwise CK conv (kernel mask K_l) -> GELU
       -> pointwise C -> W_l (width mask M_l) -> GELU -> pointwise W_l -> C -> dropout
       -> times depth value D_l, added to the (resampled) residual stream.
 
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dnarch.functional.conv import halve, halving_filter
 from dnarch.functional.dropout import Dropout
 from dnarch.functional.groups import choose_mixing, grouped_pointwise, relation
 from dnarch.nn.ckconv import DepthwiseCKConv
@@ -51,6 +52,7 @@ class BlockSettings:
     widen: float = 1.0  # widths allocated: ceil(width * widen), ceil(hidden * widen)
     init_resolution: float = 1.0  # the resolution mask's initial cut-off (1: full resolution)
     direct_kernel: int = 0  # size of the depthwise kernel's directly learned central term (0: none)
+    halve: bool = False  # halve each axis at the block's input by a learned strided filter
 
 
 def allocated(n: int, widen: float) -> int:
@@ -181,9 +183,14 @@ class DNArchBlock(nn.Module):
             GroupMask(s.group_bits, s.group_span, s.threshold) if s.group_bits else None
         )
         self.dropout = Dropout(s.dropout)
+        # NetConfig.downsample='strided': each channel of the incoming stream filtered by 3 taps per
+        # axis at stride 2, started at [1, 6, 1] / 8 per axis (``functional.conv.halving_filter``)
+        self.halve_filter = nn.Parameter(halving_filter(s.ndim, width)) if s.halve else None
 
     def resample(self, x: Tensor, cap: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Apply R_l. Returns the resampled x and the cap for the next block."""
+        if self.halve_filter is not None:
+            return halve(x, self.halve_filter), cap
         if self.resolution is None:
             return x, cap
         return self.resolution(x, cap)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +17,8 @@ from dnarch.nn.masks import GaussianKernelMask
 
 def centred(small: Tensor, grid: Sequence[int]) -> Tensor:
     """``small`` (c, *k) cropped or zero-padded, symmetrically per axis, to (c, *grid); odd sizes."""
+    if tuple(small.shape[1:]) == tuple(grid):
+        return small
     pad: list[int] = []
     for k, g in zip(reversed(small.shape[1:]), reversed(grid), strict=True):
         pad += [(g - k) // 2, (g - k) // 2]  # negative entries crop
@@ -68,6 +71,9 @@ class DepthwiseCKConv(nn.Module):
         floor = 1.0 / max(self.base)
         self.mask = GaussianKernelMask(ndim, max(init_cutoff, floor), floor, threshold)
         self.bias = nn.Parameter(torch.zeros(channels))
+        self._grids: dict[
+            tuple[Any, ...], Tensor
+        ] = {}  # kernel positions per grid (``_positions``)
         self.direct: nn.Parameter | None = None
         if direct:
             bound = 1.0 / math.sqrt(direct**ndim)  # nn.Conv default for a depthwise kernel
@@ -78,18 +84,26 @@ class DepthwiseCKConv(nn.Module):
     def kernel(self, lengths: Sequence[int], channels: int, full: bool = False) -> Tensor:
         """Masked kernel for a map of ``lengths``: (channels, *K). ``full`` samples the maximal grid
         with zeros beyond the hard size (the uncropped reference)."""
+        lengths = tuple(int(n) for n in lengths)
         sizes = self.mask.hard_sizes(lengths)
-        grid = [fm.max_kernel_size(n) for n in lengths] if full else list(sizes)
-        axes = [fm.kernel_positions(k, n) for k, n in zip(grid, lengths, strict=True)]
-        pos = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, self.ndim)
-        pos = pos.to(self.bias.device, self.bias.dtype)
-        values = self.kernel_net(pos, channels).T.reshape(channels, *grid)  # (c, *K)
+        grid = tuple(fm.max_kernel_size(n) for n in lengths) if full else sizes
+        values = self.kernel_net(self._positions(grid, lengths), channels)  # (P, c)
         gain = math.sqrt(math.prod(self.base)) / math.prod(lengths)
-        w = values * self.mask.values(sizes, lengths, full=full) * gain
+        mask = self.mask.values(sizes, lengths, full=full) * gain  # (*K): the gain on the small one
+        w = values.T.reshape(channels, *grid) * mask
         if self.direct is not None:
             # cropped to the hard size first: the full grid is zero beyond it
             w = w + centred(centred(self.direct[:channels], sizes), grid)
         return w
+
+    def _positions(self, grid: tuple[int, ...], lengths: tuple[int, ...]) -> Tensor:
+        """The kernel grid's relative positions (P, ndim), made once per grid, lengths, device."""
+        key = (grid, lengths, self.bias.device, self.bias.dtype)
+        if key not in self._grids:
+            axes = [fm.kernel_positions(k, n) for k, n in zip(grid, lengths, strict=True)]
+            pos = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, self.ndim)
+            self._grids[key] = pos.to(self.bias.device, self.bias.dtype)
+        return self._grids[key]
 
     def forward(self, x: Tensor, full: bool = False) -> Tensor:
         """x: (B, c, *S) with c <= channels. Returns (B, c, *S)."""

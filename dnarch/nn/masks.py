@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -70,6 +71,7 @@ class GaussianKernelMask(nn.Module):
         self.scale = math.sqrt(-2.0 * math.log(threshold))  # cutoff = sigma * scale
         self.min_cutoff = min_cutoff
         self.sigma = nn.Parameter(torch.full((ndim,), init_cutoff / self.scale))
+        self._axes: dict[tuple[Any, ...], tuple[Tensor, Tensor | None]] = {}  # per ``_axis``
 
     def cutoff(self) -> Tensor:
         """Relative half-extent per axis where the mask equals T. (ndim,)."""
@@ -90,15 +92,24 @@ class GaussianKernelMask(nn.Module):
         the hard size are zero; otherwise the grid is the hard size itself."""
         out: Tensor | None = None
         for axis, (k, n) in enumerate(zip(sizes, lengths, strict=True)):
-            grid = fm.max_kernel_size(n) if full else k
-            pos = fm.kernel_positions(grid, n).to(self.sigma.device)
+            pos, window = self._axis(k, n, full)
             m = fm.gaussian(pos, self.sigma[axis])
-            if full:  # zero beyond the hard size, by integer tap index
-                taps = torch.arange(grid, device=m.device) - grid // 2
-                m = m * (taps.abs() <= k // 2).to(m.dtype)
+            if window is not None:  # zero beyond the hard size
+                m = m * window
             out = m if out is None else out[..., None] * m
         assert out is not None
         return out
+
+    def _axis(self, k: int, n: int, full: bool) -> tuple[Tensor, Tensor | None]:
+        """One axis's tap positions on its grid and, on the full grid, the 0/1 window of the hard
+        size ``k`` (by integer tap index); made once per (k, n, full) and device."""
+        key = (k, n, full, self.sigma.device)
+        if key not in self._axes:
+            grid = fm.max_kernel_size(n) if full else k
+            pos = fm.kernel_positions(grid, n).to(self.sigma.device)
+            taps = torch.arange(grid, device=pos.device) - grid // 2
+            self._axes[key] = (pos, (taps.abs() <= k // 2).to(pos.dtype) if full else None)
+        return self._axes[key]
 
     @torch.no_grad()
     def project_(self) -> None:

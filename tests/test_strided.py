@@ -1,0 +1,68 @@
+"""``net.downsample='strided'``: a fixed pyramid that halves each axis through a learned 3-tap filter
+at stride 2. The cropped network against the masked one, the exported network against both, the cost
+estimate against the FLOP counter, the filter against its closed form."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dnarch.config import ConfigError, NetConfig
+from dnarch.export import ArchSpec, harden
+from dnarch.functional.conv import halve, halving_filter
+from dnarch.models import build_model
+from tests.conftest import check_crop_export_and_cost, shrunk_model
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+@pytest.mark.parametrize("shape", [(40,), (12, 9), (7, 6, 5)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_strided_network_crop_export_and_cost(shape, seed, task) -> None:
+    m = shrunk_model(
+        shape, seed, task=task, widen=1.0 + seed, stem_kernel=3, direct_kernel=3,
+        downsample="strided",
+    )  # fmt: skip
+    spec = check_crop_export_and_cost(m, torch.randn(5, 2, *shape))
+    kept = spec.kept_blocks
+    assert len(kept) >= 2 and all(b.strided == (b.index >= seed % 2) for b in kept)
+    for b in kept:  # every halving block: ceil(n / 2) samples per axis
+        want = tuple((n + 1) // 2 for n in b.resolution_in) if b.strided else b.resolution_in
+        assert b.resolution_out == want
+
+
+def test_the_halving_filter_at_stride_two_in_closed_form() -> None:
+    x = torch.randn(2, 3, 9)
+    out = halve(x, halving_filter(1, 3))
+    padded = F.pad(x, (1, 1))
+    taps = torch.tensor([1.0, 6.0, 1.0]) / 8
+    want = torch.stack([padded[..., 2 * j : 2 * j + 3] @ taps for j in range(5)], -1)
+    assert out.shape == (2, 3, 5) and torch.allclose(out, want, atol=1e-6)
+    # 2-D: the outer product of the 1-D filter, (c, 3, 3) summing to 1 per channel
+    k2 = halving_filter(2, 4)
+    assert k2.shape == (4, 3, 3) and torch.allclose(k2.sum((1, 2)), torch.ones(4))
+    assert torch.allclose(k2[0], taps[:, None] * taps[None, :])
+    assert halve(torch.randn(1, 4, 28, 27), k2).shape == (1, 4, 14, 14)
+
+
+def test_a_strided_pyramid_halves_long_inputs_without_resampling_matrices() -> None:
+    # no resolution masks: an axis of 100,000 samples is allowed (a Fourier pyramid refuses it)
+    cfg = NetConfig(width=4, hidden=4, blocks=3, learn_resolution=False, downsample="strided")
+    m = build_model(cfg, 1, 2, (100_000,))
+    plan = m.hard_plan()
+    assert [p["resolution_out"] for p in plan] == [(100_000,), (50_000,), (25_000,)]
+    assert all(b.resolution is None for b in m.blocks)
+
+
+def test_old_architecture_files_load_without_strided() -> None:
+    spec = harden(shrunk_model((20,), 0))
+    text = spec.to_json().replace(',\n      "strided": false', "")
+    assert "strided" not in text
+    assert not any(b.strided for b in ArchSpec.from_json(text).blocks)
+
+
+def test_strided_config_errors_are_one_line() -> None:
+    with pytest.raises(ConfigError, match="net.downsample must be fourier or strided"):
+        NetConfig(downsample="pool")
+    with pytest.raises(ConfigError, match="needs net.learn_resolution=false"):
+        NetConfig(downsample="strided")
+    with pytest.raises(ConfigError, match="needs net.learn_resolution=false"):
+        NetConfig(downsample="strided", learn_resolution=False, init_resolution=0.5)
