@@ -29,6 +29,16 @@ def test_strided_network_crop_export_and_cost(shape, seed, task) -> None:
         assert b.resolution_out == want
 
 
+def test_the_maximal_and_exported_counts_of_a_strided_network() -> None:
+    # the maximal network of the family runs every block at full resolution, not halved
+    from dnarch.export.summary import before_after
+
+    m = shrunk_model((40,), 1, downsample="strided")
+    numbers = before_after(m)
+    assert numbers["macs_counted"] == numbers["macs_estimate"]
+    assert numbers["max_macs_counted"] == numbers["max_macs_estimate"]
+
+
 def test_the_halving_filter_at_stride_two_in_closed_form() -> None:
     x = torch.randn(2, 3, 9)
     out = halve(x, halving_filter(1, 3))

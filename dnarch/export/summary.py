@@ -49,6 +49,7 @@ def maximal_spec(spec: ArchSpec) -> ArchSpec:
             keep_bins=tuple(n // 2 for n in shape),
             groups=(1, 1),
             width=spec.max_width,
+            strided=False,
         )  # fmt: skip
         for b in spec.blocks
     )
