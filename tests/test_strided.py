@@ -76,3 +76,29 @@ def test_strided_config_errors_are_one_line() -> None:
         NetConfig(downsample="strided")
     with pytest.raises(ConfigError, match="needs net.learn_resolution=false"):
         NetConfig(downsample="strided", learn_resolution=False, init_resolution=0.5)
+
+
+def test_a_network_first_run_under_inference_mode_still_trains() -> None:
+    # the per-size caches (kernel positions, mask grids, resampling matrices) are made outside
+    # inference mode, so autograd may save them later
+    for cfg in (
+        NetConfig(width=8, hidden=8, blocks=3, learn_resolution=False),
+        NetConfig(width=8, hidden=8, blocks=3, learn_resolution=False, init_resolution=0.5),
+        NetConfig(width=8, hidden=8, blocks=3, learn_resolution=False, downsample="strided"),
+    ):
+        m = build_model(cfg, 1, 3, (40,), "segment")
+        x = torch.randn(2, 1, 40)
+        with torch.inference_mode():
+            m.eval()(x)
+        m.train()(x).sum().backward()
+
+
+def test_fixed_resampling_keeps_float32_under_autocast() -> None:
+    from dnarch.functional import fourier
+
+    x = torch.randn(2, 3, 40)
+    mats = [fourier.resample_matrix(40, 10)]
+    with torch.autocast("cpu", torch.bfloat16):
+        out = fourier.apply_matrices(x, mats)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, fourier.lowpass_crop(x, (10,)), atol=1e-5)

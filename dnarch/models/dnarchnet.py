@@ -364,11 +364,15 @@ class DNArchNet(nn.Module):
         h = fourier.fft_input(h)
         key = (sizes, h.device, h.dtype)
         if key not in self._upsampling:
-            self._upsampling[key] = [
-                None if n == m else fourier.upsample_matrix(n, m, h.dtype).to(h.device)
-                for n, m in zip(sizes, self.input_shape, strict=True)
-            ]
+            with torch.inference_mode(False):  # usable by autograd later, whatever mode made it
+                self._upsampling[key] = self._upsample_matrices(sizes, h)
         return fourier.apply_matrices(h, self._upsampling[key])
+
+    def _upsample_matrices(self, sizes: tuple[int, ...], h: Tensor) -> list[Tensor | None]:
+        return [
+            None if n == m else fourier.upsample_matrix(n, m, h.dtype).to(h.device)
+            for n, m in zip(sizes, self.input_shape, strict=True)
+        ]
 
     # ---- sizes ---------------------------------------------------------------------------------
     def hard_plan(self) -> list[dict]:

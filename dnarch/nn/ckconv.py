@@ -100,10 +100,14 @@ class DepthwiseCKConv(nn.Module):
         """The kernel grid's relative positions (P, ndim), made once per grid, lengths, device."""
         key = (grid, lengths, self.bias.device, self.bias.dtype)
         if key not in self._grids:
-            axes = [fm.kernel_positions(k, n) for k, n in zip(grid, lengths, strict=True)]
-            pos = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, self.ndim)
-            self._grids[key] = pos.to(self.bias.device, self.bias.dtype)
+            with torch.inference_mode(False):  # usable by autograd later, whatever mode made it
+                self._grids[key] = self._make_positions(grid, lengths)
         return self._grids[key]
+
+    def _make_positions(self, grid: tuple[int, ...], lengths: tuple[int, ...]) -> Tensor:
+        axes = [fm.kernel_positions(k, n) for k, n in zip(grid, lengths, strict=True)]
+        pos = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, self.ndim)
+        return pos.to(self.bias.device, self.bias.dtype)
 
     def forward(self, x: Tensor, full: bool = False) -> Tensor:
         """x: (B, c, *S) with c <= channels. Returns (B, c, *S)."""

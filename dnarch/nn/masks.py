@@ -105,11 +105,15 @@ class GaussianKernelMask(nn.Module):
         size ``k`` (by integer tap index); made once per (k, n, full) and device."""
         key = (k, n, full, self.sigma.device)
         if key not in self._axes:
-            grid = fm.max_kernel_size(n) if full else k
-            pos = fm.kernel_positions(grid, n).to(self.sigma.device)
-            taps = torch.arange(grid, device=pos.device) - grid // 2
-            self._axes[key] = (pos, (taps.abs() <= k // 2).to(pos.dtype) if full else None)
+            with torch.inference_mode(False):  # usable by autograd later, whatever mode made it
+                self._axes[key] = self._make_axis(k, n, full)
         return self._axes[key]
+
+    def _make_axis(self, k: int, n: int, full: bool) -> tuple[Tensor, Tensor | None]:
+        grid = fm.max_kernel_size(n) if full else k
+        pos = fm.kernel_positions(grid, n).to(self.sigma.device)
+        taps = torch.arange(grid, device=pos.device) - grid // 2
+        return pos, (taps.abs() <= k // 2).to(pos.dtype) if full else None
 
     @torch.no_grad()
     def project_(self) -> None:

@@ -35,13 +35,20 @@ class FourierResolution(nn.Module):
         size), made once per sizes, kept bins, device and dtype."""
         key = (sizes, keep, like.device, like.dtype)
         if key not in self._cache:
-            self._cache[key] = [
-                None
-                if fourier.output_length(n, k) == n
-                else fourier.resample_matrix(n, k, like.dtype).to(like.device)
-                for n, k in zip(sizes, keep, strict=True)
-            ]
+            with torch.inference_mode(False):  # usable by autograd later, whatever mode made it
+                self._cache[key] = self._make_matrices(sizes, keep, like)
         return self._cache[key]
+
+    @staticmethod
+    def _make_matrices(
+        sizes: tuple[int, ...], keep: tuple[int, ...], like: Tensor
+    ) -> list[Tensor | None]:
+        return [
+            None
+            if fourier.output_length(n, k) == n
+            else fourier.resample_matrix(n, k, like.dtype).to(like.device)
+            for n, k in zip(sizes, keep, strict=True)
+        ]
 
     def plan(self, lengths: Sequence[int], cap: Tensor | None) -> tuple[Tensor, tuple[int, ...]]:
         """Effective mu (ndim,) and highest kept bin per axis for an input of ``lengths``."""
