@@ -72,6 +72,11 @@ class NetConfig:
     halfway between anti-aliasing and plain subsampling ([1, 6, 1] / 8 per axis): it keeps part of
     the aliasing that a band-limited crop removes, which images read as sequences of pixels need
     (METHOD-NOTES, "How a fixed pyramid halves"). Needs learn_resolution false and init_resolution 1.
+    stage_blocks: blocks per stage of a strided pyramid. n > 1: blocks come in stages of n, the
+    first block of each stage from stage resolution_from on halves, and the depth is learned per stage,
+    one step mask over each stage's blocks with its first block always kept (so the depth never
+    removes a stage or a halving). 1 (the default): every block is a stage, one depth mask over
+    all of them (METHOD.md), which on a pyramid can only remove the last stages.
     """
 
     width: int = 32
@@ -100,12 +105,22 @@ class NetConfig:
     direct_kernel: int = 0
     stem_kernel: int = 1
     downsample: str = "fourier"
+    stage_blocks: int = 1
 
     def __post_init__(self) -> None:
         _finite("net", self)
         _require(
             self.downsample in ("fourier", "strided"),
             f"net.downsample must be fourier or strided, got {self.downsample!r}",
+        )
+        _require(
+            self.stage_blocks >= 1 and self.blocks % self.stage_blocks == 0,
+            f"net.stage_blocks must be >= 1 and divide net.blocks={self.blocks}, got "
+            f"{self.stage_blocks}",
+        )
+        _require(
+            self.stage_blocks == 1 or self.downsample == "strided",
+            "net.stage_blocks > 1 needs net.downsample=strided (stages of a strided pyramid)",
         )
         _require(
             self.downsample == "fourier"

@@ -34,6 +34,7 @@ def shrunk_model(
     direct_kernel: int = 0,
     stem_kernel: int = 1,
     downsample: str = "fourier",
+    stage_blocks: int = 1,
 ) -> DNArchNet:
     """A small model with random mask settings on the chosen axes and trained BN statistics.
     task: 'classify', or 'segment' / 'regress' for a dense head (with the stem skip if ``skip``).
@@ -42,7 +43,8 @@ def shrunk_model(
     direct_kernel: ``NetConfig.direct_kernel`` (a directly learned central kernel term).
     stem_kernel: ``NetConfig.stem_kernel`` (the stem's taps per axis).
     downsample: ``NetConfig.downsample``; 'strided' halves at every block from resolution_from on,
-    through perturbed filters (no resolution masks)."""
+    through perturbed filters (no resolution masks); ``stage_blocks`` > 1 groups the blocks in
+    stages with a depth mask each (``NetConfig.stage_blocks``)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     # even seeds let block 0 downsample too (net.resolution_from=0); odd seeds keep the default (1)
@@ -50,7 +52,7 @@ def shrunk_model(
         width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct",
         resolution_from=seed % 2, dense_skip=skip, learn_groups="groups" in axes,
         widen=widen, direct_kernel=direct_kernel, stem_kernel=stem_kernel,
-        downsample=downsample, learn_resolution=downsample == "fourier",
+        downsample=downsample, learn_resolution=downsample == "fourier", stage_blocks=stage_blocks,
     )  # fmt: skip
     m = build_model(cfg, in_channels, classes, shape, task)
 
@@ -61,7 +63,12 @@ def shrunk_model(
         if "width" in axes:
             m.residual_mask.mu.fill_(r(0.2, 0.8))
         if "depth" in axes:
-            m.depth_mask.mu.fill_(r(0.1, 0.4))  # keeps 2 or 3 of 4 blocks
+            if stage_blocks == 1:
+                m.depth_mask.mu.fill_(r(0.1, 0.4))  # keeps 2 or 3 of 4 blocks
+            for dm in m.stage_depth:  # per stage: any count the mask allows
+                dm.mu.fill_(r(dm.mu_min, dm.mu_max))
+            if stage_blocks > 1:
+                m.depth_mask.mu.fill_(r(m.depth_mask.mu_min, m.depth_mask.mu_max))
         for b in m.blocks:
             if "kernel" in axes:
                 b.conv.mask.sigma.mul_(torch.tensor([r(0.1, 0.9) for _ in shape]))

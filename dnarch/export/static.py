@@ -289,7 +289,7 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
     }
     if model.stem_norm is not None:
         _norm_state(state, "stem_norm", model.stem_norm, order, m_c)
-    depth = model.depth_mask.values()
+    depth = model.depth_values()
     cap = None
     c_in = c  # the stream's width entering each block
     for j, b in enumerate(spec.kept_blocks):

@@ -125,7 +125,14 @@ class DNArchNet(nn.Module):
         )
         self.stem_norm = nn.BatchNorm1d(cfg.width) if cfg.stem_kernel > 1 else None
         self.residual_mask = SigmoidStepMask(cfg.width, cfg.width_span, cfg.threshold)
-        self.depth_mask = SigmoidStepMask(cfg.blocks, cfg.depth_span, cfg.threshold)
+        # depth: one step mask over every block (METHOD.md), or with ``NetConfig.stage_blocks`` > 1
+        # one per stage over its blocks, the first of each always kept (``depth_masks``)
+        n = cfg.stage_blocks
+        self.depth_mask = SigmoidStepMask(n if n > 1 else cfg.blocks, cfg.depth_span, cfg.threshold)
+        self.stage_depth = nn.ModuleList(
+            SigmoidStepMask(n, cfg.depth_span, cfg.threshold)
+            for _ in range(cfg.blocks // n - 1 if n > 1 else 0)
+        )
         self.blocks = nn.ModuleList(
             DNArchBlock(
                 dataclasses.replace(
@@ -134,7 +141,10 @@ class DNArchNet(nn.Module):
                     learn_resolution=i >= cfg.resolution_from
                     and (cfg.learn_resolution or cfg.init_resolution < 1),
                     init_resolution=cfg.init_resolution ** max(i - cfg.resolution_from + 1, 0),
-                    halve=cfg.downsample == "strided" and i >= cfg.resolution_from,
+                    # the first block of each stage from resolution_from on halves
+                    halve=cfg.downsample == "strided"
+                    and i // cfg.stage_blocks >= cfg.resolution_from
+                    and i % cfg.stage_blocks == 0,
                 )
             )
             for i in range(cfg.blocks)
@@ -157,7 +167,8 @@ class DNArchNet(nn.Module):
             p.requires_grad_(cfg.learn_width)
         for p in self._axis_parameters(False, False, True, False, False):
             p.requires_grad_(cfg.learn_resolution)
-        self.depth_mask.mu.requires_grad_(cfg.learn_depth)
+        for m in self.depth_masks():
+            m.mu.requires_grad_(cfg.learn_depth)
         # Biases whose every consumer is a BatchNorm (per-channel shifts it removes) have a zero
         # gradient, and Adam would turn its rounding noise into full-size steps that move the
         # running means: fixed at zero. The block's output bias feeds only the residual stream
@@ -179,7 +190,7 @@ class DNArchNet(nn.Module):
         if width:
             out.append(self.residual_mask.mu)
         if depth:
-            out.append(self.depth_mask.mu)
+            out += [m.mu for m in self.depth_masks()]
         for b in self.blocks:
             assert isinstance(b, DNArchBlock)
             if kernel:
@@ -218,7 +229,7 @@ class DNArchNet(nn.Module):
         if self.cfg.learn_width:
             masks += [small.residual_mask, *(b.width_mask for b in small._blocks())]
         if self.cfg.learn_depth:
-            masks.append(small.depth_mask)
+            masks += small.depth_masks()
         for b in small._blocks():
             if self.cfg.learn_kernel:
                 masks.append(b.conv.mask)
@@ -246,7 +257,7 @@ class DNArchNet(nn.Module):
     def gates(self) -> list[SigmoidStepMask | LowpassMask]:
         """The sigmoid masks (residual width, depth, each block's hidden width, resolution and
         groupings): the decisions annealed gates make binary. The kernel's Gaussian mask is not one."""
-        out: list[SigmoidStepMask | LowpassMask] = [self.residual_mask, self.depth_mask]
+        out: list[SigmoidStepMask | LowpassMask] = [self.residual_mask, *self.depth_masks()]
         for b in self._blocks():
             out += [b.width_mask, *b.group_masks()]
             if b.resolution is not None:
@@ -266,7 +277,8 @@ class DNArchNet(nn.Module):
         mask value is 0 or 1 to within exp(-20) (kept values are exactly 1 in float32)."""
         plan = self.hard_plan()
         self.residual_mask.snap_()
-        self.depth_mask.snap_()
+        for m in self.depth_masks():
+            m.snap_()
         for b, p in zip(self._blocks(), plan, strict=True):
             b.width_mask.snap_()
             for g in b.group_masks():
@@ -278,9 +290,23 @@ class DNArchNet(nn.Module):
     def project_arch_(self) -> None:
         """Keep mask parameters inside their floors and ceilings; call after each optimiser step."""
         self.residual_mask.project_()
-        self.depth_mask.project_()
+        for m in self.depth_masks():
+            m.project_()
         for b in self._blocks():
             b.project_()
+
+    def depth_masks(self) -> list[SigmoidStepMask]:
+        """The depth masks, each over a run of consecutive blocks: one over all of them, or one per
+        stage (``NetConfig.stage_blocks``)."""
+        return [self.depth_mask, *self.stage_depth]  # type: ignore[list-item]
+
+    def depth_values(self) -> Tensor:
+        """Every block's thresholded depth value D_l (0 where removed). (L,)."""
+        return torch.cat([m.values() for m in self.depth_masks()])
+
+    def depth_kept(self) -> list[bool]:
+        """Which blocks the cropped network keeps. (L,)."""
+        return [j < m.hard_count() for m in self.depth_masks() for j in range(m.n)]
 
     def _blocks(self) -> list[DNArchBlock]:
         return [b for b in self.blocks if isinstance(b, DNArchBlock)]
@@ -299,14 +325,14 @@ class DNArchNet(nn.Module):
         m_res = m_res[:c]
         h = self._stem(x, c, m_res)  # (B, c, *S0)
         h0 = h
-        depth = self.depth_mask.values()
-        n_blocks = self.depth_mask.hard_count()
+        depth = self.depth_values()
+        kept_blocks = self.depth_kept()
         cap: Tensor | None = None
         residual: dict[int, tuple[Tensor, int]] = {}  # the residual mask per grid, made once
         for index, block in enumerate(self._blocks()):
-            if index >= n_blocks and crop:
-                break
-            if index < n_blocks:  # (the reference path runs a removed block without resampling)
+            if not kept_blocks[index] and crop:
+                continue
+            if kept_blocks[index]:  # (the reference path runs a removed block without resampling)
                 h, cap = block.resample(h, cap)
             grid_c, grid_w = self.grids(h.shape[2:])
             if grid_c not in residual:
@@ -379,11 +405,11 @@ class DNArchNet(nn.Module):
         """Per block: kept, resolution in/out, kernel size, hidden width and the pointwise layers'
         group counts of the cropped network."""
         lengths = self.input_shape
-        n_blocks = self.depth_mask.hard_count()
+        kept_blocks = self.depth_kept()
         cap: Tensor | None = None
         plan = []
         for index, b in enumerate(self._blocks()):
-            kept = index < n_blocks
+            kept = kept_blocks[index]
             out, keep = lengths, tuple(n // 2 for n in lengths)
             if kept and b.halve_filter is not None:
                 out = tuple((n + 1) // 2 for n in lengths)
@@ -434,7 +460,7 @@ class DNArchNet(nn.Module):
                 head_upsampled=self._head_upsampled(plan),
                 groups=t([p["groups"] for p in plan]),
                 width=t([p["width"] for p in plan]),
-                head_width=t(plan[-1]["width"]),
+                head_width=t(plan[_last_kept(plan)]["width"]),
                 grouped=self.cfg.learn_groups,
             )
         lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
@@ -460,21 +486,21 @@ class DNArchNet(nn.Module):
             groups = torch.stack([b.soft_groups() for b in blocks])
         else:
             groups = torch.ones(len(blocks), 2, device=dev)
-        kept = sum(bool(p["kept"]) for p in plan)
+        last = _last_kept(plan)
         width = residual * stretch if self.cfg.widen != 1 else residual.expand(len(blocks))
         return ArchSizes(
             residual=residual,
-            depth=self.depth_mask.raw(),
+            depth=torch.cat([m.raw() for m in self.depth_masks()]),
             kernel=kernel,
             hidden=_soft_counts([b.width_mask for b in blocks]) * stretch,
             resolution=res,
             resampled=_resampled(plan),
             halved=[bool(p["strided"]) for p in plan],
-            head_in=res[kept - 1],  # the last kept block's (soft) output size
+            head_in=res[last],  # the last kept block's (soft) output size
             head_upsampled=self._head_upsampled(plan),
             groups=groups,
             width=width,
-            head_width=width[kept - 1],
+            head_width=width[last],
             grouped=self.cfg.learn_groups,
         )
 
@@ -517,6 +543,11 @@ def _soft_counts(masks: list[SigmoidStepMask]) -> Tensor:
     mu = torch.stack([m.mu for m in masks])  # (L,)
     u = torch.arange(first.n, device=mu.device, dtype=mu.dtype) / first.n
     return fm.sigmoid_step(u, mu[:, None], first.tau).sum(1)
+
+
+def _last_kept(plan: list[dict]) -> int:
+    """Index of the last block the plan keeps (the first block is always kept)."""
+    return max(i for i, p in enumerate(plan) if p["kept"])
 
 
 def _grid(n: int, stretch: float) -> int:

@@ -62,7 +62,7 @@ def preset_net(name: str, input_shape: Sequence[int]) -> NetConfig:
     # kernels start at 3 taps on the longest axis: the cut-off is relative to the input's extent
     # (3 / N lies between the 3- and 5-tap cut-offs 2 / N and 4 / N)
     cutoff = min(cfg.init_kernel_cutoff, 3.0 / max(shape))
-    return replace(cfg, blocks=stage_count(shape), init_kernel_cutoff=cutoff)
+    return replace(cfg, blocks=stage_count(shape) * cfg.stage_blocks, init_kernel_cutoff=cutoff)
 
 
 def preset_for(ndim: int, task: str = "classify") -> str:

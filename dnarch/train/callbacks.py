@@ -27,7 +27,7 @@ def arch_columns(model: DNArchNet) -> dict[str, Any]:
         "macs": int(hard.macs),
         "params": int(hard.params),
         "residual_width": model.residual_mask.hard_count(),
-        "blocks_kept": model.depth_mask.hard_count(),
+        "blocks_kept": sum(model.depth_kept()),
     }
     for p in model.hard_plan():
         i = p["index"]
