@@ -66,13 +66,13 @@ def fit(
     task = "classify" if given == "auto" else given
     data = from_arrays(x_train, y_train, x_test, y_test, name="arrays", task=task)
     shape = tuple(data.input_shape)
-    cfg = config or RunConfig(net=preset_net(preset_for(len(shape), task), shape))
     flat: dict[str, str] = {"data.task": task}
     if not (isinstance(budget, str) and budget == "default"):
         flat["budget.budget"] = _budget_text(budget)
     if epochs is not None:
         flat["train.epochs"] = str(epochs)
     flat.update({k.replace("__", "."): str(v) for k, v in overrides.items()})
+    cfg = config or RunConfig(net=preset_net(preset_for(len(shape), task), shape, flat))
     return run(
         with_overrides(cfg, flat), data=data, out_dir=out, progress=progress, overwrite=overwrite
     )

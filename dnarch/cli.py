@@ -190,7 +190,7 @@ def build_config(
         preset = preset_for(len(shape) if shape else 1, task)
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose auto or one of {', '.join(PRESETS)}")
-    cfg = RunConfig(net=preset_net(preset, shape) if shape else PRESETS[preset])
+    cfg = RunConfig(net=preset_net(preset, shape, overrides) if shape else PRESETS[preset])
     if args.config:
         try:
             data = json.loads(Path(args.config).read_text())

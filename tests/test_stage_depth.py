@@ -72,3 +72,12 @@ def test_stage_blocks_config_errors_are_one_line() -> None:
         _net(stage_blocks=4)
     with pytest.raises(ConfigError, match="needs net.downsample=strided"):
         NetConfig(blocks=4, stage_blocks=2)
+
+
+def test_stage_blocks_from_the_command_line_multiply_the_presets_stages() -> None:
+    from dnarch.models import preset_net
+
+    cfg = preset_net("seq-stages", (40,), {"net.stage_blocks": "2"})
+    assert (cfg.blocks, cfg.stage_blocks) == (8, 1)  # the override itself is applied afterwards
+    assert preset_net("image-stages", (28, 28), {"net.stage_blocks": "3"}).blocks == 9
+    assert preset_net("seq-stages", (40,), {"net.stage_blocks": "2", "net.blocks": "6"}).blocks == 4

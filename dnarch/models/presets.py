@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from dnarch.config import NetConfig
@@ -48,11 +49,15 @@ PRESETS: dict[str, NetConfig] = {
 STAGED = ("image-stages", "seq-stages")  # presets whose depth follows the input (``preset_net``)
 
 
-def preset_net(name: str, input_shape: Sequence[int]) -> NetConfig:
+def preset_net(
+    name: str, input_shape: Sequence[int], overrides: Mapping[str, object] | None = None
+) -> NetConfig:
     """The preset ``name`` for data of ``input_shape``: the ``*-stages`` presets get one block per
     stage of the plain CNN for that input (``plain_cnn.stage_count``: halvings until the smallest
     axis would fall below 5 samples; 28 px: 3, 40 samples: 4, 784: 8) and kernels that start at 3
-    taps whatever the input's length; the others as they are."""
+    taps whatever the input's length; the others as they are. ``overrides``: the run's dotted
+    config overrides ('net.stage_blocks' sets the blocks per stage here, unless 'net.blocks' is
+    given; the caller applies them all afterwards)."""
     cfg = PRESETS[name]
     if name not in STAGED:
         return cfg
@@ -62,7 +67,13 @@ def preset_net(name: str, input_shape: Sequence[int]) -> NetConfig:
     # kernels start at 3 taps on the longest axis: the cut-off is relative to the input's extent
     # (3 / N lies between the 3- and 5-tap cut-offs 2 / N and 4 / N)
     cutoff = min(cfg.init_kernel_cutoff, 3.0 / max(shape))
-    return replace(cfg, blocks=stage_count(shape) * cfg.stage_blocks, init_kernel_cutoff=cutoff)
+    per_stage = cfg.stage_blocks
+    given = (overrides or {}).get("net.stage_blocks")
+    if given is not None and "net.blocks" not in (overrides or {}):
+        # a bad value is refused, with its own message, where the override is applied
+        with contextlib.suppress(ValueError):
+            per_stage = max(1, int(str(given)))
+    return replace(cfg, blocks=stage_count(shape) * per_stage, init_kernel_cutoff=cutoff)
 
 
 def preset_for(ndim: int, task: str = "classify") -> str:
