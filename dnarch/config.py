@@ -72,8 +72,9 @@ class NetConfig:
     halfway between anti-aliasing and plain subsampling ([1, 6, 1] / 8 per axis): it keeps part of
     the aliasing that a band-limited crop removes, which images read as sequences of pixels need
     (METHOD-NOTES, "How a fixed pyramid halves"). Needs learn_resolution false and init_resolution 1.
-    stage_blocks: blocks per stage of a strided pyramid. n > 1: blocks come in stages of n, the
-    first block of each stage from stage resolution_from on halves, and the depth is learned per stage,
+    stage_blocks: blocks per stage of a fixed pyramid (learn_resolution false; strided, or Fourier
+    with init_resolution < 1). n > 1: blocks come in stages of n, the first block of each stage
+    from stage resolution_from on halves (a Fourier pyramid: stage j at init_resolution ** (j + 1)), and the depth is learned per stage,
     one step mask over each stage's blocks with its first block always kept (so the depth never
     removes a stage or a halving). 1 (the default): every block is a stage, one depth mask over
     all of them (METHOD.md), which on a pyramid can only remove the last stages.
@@ -119,8 +120,8 @@ class NetConfig:
             f"{self.stage_blocks}",
         )
         _require(
-            self.stage_blocks == 1 or self.downsample == "strided",
-            "net.stage_blocks > 1 needs net.downsample=strided (stages of a strided pyramid)",
+            self.stage_blocks == 1 or not self.learn_resolution,
+            "net.stage_blocks > 1 needs a fixed pyramid: net.learn_resolution=false",
         )
         _require(
             self.downsample == "fourier"

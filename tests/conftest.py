@@ -44,7 +44,8 @@ def shrunk_model(
     stem_kernel: ``NetConfig.stem_kernel`` (the stem's taps per axis).
     downsample: ``NetConfig.downsample``; 'strided' halves at every block from resolution_from on,
     through perturbed filters (no resolution masks); ``stage_blocks`` > 1 groups the blocks in
-    stages with a depth mask each (``NetConfig.stage_blocks``)."""
+    stages with a depth mask each (``NetConfig.stage_blocks``), on a fixed Fourier pyramid that
+    halves the cut-off per stage where not strided."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     # even seeds let block 0 downsample too (net.resolution_from=0); odd seeds keep the default (1)
@@ -52,7 +53,10 @@ def shrunk_model(
         width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct",
         resolution_from=seed % 2, dense_skip=skip, learn_groups="groups" in axes,
         widen=widen, direct_kernel=direct_kernel, stem_kernel=stem_kernel,
-        downsample=downsample, learn_resolution=downsample == "fourier", stage_blocks=stage_blocks,
+        downsample=downsample, stage_blocks=stage_blocks,
+        # stages need a fixed pyramid: a Fourier one halves each stage's cut-off
+        learn_resolution=downsample == "fourier" and stage_blocks == 1,
+        init_resolution=0.5 if downsample == "fourier" and stage_blocks > 1 else 1.0,
     )  # fmt: skip
     m = build_model(cfg, in_channels, classes, shape, task)
 
@@ -74,7 +78,7 @@ def shrunk_model(
                 b.conv.mask.sigma.mul_(torch.tensor([r(0.1, 0.9) for _ in shape]))
             if "width" in axes:
                 b.width_mask.mu.fill_(r(0.1, 0.9))
-            if "resolution" in axes and b.resolution is not None:
+            if "resolution" in axes and b.resolution is not None and stage_blocks == 1:
                 b.resolution.mask.mu.copy_(torch.tensor([r(0.3, 0.9) for _ in shape]))
             for gm in b.group_masks():
                 gm.mu.fill_(r(gm.mu_min, gm.mu_max))

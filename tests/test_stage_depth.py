@@ -16,20 +16,23 @@ def _net(**kw) -> NetConfig:
     return NetConfig(downsample="strided", **{**base, **kw})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("downsample", ["strided", "fourier"])
 @pytest.mark.parametrize("task", ["classify", "segment"])
 @pytest.mark.parametrize("shape", [(40,), (12, 9)])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_stage_depth_crop_export_and_cost(shape, seed, task) -> None:
+def test_stage_depth_crop_export_and_cost(shape, seed, task, downsample) -> None:
     m = shrunk_model(
         shape, seed, task=task, widen=1.0 + seed % 2, stem_kernel=3, direct_kernel=3,
-        downsample="strided", stage_blocks=2,
+        downsample=downsample, stage_blocks=2,
     )  # fmt: skip
     spec = check_crop_export_and_cost(m, torch.randn(5, 2, *shape))
     kept = m.depth_kept()
     assert kept[0] and kept[2]  # the first block of each stage
     assert [b.index for b in spec.kept_blocks] == [i for i, k in enumerate(kept) if k]
     # the first block of each stage halves, from stage resolution_from (seed % 2) on
-    assert [b.strided for b in spec.blocks] == [i % 2 == 0 and i // 2 >= seed % 2 for i in range(4)]
+    halves = [i % 2 == 0 and i // 2 >= seed % 2 for i in range(4)]
+    assert [b.resolution_out != b.resolution_in for b in spec.blocks] == halves
+    assert [b.strided for b in spec.blocks] == [h and downsample == "strided" for h in halves]
 
 
 def test_only_the_first_block_of_each_stage_halves() -> None:
@@ -70,7 +73,7 @@ def test_every_depth_mask_is_learnable_and_projected() -> None:
 def test_stage_blocks_config_errors_are_one_line() -> None:
     with pytest.raises(ConfigError, match="net.stage_blocks must be >= 1 and divide net.blocks=6"):
         _net(stage_blocks=4)
-    with pytest.raises(ConfigError, match="needs net.downsample=strided"):
+    with pytest.raises(ConfigError, match="needs a fixed pyramid: net.learn_resolution=false"):
         NetConfig(blocks=4, stage_blocks=2)
 
 

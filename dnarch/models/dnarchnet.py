@@ -138,9 +138,12 @@ class DNArchNet(nn.Module):
                 dataclasses.replace(
                     settings,
                     # a resolution mask where it is learned, or fixed where a pyramid starts
-                    learn_resolution=i >= cfg.resolution_from
+                    learn_resolution=i // cfg.stage_blocks >= cfg.resolution_from
                     and (cfg.learn_resolution or cfg.init_resolution < 1),
-                    init_resolution=cfg.init_resolution ** max(i - cfg.resolution_from + 1, 0),
+                    # per stage (``NetConfig.stage_blocks``): a stage's blocks share one cut-off,
+                    # so only its first block crops
+                    init_resolution=cfg.init_resolution
+                    ** max(i // cfg.stage_blocks - cfg.resolution_from + 1, 0),
                     # the first block of each stage from resolution_from on halves
                     halve=cfg.downsample == "strided"
                     and i // cfg.stage_blocks >= cfg.resolution_from

@@ -15,15 +15,17 @@ _IMAGE = NetConfig(width=32, hidden=64, blocks=4, omega0=20.0)
 
 # The plain CNN's layout as the search's starting point (benchmarks/blocks.py found that DNArch's
 # block on it matches the plain CNN at equal MACs): a 3x3 conv-BN-ReLU stem, one block per stage on
-# a fixed pyramid that halves each axis per block through a learned strided filter (28 -> 14 -> 7
-# px, 40 -> 20 -> 10 -> 5 samples; net.downsample), widths growing up to 4x where it does, and
+# a fixed pyramid that halves each axis per block, widths growing up to 4x where it does, and
 # kernels that start at 3 taps (the direct 3-tap term and the kernel net) and may grow; widths and
-# kernels are learned. Not the depth: with one block per stage the depth mask removes the last
-# stages (at 10% on Fashion 2D it did in two of three seeds, 74.3% against 80.8% without it:
-# METHOD-NOTES), until depth is learned per stage.
+# kernels are learned. The pyramid halves by a band-limited Fourier crop on images (28 -> 15 -> 7
+# px) and by a learned strided filter on sequences (40 -> 20 -> 10 -> 5; net.downsample): each the
+# better where measured (METHOD-NOTES, "How a fixed pyramid halves"). Not the depth: with one
+# block per stage the depth mask removes the last stages (at 10% on Fashion 2D it did in two of
+# three seeds, 74.3% against 80.8% without it: METHOD-NOTES), until depth is learned per stage
+# (net.stage_blocks).
 _STAGES = dict(
-    stem_kernel=3, init_kernel_cutoff=0.07, downsample="strided", widen=4.0,
-    learn_resolution=False, direct_kernel=3, learn_depth=False,
+    stem_kernel=3, init_kernel_cutoff=0.07, widen=4.0, learn_resolution=False, direct_kernel=3,
+    learn_depth=False,
 )  # fmt: skip
 
 PRESETS: dict[str, NetConfig] = {
@@ -40,9 +42,24 @@ PRESETS: dict[str, NetConfig] = {
         _IMAGE, widen=4.0, init_resolution=0.5, learn_resolution=False, direct_kernel=3
     ),
     # small images (28-32 px): three stages (METHOD-NOTES, "Which block family")
-    "image-stages": replace(_IMAGE, width=64, hidden=128, blocks=3, **_STAGES),  # type: ignore[arg-type]
+    "image-stages": replace(
+        _IMAGE,
+        width=64,
+        hidden=128,
+        blocks=3,
+        init_resolution=0.445,
+        resolution_span=1.0,
+        **_STAGES,  # type: ignore[arg-type]
+    ),
     # sequences: four stages
-    "seq-stages": replace(_SEQ, width=24, hidden=48, blocks=4, **_STAGES),  # type: ignore[arg-type]
+    "seq-stages": replace(
+        _SEQ,
+        width=24,
+        hidden=48,
+        blocks=4,
+        downsample="strided",
+        **_STAGES,  # type: ignore[arg-type]
+    ),
 }
 
 
