@@ -537,7 +537,8 @@ def maximal_net(data: DataBundle, changes: list[str], preset: str = "auto") -> N
     KEY=VALUE`` changes."""
     if preset == "auto":
         preset = preset_for(len(data.input_shape), data.task)
-    net = preset_net(preset, data.input_shape)
+    given = {f"net.{k}": v for k, _, v in (c.partition("=") for c in changes)}
+    net = preset_net(preset, data.input_shape, given)  # stage_blocks multiplies the stages
     return changed("net", changes, RunConfig(net=net)).net
 
 
