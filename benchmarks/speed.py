@@ -9,8 +9,8 @@ network (cost, budget penalty, ``project_arch_``), cross-entropy for the others.
 0, so the optimiser does all its work but no network changes. Inference: one forward, eval, no grad.
 After 2 warm-up steps, each of --repeats rounds times a step of every network of a same-MACs group,
 alternating which goes first; medians of wall and process CPU time are reported. The learned runs are
-trained first (--learn-threads) with the auto preset into runs/speed/<dataset>-<preset>-e<E>-n<N>,
-and reloaded from there later.
+trained first (--learn-threads) with the auto preset into
+runs/speed/<dataset>-<preset>-<settings hash>-e<E>-n<N>, and reloaded from there later.
 
     python benchmarks/speed.py                              # all three datasets, 1 and 2 threads
     python benchmarks/speed.py --quick --datasets mnist1d   # smoke run: maximal networks only
@@ -23,6 +23,8 @@ and <out>/speed-profile.md (top 10 operators of each network's training step at 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -142,11 +144,14 @@ def learn(dataset: str, ndim: int, args: argparse.Namespace) -> tuple[Path, dict
     epochs = args.learn_epochs if args.learn_epochs is not None else epochs
     limit = args.learn_limit if args.learn_limit is not None else limit
     preset = preset_for(ndim, "classify")
-    folder = Path("runs/speed") / f"{dataset}-{preset}-e{epochs}-n{limit}"
+    net = preset_net(preset, dnarch.load_data(dataset).input_shape)
+    # the folder names the network's settings, so a preset that changes under its name retrains
+    digest = hashlib.sha1(json.dumps(dataclasses.asdict(net), sort_keys=True).encode()).hexdigest()
+    folder = Path("runs/speed") / f"{dataset}-{preset}-{digest[:8]}-e{epochs}-n{limit}"
     if (folder / "summary.json").is_file():
         return folder, {"source": "cached"}
     cfg = RunConfig(
-        net=preset_net(preset, dnarch.load_data(dataset).input_shape),
+        net=net,
         budget=BudgetConfig(budget=0.25),
         train=TrainConfig(epochs=epochs, seed=0),
         data=DataConfig(name=dataset, limit_train=limit, limit_test=limit),
