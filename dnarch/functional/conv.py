@@ -39,14 +39,17 @@ CONV: dict[int, type[nn.Conv1d | nn.Conv2d | nn.Conv3d]] = {
 }
 
 
-def conv_nd(x: Tensor, weight: Tensor, bias: Tensor | None = None, groups: int = 1) -> Tensor:
-    """Cross-correlation with zero 'same' padding over x's spatial axes, 1D to 3D.
+def conv_nd(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, groups: int = 1, stride: int = 1
+) -> Tensor:
+    """Cross-correlation with zero 'same' padding over x's spatial axes, 1D to 3D, sampled every
+    ``stride``-th position.
 
     x: (B, C_in, *S); weight: (C_out, C_in / groups, *K), odd K; bias: (C_out,) or None.
-    Returns (B, C_out, *S)."""
+    Returns (B, C_out, *ceil(S / stride))."""
     conv: Callable[..., Tensor] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[x.ndim - 2]
     padding = [k // 2 for k in weight.shape[2:]]
-    return conv(x, weight, bias, padding=padding, groups=groups)
+    return conv(x, weight, bias, stride=stride, padding=padding, groups=groups)
 
 
 def depthwise_direct(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -298,6 +301,5 @@ def halve(x: Tensor, weight: Tensor) -> Tensor:
     """Each channel filtered by its 3-tap-per-axis ``weight`` (c, *3^ndim) at stride 2, zero padding
     1: x (B, c, *S) -> (B, c, *ceil(S / 2)), samples 0, 2, 4, ... of the filtered map (a strided
     convolution's grid)."""
-    c, nd = x.shape[1], x.ndim - 2
-    conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
-    return conv(x, weight[:c].unsqueeze(1), None, stride=2, padding=1, groups=c)
+    c = x.shape[1]
+    return conv_nd(x, weight[:c].unsqueeze(1), groups=c, stride=2)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from dnarch.functional import fourier
 from dnarch.functional import masks as fm
 from dnarch.functional.channels import pad_channels
 from dnarch.functional.conv import CONV, conv_nd
+from dnarch.functional.memo import made_once
 from dnarch.nn.block import (
     BlockSettings,
     DNArchBlock,
@@ -48,8 +49,8 @@ class ArchSizes:
     kernel (L, ndim): taps per axis; hidden (L,): W_l; resolution (L, ndim): samples per axis the
     block runs at; width (L,): its residual width C_l (C unless ``NetConfig.widen`` stretches it);
     resampled: which axes the hard network downsamples at block l (a discrete fact, shared by soft
-    and hard sizes); halved: whether block l does so by its strided filter; groups (L, 2): group counts of the block's two pointwise layers (1 without
-    learned grouping); head_width: the residual width the head reads (the last kept block's).
+    and hard sizes); halved: whether block l does so by its strided filter; groups (L, 2): group
+    counts of the block's two pointwise layers (1 without learned grouping); head_width: the residual width the head reads (the last kept block's).
     """
 
     residual: Tensor
@@ -161,7 +162,7 @@ class DNArchNet(nn.Module):
                 + (" --net.init_resolution=1 (or --preset seq)" if cfg.init_resolution < 1 else "")
                 + f" (axes of up to {MAX_RESAMPLED_LENGTH:,} samples can learn it)"
             )
-        self._upsampling: dict[tuple[Any, ...], list[Tensor | None]] = {}  # per ``_upsample``
+        self._upsampling: dict[Hashable, list[Tensor | None]] = {}  # per ``_upsample``
         self.head_norm = nn.BatchNorm1d(self.alloc)
         self.head = nn.Linear(self.alloc, num_classes)
         for p in self._axis_parameters(True, False, False, False, False):
@@ -391,17 +392,15 @@ class DNArchNet(nn.Module):
         if max(self.input_shape) > fourier.MATRIX_MAX_LENGTH:
             return fourier.fourier_upsample(h, self.input_shape)
         h = fourier.fft_input(h)
-        key = (sizes, h.device, h.dtype)
-        if key not in self._upsampling:
-            with torch.inference_mode(False):  # usable by autograd later, whatever mode made it
-                self._upsampling[key] = self._upsample_matrices(sizes, h)
-        return fourier.apply_matrices(h, self._upsampling[key])
-
-    def _upsample_matrices(self, sizes: tuple[int, ...], h: Tensor) -> list[Tensor | None]:
-        return [
-            None if n == m else fourier.upsample_matrix(n, m, h.dtype).to(h.device)
-            for n, m in zip(sizes, self.input_shape, strict=True)
-        ]
+        matrices = made_once(
+            self._upsampling,
+            (sizes, h.device, h.dtype),
+            lambda: [
+                None if n == m else fourier.upsample_matrix(n, m, h.dtype).to(h.device)
+                for n, m in zip(sizes, self.input_shape, strict=True)
+            ],
+        )
+        return fourier.apply_matrices(h, matrices)
 
     # ---- sizes ---------------------------------------------------------------------------------
     def hard_plan(self) -> list[dict]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Hashable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from dnarch.functional import conv as fconv
 from dnarch.functional import masks as fm
+from dnarch.functional.memo import made_once
 from dnarch.nn.kernelnet import KernelNet
 from dnarch.nn.masks import GaussianKernelMask
 
@@ -71,9 +71,7 @@ class DepthwiseCKConv(nn.Module):
         floor = 1.0 / max(self.base)
         self.mask = GaussianKernelMask(ndim, max(init_cutoff, floor), floor, threshold)
         self.bias = nn.Parameter(torch.zeros(channels))
-        self._grids: dict[
-            tuple[Any, ...], Tensor
-        ] = {}  # kernel positions per grid (``_positions``)
+        self._grids: dict[Hashable, Tensor] = {}  # kernel positions per grid (``_positions``)
         self.direct: nn.Parameter | None = None
         if direct:
             bound = 1.0 / math.sqrt(direct**ndim)  # nn.Conv default for a depthwise kernel
@@ -99,10 +97,7 @@ class DepthwiseCKConv(nn.Module):
     def _positions(self, grid: tuple[int, ...], lengths: tuple[int, ...]) -> Tensor:
         """The kernel grid's relative positions (P, ndim), made once per grid, lengths, device."""
         key = (grid, lengths, self.bias.device, self.bias.dtype)
-        if key not in self._grids:
-            with torch.inference_mode(False):  # usable by autograd later, whatever mode made it
-                self._grids[key] = self._make_positions(grid, lengths)
-        return self._grids[key]
+        return made_once(self._grids, key, lambda: self._make_positions(grid, lengths))
 
     def _make_positions(self, grid: tuple[int, ...], lengths: tuple[int, ...]) -> Tensor:
         axes = [fm.kernel_positions(k, n) for k, n in zip(grid, lengths, strict=True)]

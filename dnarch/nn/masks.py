@@ -7,14 +7,14 @@ cropped network and the uncropped network that multiplies by these values are th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Hashable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from dnarch.functional import fourier
 from dnarch.functional import masks as fm
+from dnarch.functional.memo import made_once
 
 # Annealed gates: the sigmoid's logit at half a step from its centre once the gate is binary. At 20,
 # float32 rounds the kept entries to exactly 1 and leaves the others below 3e-9.
@@ -71,7 +71,7 @@ class GaussianKernelMask(nn.Module):
         self.scale = math.sqrt(-2.0 * math.log(threshold))  # cutoff = sigma * scale
         self.min_cutoff = min_cutoff
         self.sigma = nn.Parameter(torch.full((ndim,), init_cutoff / self.scale))
-        self._axes: dict[tuple[Any, ...], tuple[Tensor, Tensor | None]] = {}  # per ``_axis``
+        self._axes: dict[Hashable, tuple[Tensor, Tensor | None]] = {}  # per ``_axis``
 
     def cutoff(self) -> Tensor:
         """Relative half-extent per axis where the mask equals T. (ndim,)."""
@@ -104,10 +104,7 @@ class GaussianKernelMask(nn.Module):
         """One axis's tap positions on its grid and, on the full grid, the 0/1 window of the hard
         size ``k`` (by integer tap index); made once per (k, n, full) and device."""
         key = (k, n, full, self.sigma.device)
-        if key not in self._axes:
-            with torch.inference_mode(False):  # usable by autograd later, whatever mode made it
-                self._axes[key] = self._make_axis(k, n, full)
-        return self._axes[key]
+        return made_once(self._axes, key, lambda: self._make_axis(k, n, full))
 
     def _make_axis(self, k: int, n: int, full: bool) -> tuple[Tensor, Tensor | None]:
         grid = fm.max_kernel_size(n) if full else k

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Hashable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from dnarch.functional import fourier
+from dnarch.functional.memo import made_once
 from dnarch.nn.masks import LowpassMask
 
 
@@ -26,29 +26,23 @@ class FourierResolution(nn.Module):
     ) -> None:
         super().__init__()
         self.mask = LowpassMask(base, span, threshold, init_cutoff)
-        self._cache: dict[tuple[Any, ...], list[Tensor | None]] = {}
+        self._cache: dict[Hashable, list[Tensor | None]] = {}  # per ``_matrices``
 
     def _matrices(
         self, sizes: tuple[int, ...], keep: tuple[int, ...], like: Tensor
     ) -> list[Tensor | None]:
         """Per axis the crop's matrix (``fourier.resample_matrix``; None where the axis keeps its
         size), made once per sizes, kept bins, device and dtype."""
-        key = (sizes, keep, like.device, like.dtype)
-        if key not in self._cache:
-            with torch.inference_mode(False):  # usable by autograd later, whatever mode made it
-                self._cache[key] = self._make_matrices(sizes, keep, like)
-        return self._cache[key]
-
-    @staticmethod
-    def _make_matrices(
-        sizes: tuple[int, ...], keep: tuple[int, ...], like: Tensor
-    ) -> list[Tensor | None]:
-        return [
-            None
-            if fourier.output_length(n, k) == n
-            else fourier.resample_matrix(n, k, like.dtype).to(like.device)
-            for n, k in zip(sizes, keep, strict=True)
-        ]
+        return made_once(
+            self._cache,
+            (sizes, keep, like.device, like.dtype),
+            lambda: [
+                None
+                if fourier.output_length(n, k) == n
+                else fourier.resample_matrix(n, k, like.dtype).to(like.device)
+                for n, k in zip(sizes, keep, strict=True)
+            ],
+        )
 
     def plan(self, lengths: Sequence[int], cap: Tensor | None) -> tuple[Tensor, tuple[int, ...]]:
         """Effective mu (ndim,) and highest kept bin per axis for an input of ``lengths``."""
