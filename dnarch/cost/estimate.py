@@ -94,11 +94,7 @@ def estimate_cost(
     # the stream is resampled at block l's input (at block l-1's width), then widened
     prev = torch.cat([s0[None], sizes.resolution[:-1]])  # (L, ndim)
     prev_c = torch.cat([c.reshape(1), cl[:-1]])
-    halved = sizes.halved
-    fourier = [
-        r if not h else (False,) * len(r) for r, h in zip(sizes.resampled, halved, strict=True)
-    ]
-    down = resample_macs(prev, sizes.resolution, fourier, prev_c)
+    down = resample_macs(prev, sizes.resolution, sizes.resampled, prev_c)  # Fourier crops
     halving: Tensor | float = 0.0  # a strided 3-tap-per-axis filter per incoming channel
     if any(sizes.halved):
         taps3 = 3.0 ** len(input_shape)

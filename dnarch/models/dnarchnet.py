@@ -48,9 +48,11 @@ class ArchSizes:
     residual: residual width C (the stem's), scalar; depth (L,): D_l (mask value soft, 0/1 hard);
     kernel (L, ndim): taps per axis; hidden (L,): W_l; resolution (L, ndim): samples per axis the
     block runs at; width (L,): its residual width C_l (C unless ``NetConfig.widen`` stretches it);
-    resampled: which axes the hard network downsamples at block l (a discrete fact, shared by soft
-    and hard sizes); halved: whether block l does so by its strided filter; groups (L, 2): group
-    counts of the block's two pointwise layers (1 without learned grouping); head_width: the residual width the head reads (the last kept block's).
+    resampled: which axes the hard network downsamples at block l by a Fourier crop, a fixed
+    matrix per axis in the export (a discrete fact, shared by soft and hard sizes); halved: whether
+    block l halves instead by its strided filter; groups (L, 2): group counts of the block's two
+    pointwise layers (1 without learned grouping); head_width: the residual width the head reads
+    (the last kept block's).
     """
 
     residual: Tensor
@@ -58,7 +60,7 @@ class ArchSizes:
     kernel: Tensor
     hidden: Tensor
     resolution: Tensor
-    resampled: list[tuple[bool, ...]]  # per block and axis: does the (hard) network downsample here
+    resampled: list[tuple[bool, ...]]  # per block and axis: does a Fourier crop downsample here
     halved: list[bool]  # per block: does it halve by its strided filter (not a Fourier crop)
     head_in: Tensor  # (ndim,) the resolution the head sees: the last kept block's output
     head_upsampled: tuple[bool, ...]  # per axis: does the (hard) dense head upsample it
@@ -558,8 +560,12 @@ def _grid(n: int, stretch: float) -> int:
 
 
 def _resampled(plan: list[dict]) -> list[tuple[bool, ...]]:
+    """Per block and axis: does a Fourier crop downsample it (a strided filter is not one)."""
     return [
-        tuple(o != i for o, i in zip(p["resolution_out"], p["resolution_in"], strict=True))
+        tuple(
+            o != i and not p["strided"]
+            for o, i in zip(p["resolution_out"], p["resolution_in"], strict=True)
+        )
         for p in plan
     ]
 
