@@ -67,16 +67,16 @@ class NetConfig:
     residual width at the input resolution, then BatchNorm and ReLU.
     downsample: how the network falls in resolution. 'fourier' (the default): METHOD.md's
     resolution masks, a band-limited crop of the spectrum, learned or fixed (init_resolution).
-    'strided': a fixed pyramid on which every block from resolution_from on halves each axis
-    (ceil(n / 2) samples) through a learned 3-tap-per-axis depthwise filter at stride 2, started
+    'strided': a fixed pyramid on which the first block of each stage from resolution_from on
+    (every block, with stage_blocks 1) halves each axis (ceil(n / 2) samples) through a learned 3-tap-per-axis depthwise filter at stride 2, started
     halfway between anti-aliasing and plain subsampling ([1, 6, 1] / 8 per axis): it keeps part of
     the aliasing that a band-limited crop removes, which images read as sequences of pixels need
     (METHOD-NOTES, "How a fixed pyramid halves"). Needs learn_resolution false and init_resolution 1.
     stage_blocks: blocks per stage of a fixed pyramid (learn_resolution false; strided, or Fourier
     with init_resolution < 1). n > 1: blocks come in stages of n, the first block of each stage
-    from stage resolution_from on halves (a Fourier pyramid: stage j at init_resolution ** (j + 1)), and the depth is learned per stage,
-    one step mask over each stage's blocks with its first block always kept (so the depth never
-    removes a stage or a halving). 1 (the default): every block is a stage, one depth mask over
+    from stage resolution_from on halves (a Fourier pyramid: stage j at init_resolution ** (j + 1)),
+    and the depth is learned per stage, one step mask over each stage's blocks with its first block
+    always kept (so the depth never removes a stage or a halving). 1 (the default): every block is a stage, one depth mask over
     all of them (METHOD.md), which on a pyramid can only remove the last stages.
     """
 
