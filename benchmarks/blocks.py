@@ -50,7 +50,7 @@ from torch import Tensor, nn
 import dnarch
 from dnarch.export.summary import counted_macs
 from dnarch.functional import fourier
-from dnarch.functional.conv import halve
+from dnarch.functional.conv import halve, halving_filter
 from dnarch.models.plain_cnn import plain_cnn_for_budget, stage_count, widest_under
 from dnarch.train.plain import train_classifier
 
@@ -113,11 +113,7 @@ class DNArchStyle(nn.Module):
         self.c_in, self.c_out, self.stride, self.full = c_in, c_out, stride, full
         self.halving: nn.Parameter | None = None
         if halving is not None and stride == 2:
-            taps = torch.tensor(halving) / sum(halving)
-            f = taps
-            for _ in range(nd - 1):
-                f = f[..., None] * taps
-            self.halving = nn.Parameter(f.expand(c_in, *f.shape).clone())
+            self.halving = nn.Parameter(halving_filter(nd, c_in, halving))
         self.norm = NORM[nd](c_out)
         self.dw = None if full else CONV[nd](c_out, c_out, k, padding=k // 2, groups=c_out)
         self.c1 = CONV[nd](c_out, e * c_out, k if full else 1, padding=k // 2 if full else 0)

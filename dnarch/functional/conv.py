@@ -286,11 +286,12 @@ def _check(x: Tensor, weight: Tensor) -> None:
             raise ValueError(f"kernel sizes must be odd and <= the input's; got {k} for length {s}")
 
 
-def halving_filter(ndim: int, channels: int) -> Tensor:
-    """[1, 6, 1] / 8 per axis, one per channel: (channels, *3^ndim). Halfway between the binomial
-    [1, 2, 1] / 4 anti-aliasing filter, which images read as sequences of pixels lose 4 points by,
-    and plain subsampling [0, 1, 0], which MNIST-1D loses 1.3 points by (METHOD-NOTES)."""
-    k = torch.tensor([0.125, 0.75, 0.125])
+def halving_filter(ndim: int, channels: int, taps: Sequence[float] = (1.0, 6.0, 1.0)) -> Tensor:
+    """``taps`` / sum(taps) per axis (their outer product), one per channel: (channels, *3^ndim).
+    The default [1, 6, 1] / 8 lies halfway between the binomial [1, 2, 1] / 4 anti-aliasing filter,
+    which images read as sequences of pixels lose 4 points by, and plain subsampling [0, 1, 0],
+    which MNIST-1D loses 1.3 points by (METHOD-NOTES)."""
+    k = torch.tensor([float(t) for t in taps]) / sum(taps)
     out = k
     for _ in range(ndim - 1):
         out = out[..., None] * k
