@@ -9,8 +9,8 @@ import torch
 from dnarch.cli import main
 from dnarch.cost import model_cost
 from dnarch.export import export_run, export_state, harden, load_static, save_static
-from dnarch.export.static import ExportError, StaticNet
-from dnarch.export.summary import before_after, count, maximal_spec
+from dnarch.export.static import ExportError
+from dnarch.export.summary import before_after
 from tests.conftest import shrunk_model
 
 
@@ -64,8 +64,6 @@ def test_before_after_counts_real_modules() -> None:
     )
     assert numbers["max_params_counted"] == numbers["max_params_estimate"]
     assert numbers["macs_counted"] < numbers["max_macs_counted"]
-    macs, params = count(StaticNet(maximal_spec(harden(m))))
-    assert (macs, params) == (numbers["max_macs_counted"], numbers["max_params_counted"])
 
 
 def test_mismatched_and_corrupted_files_fail_with_one_line(saved, tmp_path_factory) -> None:

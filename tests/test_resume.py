@@ -276,3 +276,25 @@ def test_resume_finds_a_relative_data_file_and_notices_it_changed(tmp_path, monk
     assert err.count("\n") == 1 and "the data differ" in err, err
     (data_dir / "mine.npz").write_bytes(good)
     assert main(["train", "--resume", str(folder), "--quiet"]) == 0
+
+
+def test_a_run_resumed_under_another_maximal_network_keeps_its_budget(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """A run begun by a dnarch that measured the maximal network otherwise (here 1.5x larger)
+    resumes at the absolute budget it began with, and its config.json keeps its own maximum."""
+    folder = tmp_path / "run"
+    _stopped_run(folder, monkeypatch, capsys)
+    saved = json.loads((folder / "config.json").read_text())["resolved"]
+    original = run_module.DNArchNet.max_sizes
+
+    def larger(self):
+        sizes = original(self)
+        return type(sizes)(**{**vars(sizes), "width": sizes.width * 1.5})
+
+    monkeypatch.setattr(run_module.DNArchNet, "max_sizes", larger)
+    assert main(["train", "--resume", str(folder), "--quiet"]) == 0
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["budget"] == pytest.approx(saved["budget_absolute"])
+    after = json.loads((folder / "config.json").read_text())["resolved"]
+    assert after["max_cost"] == saved["max_cost"]

@@ -30,13 +30,16 @@ def test_strided_network_crop_export_and_cost(shape, seed, task) -> None:
 
 
 def test_the_maximal_and_exported_counts_of_a_strided_network() -> None:
-    # the maximal network of the family runs every block at full resolution, not halved
+    # the maximal network keeps the strided pyramid, every kernel over its map, stretched widths
     from dnarch.export.summary import before_after
 
     m = shrunk_model((40,), 1, downsample="strided")
     numbers = before_after(m)
     assert numbers["macs_counted"] == numbers["macs_estimate"]
     assert numbers["max_macs_counted"] == numbers["max_macs_estimate"]
+    assert numbers["max_params_counted"] == numbers["max_params_estimate"]
+    halving = [b.halve_filter is not None for b in m.blocks]  # every block kept at the ceiling
+    assert [p["strided"] for p in m.ceiling_copy().hard_plan()] == halving
 
 
 def test_the_halving_filter_at_stride_two_in_closed_form() -> None:

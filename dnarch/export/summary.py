@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -12,7 +11,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dnarch.export.spec import ArchSpec, harden
 from dnarch.export.static import StaticNet
-from dnarch.functional import masks as fm
 
 
 def counted_macs(net: nn.Module, in_channels: int, input_shape: tuple[int, ...]) -> int:
@@ -35,34 +33,14 @@ def count(net: StaticNet) -> tuple[int, int]:
     )
 
 
-def maximal_spec(spec: ArchSpec) -> ArchSpec:
-    """The maximal network of the same family: every block kept, full kernels, widths and resolution."""
-    shape = spec.input_shape
-    blocks = tuple(
-        replace(
-            b,
-            kept=True,
-            resolution_in=shape,
-            resolution_out=shape,
-            hidden=spec.max_hidden,
-            kernel=tuple(fm.max_kernel_size(n) for n in shape),
-            keep_bins=tuple(n // 2 for n in shape),
-            groups=(1, 1),
-            width=spec.max_width,
-            strided=False,
-        )  # fmt: skip
-        for b in spec.blocks
-    )
-    return replace(spec, blocks=blocks, residual_width=spec.max_width)
-
-
 def before_after(model: Any, spec: ArchSpec | None = None) -> dict[str, int]:
-    """Counted and estimated MACs and parameters of the maximal and the exported network.
+    """Counted and estimated MACs and parameters of the maximal (``ceiling_copy``) and the exported
+    network.
     ``spec``: ``harden(model)``, if the caller has it already."""
     from dnarch.cost import model_cost
 
     spec = harden(model) if spec is None else spec
-    max_macs, max_params = count(StaticNet(maximal_spec(spec)))
+    max_macs, max_params = count(StaticNet(harden(model.ceiling_copy())))
     macs, params = count(StaticNet(spec))
     hard, maximal = model_cost(model, "hard"), model_cost(model, "max")
     return {

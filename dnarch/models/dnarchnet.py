@@ -260,6 +260,25 @@ class DNArchNet(nn.Module):
                 g.mu.fill_(best[1])
         return small
 
+    @torch.no_grad()
+    def ceiling_copy(self) -> DNArchNet:
+        """A copy with every mask at its ceiling: the largest network this architecture holds, the
+        "maximal network" that budget fractions and reports refer to. Every kernel spans its whole
+        map, every width mask keeps every entry of its (stretched) grid, every block is kept and
+        ungrouped, whether or not the axis is learned; a learned resolution is full, while a fixed
+        pyramid (a fixed Fourier crop or a strided halving) stays as it is, so the widths stretch
+        where it falls. No network the search can reach costs more MACs; with a learned resolution
+        and ``widen`` > 1 one can hold more parameters (the blocks widen as the resolution falls)."""
+        big = copy.deepcopy(self)
+        masks: list[Any] = [big.residual_mask, *big.depth_masks()]
+        for b in big._blocks():
+            masks += [b.conv.mask, b.width_mask, *b.group_masks()]
+            if self.cfg.learn_resolution and b.resolution is not None:
+                masks.append(b.resolution.mask)
+        for m in masks:
+            m.to_ceiling_()
+        return big
+
     def gates(self) -> list[SigmoidStepMask | LowpassMask]:
         """The sigmoid masks (residual width, depth, each block's hidden width, resolution and
         groupings): the decisions annealed gates make binary. The kernel's Gaussian mask is not one."""
@@ -509,28 +528,8 @@ class DNArchNet(nn.Module):
         )
 
     def max_sizes(self) -> ArchSizes:
-        """Sizes of the maximal network (every mask fully open)."""
-        k = [float(fm.max_kernel_size(n)) for n in self.input_shape]
-        L = self.cfg.blocks
-        shape = [float(n) for n in self.input_shape]
-
-        def t(v: Any) -> Tensor:
-            return torch.tensor(v, dtype=torch.float32)
-
-        return ArchSizes(
-            residual=t(float(self.cfg.width)),
-            depth=t([1.0] * L),
-            kernel=t([k] * L),
-            hidden=t([float(self.cfg.hidden)] * L),
-            resolution=t([shape] * L),
-            resampled=[(False,) * self.ndim] * L,
-            halved=[False] * L,
-            head_in=t(shape),
-            head_upsampled=(False,) * self.ndim,
-            groups=t([[1.0, 1.0]] * L),
-            width=t([float(self.cfg.width)] * L),
-            head_width=t(float(self.cfg.width)),
-        )
+        """Sizes of the maximal network: ``ceiling_copy``'s, as cropped."""
+        return self.ceiling_copy().arch_sizes(hard=True)
 
     def _head_upsampled(self, plan: list[dict]) -> tuple[bool, ...]:
         return tuple(

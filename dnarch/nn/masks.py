@@ -122,6 +122,11 @@ class GaussianKernelMask(nn.Module):
         """The smallest kernel ``project_`` allows (for the smallest reachable network)."""
         self.sigma.fill_(self.min_cutoff / self.scale)
 
+    @torch.no_grad()
+    def to_ceiling_(self) -> None:
+        """The largest kernel ``project_`` allows: the whole map (for the maximal network)."""
+        self.sigma.fill_(1.0 / self.scale)
+
     def extra_repr(self) -> str:
         return f"cutoff={[round(c, 3) for c in self.cutoff().tolist()]}"
 
@@ -207,6 +212,11 @@ class SigmoidStepMask(_Sharpness, nn.Module):
     def to_floor_(self) -> None:
         """The fewest entries ``project_`` allows (for the smallest reachable network)."""
         self.mu.fill_(self.mu_min)
+
+    @torch.no_grad()
+    def to_ceiling_(self) -> None:
+        """The most entries ``project_`` allows, every one kept (for the maximal network)."""
+        self.mu.fill_(self.mu_max)
 
     def extra_repr(self) -> str:
         return f"n={self.n}, tau={self.tau:.1f}, kept={self.hard_count()}"
@@ -298,6 +308,12 @@ class LowpassMask(_Sharpness, nn.Module):
     def to_floor_(self) -> None:
         """The lowest resolution ``project_`` allows (for the smallest reachable network)."""
         self.mu.fill_(0.0)
+
+    @torch.no_grad()
+    def to_ceiling_(self) -> None:
+        """The highest resolution ``project_`` allows: the full one (for the maximal network)."""
+        for axis, hi in enumerate(self.mu_max):
+            self.mu[axis].fill_(hi)
 
     def extra_repr(self) -> str:
         return f"base={self.base}, mu={[round(m, 3) for m in self.mu.tolist()]}"

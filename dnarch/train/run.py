@@ -12,7 +12,7 @@ import io
 import json
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dnarch.config import (
+    BudgetConfig,
     ConfigError,
     RunConfig,
     describe_gates,
@@ -31,7 +32,6 @@ from dnarch.cost import model_cost
 from dnarch.data import DataBundle, load_data
 from dnarch.export import ArchSpec, StaticNet, build_static, export_state, harden, save_static
 from dnarch.export.summary import before_after, before_after_table
-from dnarch.functional import masks as fm
 from dnarch.models import DNArchNet, build_model
 from dnarch.report import EXAMPLES
 from dnarch.train import distributed
@@ -141,7 +141,10 @@ def run(
     if cfg.data.task not in ("auto", data.task):
         raise ConfigError(f"data.task is {cfg.data.task} but the data are a {data.task} task")
     model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape, data.task)
-    objective = Objective(model, cfg.budget)  # checks the budget: before any folder is made
+    budget = cfg.budget
+    if resume and out_dir is not None:
+        budget = _saved_budget(Path(out_dir), budget)
+    objective = Objective(model, budget)  # checks the budget: before any folder is made
     with ExitStack() as stack:
         path = None if out_dir is None else Path(out_dir)
 
@@ -158,6 +161,19 @@ def run(
         if path is not None:
             distributed.on_main(claim, world)
         return _run(cfg, data, model, objective, path, world, progress, resume)
+
+
+def _saved_budget(path: Path, budget: BudgetConfig) -> BudgetConfig:
+    """A resumed run keeps the absolute budget it started with (``resolved.budget_absolute`` in its
+    config.json), though a newer dnarch may measure the maximal network differently."""
+    try:
+        saved = json.loads((path / "config.json").read_text()).get("resolved", {})
+    except (OSError, ValueError, AttributeError):
+        return budget  # resume_config has said what is wrong with it
+    target = saved.get("budget_absolute") if isinstance(saved, dict) else None
+    if budget.budget is None or not isinstance(target, int | float) or target <= 1:
+        return budget
+    return replace(budget, budget=float(target))
 
 
 def _reason(err: BaseException) -> str:
@@ -192,8 +208,12 @@ def _run(
     if path is not None and world.main:
         if resume:
             on_disk = upgrade_saved(json.loads((path / "config.json").read_text()))
+            saved = dict(on_disk.get("resolved") or {})
+            # the maximal network as the run measured it at its start (a newer dnarch may measure
+            # it otherwise; the run keeps its absolute budget, ``_saved_budget``)
+            resolved["resolved"]["max_cost"] = saved.pop("max_cost", objective.max_cost)
             # on the keys the run saved: one from before data fingerprints resumes unchecked by them
-            if not same_config(on_disk.get("resolved"), comparable(resolved["resolved"])):
+            if not same_config(saved, comparable(resolved["resolved"])):
                 raise ValueError(
                     f"the data differ from those {path} was trained on (see its config.json)"
                 )
@@ -297,8 +317,7 @@ def arch_table(result: RunResult) -> str:
     def dims(v: tuple[int, ...]) -> str:
         return "x".join(map(str, v))
 
-    shape = dims(spec.input_shape)
-    max_kernel = dims(tuple(fm.max_kernel_size(n) for n in spec.input_shape))
+    top = harden(m.ceiling_copy())  # the maximal network, block by block
     grouped = spec.group_bits > 0  # a groups column: pw1/pw2 group counts
     lines = [
         "learned architecture (maximal in brackets)",
@@ -306,17 +325,14 @@ def arch_table(result: RunResult) -> str:
         + (f" {'groups':>11}" if grouped else "")
         + "  resolution in -> out",
     ]
-    for b in spec.blocks:
+    for b, t in zip(spec.blocks, top.blocks, strict=True):
+        max_res = f"({dims(t.resolution_in)} -> {dims(t.resolution_out)})"
         if b.kept:
-            kern = f"{dims(b.kernel)} ({max_kernel})"
-            hid = f"{b.hidden} ({spec.max_hidden})"
-            res = f"{dims(b.resolution_in)} -> {dims(b.resolution_out)} ({shape} -> {shape})"
+            kern = f"{dims(b.kernel)} ({dims(t.kernel)})"
+            hid = f"{b.hidden} ({t.hidden})"
+            res = f"{dims(b.resolution_in)} -> {dims(b.resolution_out)} {max_res}"
         else:
-            kern, hid, res = (
-                f"- ({max_kernel})",
-                f"- ({spec.max_hidden})",
-                f"- ({shape} -> {shape})",
-            )
+            kern, hid, res = f"- ({dims(t.kernel)})", f"- ({t.hidden})", f"- {max_res}"
         cell = f"{b.groups[0]}/{b.groups[1]} (1/1)" if b.kept else "- (1/1)"
         groups = f" {cell:>11}" if grouped else ""
         lines.append(
@@ -324,8 +340,7 @@ def arch_table(result: RunResult) -> str:
         )
     lines += [
         f"blocks: {len(spec.kept_blocks)} ({m.cfg.blocks}), residual width: "
-        f"{spec.widths_text()} ({spec.max_width}"
-        + (f", up to x{m.cfg.widen:g} where the resolution falls)" if m.cfg.widen != 1 else ")"),
+        f"{spec.widths_text()} ({top.widths_text()})",
         describe_gates(s.get("train", {})),
         f"MACs/sample: {s['macs']:,} ({s['max_macs']:,}) = {100 * s['macs'] / s['max_macs']:.1f}% "
         f"of maximal" + (f", budget {s['budget']:,.0f}" if s["budget"] is not None else ""),
