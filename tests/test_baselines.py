@@ -39,9 +39,19 @@ def test_plain_cnn_is_the_widest_under_the_budget(shape) -> None:
     target = 200_000
     net = plain_cnn_for_budget(2, 4, shape, target)
     assert counted_macs(net, 2, shape) <= target
-    wider = PlainCNN(2, 4, shape, net.width + 1)
+    wider = PlainCNN(2, 4, shape, net.width + 0.25)
     assert counted_macs(wider, 2, shape) > target
+    # within a few percent of the budget: the widest stage moves by about one channel a step
+    assert counted_macs(net, 2, shape) > 0.95 * target
     assert net(torch.randn(3, 2, *shape)).shape == (3, 4)
+
+
+def test_a_fractional_width_rounds_each_stage() -> None:
+    net = PlainCNN(1, 3, (40,), width=2.5)  # 40 -> 20 -> 10 -> 5: 4 stages
+    assert net.widths == [2, 5, 10, 10]  # round(2.5), round(5), round(10), round(10)
+    assert [b.conv2.out_channels for b in net.blocks] == net.widths
+    with pytest.raises(ValueError, match="width must be > 0"):
+        PlainCNN(1, 3, (40,), width=0)
 
 
 def test_ablation_configs_learn_one_axis_each() -> None:
