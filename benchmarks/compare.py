@@ -80,6 +80,7 @@ from dnarch.export.summary import count, counted_macs
 from dnarch.models import PRESETS, preset_for, preset_net
 from dnarch.models.plain_cnn import plain_cnn_for_budget
 from dnarch.models.plain_unet import plain_unet_for_budget
+from dnarch.provenance import git_commit
 from dnarch.train.metrics import SCORES
 from dnarch.train.objective import Objective
 from dnarch.train.plain import train_classifier
@@ -329,6 +330,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     raw_path = out / f"{name}.json"
     command = ("python benchmarks/compare.py " + " ".join(sys.argv[1:])).strip()
+    commit = git_commit()  # recorded with every run this invocation trains
     # the saved runs taken over: this file's (--resume), then each --merge file's (runs made by other
     # invocations, e.g. in parallel); where two hold the same run, the first wins
     sources = [raw_path] if args.resume and raw_path.exists() else []
@@ -355,6 +357,8 @@ def main() -> None:
         meta = {
             "command": command, "epochs": epochs,
             "commands": list(dict.fromkeys([*made_by, command])),
+            # the code of the runs shown (runs saved before commits were recorded have none)
+            "commits": list(dict.fromkeys(r["commit"] for r in rows if r.get("commit"))),
             "finetune_epochs": args.finetune_epochs or "half the epochs",
             "limit_train": args.limit_train, "limit_test": args.limit_test,
             "n_train": {d: len(b.x_train) for d, b in datasets.items()},
@@ -392,6 +396,7 @@ def main() -> None:
             "task": datasets[dataset].task,
             "commands": [command],
             "source": name,
+            "commit": commit,
         }
         row.update({k: v for k, v in result.items() if not k.startswith("_")})
         rows.append(row)
@@ -640,7 +645,8 @@ def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) ->
         if len(meta.get("commands", [])) > 1
         else f"Made by: `{meta['command']}`",
         *(f"- `{c}`" for c in meta.get("commands", []) if len(meta["commands"]) > 1),
-        f"{meta['machine']}, {meta['threads']} threads, torch {meta['torch']}.",
+        f"{meta['machine']}, {meta['threads']} threads, torch {meta['torch']}"
+        + (f"; runs made at commit {', '.join(meta['commits'])}." if meta.get("commits") else "."),
         "",
         "Score (test accuracy; mean IoU for segmentation; PSNR for regression): mean ± std over seeds "
         "(n = seeds). MACs and parameters: counted on the final "

@@ -30,7 +30,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +48,7 @@ from dnarch.data import DataError
 from dnarch.export.summary import counted_macs
 from dnarch.models import preset_for, preset_net
 from dnarch.models.plain_cnn import plain_cnn_for_budget
+from dnarch.provenance import git_commit
 from dnarch.train.callbacks import load_checkpoint
 from dnarch.train.objective import Objective
 from dnarch.train.trainer import LossAndCost, adamw, param_groups
@@ -289,18 +289,6 @@ def notes(dataset: str, groups: list[list[Case]], threads: list[int], info: dict
         f"{100 * s['macs'] / s['max_macs']:.1f}% of the maximal MACs, {took}. "
         f"Masked learned / exported: {vs}."
     )
-
-
-def git_commit() -> str:
-    """``git rev-parse --short HEAD``, with +dirty if tracked files have changed."""
-    here = Path(__file__).resolve().parent
-
-    def git(*words: str) -> str:
-        done = subprocess.run(["git", *words], cwd=here, capture_output=True, text=True)
-        return done.stdout.strip()
-
-    dirty = "+dirty" if git("status", "--porcelain", "--untracked-files=no") else ""
-    return git("rev-parse", "--short", "HEAD") + dirty
 
 
 def parse_args() -> argparse.Namespace:

@@ -180,3 +180,21 @@ def test_scratch_retrains_the_learned_architecture_from_a_fresh_start() -> None:
     scratch = compare.run_scratch(data, learned["architecture"], 2, args, seed=0)
     assert (scratch["macs"], scratch["params"]) == (learned["macs"], learned["params"])
     assert 0.0 <= scratch["accuracy"] <= 1.0 and scratch["cpu_seconds"] > 0
+
+
+def test_a_table_names_the_commits_of_its_runs(tmp_path: Path) -> None:
+    a = saved(tmp_path / "a.json", ["cmd-A"], [run_row("dnarch", 0.9, commit="abc1234")])
+    b = saved(tmp_path / "b.json", ["cmd-B"], [run_row("prune", 0.94, commit="def5678+dirty")])
+    c = saved(tmp_path / "c.json", ["cmd-C"], [run_row("frozen", 0.8)])  # saved before commits
+    raw, md = table(tmp_path, ["dnarch", "prune", "frozen"], [a, b, c])
+    assert raw["meta"]["commits"] == ["abc1234", "def5678+dirty"]
+    assert "runs made at commit abc1234, def5678+dirty." in md
+
+
+def test_the_commit_of_this_checkout() -> None:
+    from dnarch.provenance import git_commit
+
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    assert git_commit().split("+")[0] == (head or "unknown")
