@@ -54,6 +54,19 @@ def test_a_fractional_width_rounds_each_stage() -> None:
         PlainCNN(1, 3, (40,), width=0)
 
 
+def test_the_frozen_network_is_the_maximal_one_and_ablations_start_where_the_preset_does() -> None:
+    from dnarch.cost import model_cost
+    from dnarch.models import build_model, preset_net
+
+    for name, shape in (("seq-stages", (40,)), ("image-stages", (12, 12)), ("seq", (24,))):
+        net = preset_net(name, shape)
+        frozen = build_model(frozen_net(net), 1, 3, shape)
+        full = build_model(net, 1, 3, shape)
+        assert float(model_cost(frozen, "hard").macs) == float(model_cost(full, "max").macs)
+        kernel = build_model(ablation_net(net, "kernel"), 1, 3, shape)
+        assert [p["kernel"] for p in kernel.hard_plan()] == [p["kernel"] for p in full.hard_plan()]
+
+
 def test_ablation_configs_learn_one_axis_each() -> None:
     base = NetConfig()
     assert not frozen_net(base).learns_anything
