@@ -34,6 +34,7 @@ def test_one_epoch_run_writes_every_artefact(tmp_path, capsys) -> None:
     assert ckpt["epoch"] == 1 and ckpt["step"] == 0 and "optimizer" in ckpt
     summary = json.loads((out / "summary.json").read_text())
     assert 0 < summary["macs"] <= summary["max_macs"]
+    assert set(summary["maximal_sizes"]) == {"kernel", "res_out", "hidden", "depth"}
     # one short epoch: the cut-offs' rate the travel asks for is above arch_lr, so it is capped
     assert summary["resolution_lr_scale"] == 1.0
     static = load_static(out)

@@ -89,3 +89,12 @@ def test_fixed_pyramid_maximal_keeps_the_pyramid_and_its_stretched_widths() -> N
     assert [p["width"] for p in plan] == [24, 33, 48, 67]
     assert [p["hidden"] for p in plan] == [48, 67, 96, 135]
     assert float(model_cost(m, "max").macs) >= float(model_cost(m, "hard").macs)
+
+
+def test_the_report_s_ceiling_per_panel_is_the_largest_block_of_the_maximal_network() -> None:
+    from dnarch.export import harden
+    from dnarch.report import maximal_sizes
+
+    m = build_model(preset_net("seq-stages", (40,)), 1, 10, (40,))
+    sizes = maximal_sizes(harden(m.ceiling_copy()))
+    assert sizes == {"kernel": [39.0], "res_out": [40.0], "hidden": [135.0], "depth": [1.0]}

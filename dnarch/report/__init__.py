@@ -104,8 +104,22 @@ def _kernel_items(run_dir: Path, config: dict[str, Any], spec: ArchSpec) -> list
     return items
 
 
-def _maximal_sizes(spec: ArchSpec) -> dict[str, list[float]]:
-    """The maximal network's sizes per panel of ``plots.architecture_over_training``."""
+def maximal_sizes(spec: ArchSpec) -> dict[str, list[float]]:
+    """The largest size any block of the network ``spec`` describes reaches, per panel of
+    ``plots.architecture_over_training`` ("kernel", "res_out": per axis; "hidden", "depth"): made
+    from the maximal network's spec (``DNArchNet.ceiling_copy``), it is the panels' ceiling."""
+    kept = spec.kept_blocks or list(spec.blocks)
+    return {
+        "kernel": [float(max(b.kernel[a] for b in kept)) for a in range(spec.ndim)],
+        "res_out": [float(max(b.resolution_out[a] for b in kept)) for a in range(spec.ndim)],
+        "hidden": [float(max(b.hidden for b in kept))],
+        "depth": [1.0],
+    }
+
+
+def _old_maximal_sizes(spec: ArchSpec) -> dict[str, list[float]]:
+    """For a run folder written before summaries held ``maximal_sizes``: the full-resolution maximal
+    network (what they called maximal)."""
     return {
         "kernel": [float(fm.max_kernel_size(n)) for n in spec.input_shape],
         "res_out": [float(n) for n in spec.input_shape],
@@ -138,7 +152,7 @@ def write_report(run_dir: str | Path) -> Path:
             summary.get("task", "classify"),
         ),  # fmt: skip
         "architecture_over_training": plots.architecture_over_training(
-            rows, spec.ndim, _maximal_sizes(spec)
+            rows, spec.ndim, summary.get("maximal_sizes") or _old_maximal_sizes(spec)
         ),
         "final_architecture": plots.final_architecture(spec),
     }

@@ -33,7 +33,7 @@ from dnarch.data import DataBundle, load_data
 from dnarch.export import ArchSpec, StaticNet, build_static, export_state, harden, save_static
 from dnarch.export.summary import before_after, before_after_table
 from dnarch.models import DNArchNet, build_model
-from dnarch.report import EXAMPLES
+from dnarch.report import EXAMPLES, maximal_sizes
 from dnarch.train import distributed
 from dnarch.train.callbacks import (
     Checkpointer,
@@ -276,6 +276,7 @@ def _run(
         "params": int(learned.params),
         "max_macs": int(maximal.macs),
         "max_params": int(maximal.params),
+        "maximal_sizes": maximal_sizes(harden(model.ceiling_copy())),
         "budget": objective.budget,
         "budget_metric": cfg.budget.metric,
         "train_seconds": seconds,  # this process's training (a resumed run: since the resume)
