@@ -50,12 +50,9 @@ from torch import Tensor, nn
 import dnarch
 from dnarch.export.summary import counted_macs
 from dnarch.functional import fourier
-from dnarch.functional.conv import halve, halving_filter
+from dnarch.functional.conv import CONV, NORM, halve, halving_filter
 from dnarch.models.plain_cnn import plain_cnn_for_budget, stage_count, widest_under
 from dnarch.train.plain import train_classifier
-
-CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d}
-NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
 
 
 def _skip(c_in: int, c_out: int, stride: int, nd: int) -> nn.Module:

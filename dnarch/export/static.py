@@ -30,7 +30,7 @@ from dnarch.export.spec import ArchSpec, BlockSpec
 from dnarch.files import atomic_path, atomic_write_text
 from dnarch.functional import fourier
 from dnarch.functional.channels import pad_channels
-from dnarch.functional.conv import CONV, depthwise_conv
+from dnarch.functional.conv import CONV, NORM, depthwise_conv
 from dnarch.functional.groups import (
     bit_reversed_order,
     group_slots,
@@ -103,9 +103,6 @@ def conv_backend(net: nn.Module, backend: str) -> Iterator[None]:
     finally:
         for m, b in zip(convs, before, strict=True):
             m.backend = b
-
-
-_NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
 class Resample(nn.Module):
@@ -202,7 +199,7 @@ class StaticBlock(nn.Module):
             self.resample = conv(c_in, c_in, 3, stride=2, padding=1, groups=c_in, bias=False)
         elif spec.resolution_out != spec.resolution_in:
             self.resample = Resample(spec.resolution_in, spec.resolution_out, spec.keep_bins)
-        self.norm = _NORM[ndim](width)
+        self.norm = NORM[ndim](width)
         pad = tuple(k // 2 for k in spec.kernel)
         self.conv = _DEPTHWISE[ndim](width, width, spec.kernel, padding=pad, groups=width)
         lay, (g1, g2) = BlockLayout(spec, order), spec.groups
@@ -238,13 +235,13 @@ class StaticNet(nn.Module):
         k = spec.stem_kernel
         self.stem = CONV[nd](spec.in_channels, c, k, padding=k // 2)
         # a k-tap stem is followed by a norm and ReLU (``NetConfig.stem_kernel``)
-        self.stem_norm = _NORM[nd](c) if k > 1 else None
+        self.stem_norm = NORM[nd](c) if k > 1 else None
         widths = [c] + [spec.block_width(b) for b in spec.kept_blocks]
         self.blocks = nn.ModuleList(
             StaticBlock(b, w, nd, residual_order(spec, w), w_in)
             for b, w, w_in in zip(spec.kept_blocks, widths[1:], widths[:-1], strict=True)
         )
-        self.head_norm = _NORM[nd](spec.head_width)
+        self.head_norm = NORM[nd](spec.head_width)
         self.upsample = (
             Resample(spec.head_in, spec.input_shape)
             if spec.dense and spec.head_in != spec.input_shape

@@ -31,11 +31,16 @@ def remember(key: tuple, decide: Callable[[], str]) -> str:
     return _CHOICE[key]
 
 
-# the convolution module of each spatial rank (1D, 2D, 3D)
+# the convolution and batch-norm modules of each spatial rank (1D, 2D, 3D)
 CONV: dict[int, type[nn.Conv1d | nn.Conv2d | nn.Conv3d]] = {
     1: nn.Conv1d,
     2: nn.Conv2d,
     3: nn.Conv3d,
+}
+NORM: dict[int, type[nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d]] = {
+    1: nn.BatchNorm1d,
+    2: nn.BatchNorm2d,
+    3: nn.BatchNorm3d,
 }
 
 

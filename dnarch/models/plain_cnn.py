@@ -16,9 +16,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from dnarch.export.summary import counted_macs
-
-_CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d}
-_NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
+from dnarch.functional.conv import CONV, NORM
 
 
 def stage_count(input_shape: tuple[int, ...]) -> int:
@@ -35,7 +33,7 @@ class BasicBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, ndim: int) -> None:
         super().__init__()
-        conv, norm = _CONV[ndim], _NORM[ndim]
+        conv, norm = CONV[ndim], NORM[ndim]
         self.conv1 = conv(c_in, c_out, 3, stride=stride, padding=1, bias=False)
         self.bn1 = norm(c_out)
         self.conv2 = conv(c_out, c_out, 3, padding=1, bias=False)
@@ -58,12 +56,12 @@ def plain_stem(
     """The 3x3 conv-BN-ReLU stem of the plain baselines, after checking their arguments (``who``
     names the network in the error). (B, in_channels, *S) -> (B, width, *S)."""
     ndim = len(input_shape)
-    if ndim not in _CONV:
+    if ndim not in (1, 2):
         raise ValueError(f"{who} supports 1D and 2D inputs, got {ndim}D")
     if width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
     return nn.Sequential(
-        _CONV[ndim](in_channels, width, 3, padding=1, bias=False), _NORM[ndim](width), nn.ReLU()
+        CONV[ndim](in_channels, width, 3, padding=1, bias=False), NORM[ndim](width), nn.ReLU()
     )
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnarch.models.plain_cnn import _CONV, _NORM, BasicBlock, plain_stem, stage_count, widest_under
+from dnarch.functional.conv import CONV, NORM
+from dnarch.models.plain_cnn import BasicBlock, plain_stem, stage_count, widest_under
 
 
 class UpBlock(nn.Module):
@@ -21,7 +22,7 @@ class UpBlock(nn.Module):
 
     def __init__(self, c_deep: int, c: int, ndim: int) -> None:
         super().__init__()
-        conv, norm = _CONV[ndim], _NORM[ndim]
+        conv, norm = CONV[ndim], NORM[ndim]
         self.reduce = conv(c_deep, c, 1, bias=False)
         self.conv = conv(c, c, 3, padding=1, bias=False)
         self.bn = norm(c)
@@ -50,7 +51,7 @@ class PlainUNet(nn.Module):
         self.up = nn.ModuleList(
             UpBlock(widths[s + 1], widths[s], ndim) for s in reversed(range(len(widths) - 1))
         )
-        self.head = _CONV[ndim](widths[0], outputs, 1)
+        self.head = CONV[ndim](widths[0], outputs, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.stem(x)
