@@ -87,6 +87,7 @@ def test_a_state_dict_from_before_annealing_loads_with_plain_masks() -> None:
     assert all(bool((g.sharpness == 1).all()) for g in fresh.gates())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("freeze", [0.5, 0.0])
 def test_after_an_annealed_run_every_gate_is_within_1e_3_of_0_or_1(freeze: float) -> None:
     data = load_data("mnist1d").limited(128, 64)

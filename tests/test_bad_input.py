@@ -169,6 +169,7 @@ def test_read_only_output_folder(tmp_path, monkeypatch, capsys) -> None:
     assert "cannot write to output folder" in err and "Read-only" in err
 
 
+@pytest.mark.slow
 def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys) -> None:
     from dnarch.train import callbacks
     from dnarch.train.callbacks import load_checkpoint

@@ -108,6 +108,7 @@ def test_installed_command_exit_code(tmp_path) -> None:
     assert proc.stderr.strip().splitlines() == ["dnarch: error: net.width expects int, got 'zero'"]
 
 
+@pytest.mark.slow
 def test_threads_flag_sets_torch_threads_for_the_run(tmp_path, monkeypatch, capsys) -> None:
     import torch
 

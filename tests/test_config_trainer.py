@@ -163,6 +163,7 @@ def test_frozen_phase_keeps_the_architecture() -> None:
     assert m.arch_parameters()  # learnable again after training
 
 
+@pytest.mark.slow
 def test_fit_budget_brings_the_cropped_cost_under_the_budget() -> None:
     from dnarch.config import BudgetConfig
     from dnarch.cost import model_cost

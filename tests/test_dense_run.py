@@ -22,6 +22,7 @@ def _stripes(n: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.
     return x, (x[:, 0] > 0).astype(np.int64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(24,), (10, 12)])
 def test_cli_segment_run_scores_exports_and_reports(tmp_path, capsys, shape) -> None:
     xtr, ytr = _stripes(768, shape, 0)

@@ -31,6 +31,8 @@ from dnarch.nn.sync_norm import sync_batch_norm
 from dnarch.train.distributed import World
 from dnarch.train.trainer import batch_loader
 
+pytestmark = pytest.mark.slow  # end-to-end runs of several seconds each
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -88,6 +88,7 @@ def test_the_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path) -> N
     assert not lock.exists()
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_interrupted_run_and_overwrites_only_when_asked(tmp_path, capsys) -> None:
     out = _run_folder(tmp_path / "run")
     assert main(["train", *TINY, "--out", str(out)]) == 2

@@ -296,6 +296,7 @@ def test_padded_groups_export_to_onnx_and_pt2(tmp_path) -> None:
     assert abs(got - want.numpy()).max() / abs(want.numpy()).max() < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget", [0.25, 0.1])
 def test_a_grouped_run_meets_its_budget_and_exports_exactly(budget: float) -> None:
     data = load_data("mnist1d").limited(128, 64)

@@ -23,6 +23,7 @@ def run_dir(request, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_train_writes_the_report_with_every_figure(run_dir) -> None:
     page = (run_dir / "report" / "index.html").read_text()
     for name, title in SHOWN.items():

@@ -14,6 +14,8 @@ from dnarch.train import run as run_module
 from dnarch.train.callbacks import CheckpointError, load_checkpoint
 from dnarch.train.objective import Objective
 
+pytestmark = pytest.mark.slow  # end-to-end runs of several seconds each
+
 FLAGS = [
     "--epochs", "3", "--net.blocks=2", "--net.width=6", "--net.hidden=6", "--net.kernel_hidden=6",
     "--train.batch_size=32", "--data.limit_train=128", "--data.limit_test=64",

@@ -1,5 +1,6 @@
 """TensorBoard: a run folder gets event files with losses, accuracy, cost vs target and soft sizes."""
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dnarch.config import BudgetConfig, DataConfig, NetConfig, RunConfig, TrainConfig
@@ -28,6 +29,7 @@ def test_run_writes_tensorboard_scalars(tmp_path) -> None:
     assert 3 <= events.Scalars("arch/block0/kernel_axis0")[-1].value < 2 * 40  # soft: may pass N
 
 
+@pytest.mark.slow
 def test_tensorboard_can_be_switched_off(tmp_path) -> None:
     cfg = RunConfig(
         net=NetConfig(width=4, hidden=4, blocks=1, kernel_hidden=4, backend="direct"),
