@@ -33,23 +33,26 @@ def count(net: StaticNet) -> tuple[int, int]:
     )
 
 
-def before_after(model: Any, spec: ArchSpec | None = None) -> dict[str, int]:
+def before_after(
+    model: Any, spec: ArchSpec | None = None, maximal: ArchSpec | None = None
+) -> dict[str, int]:
     """Counted and estimated MACs and parameters of the maximal (``ceiling_copy``) and the exported
-    network.
-    ``spec``: ``harden(model)``, if the caller has it already."""
+    network. ``spec``: ``harden(model)``, and ``maximal``: ``harden(model.ceiling_copy())``, if the
+    caller has them already."""
     from dnarch.cost import model_cost
 
     spec = harden(model) if spec is None else spec
-    max_macs, max_params = count(StaticNet(harden(model.ceiling_copy())))
+    maximal = harden(model.ceiling_copy()) if maximal is None else maximal
+    max_macs, max_params = count(StaticNet(maximal))
     macs, params = count(StaticNet(spec))
-    hard, maximal = model_cost(model, "hard"), model_cost(model, "max")
+    hard, top = model_cost(model, "hard"), model_cost(model, "max")
     return {
         "max_macs_counted": max_macs,
         "max_params_counted": max_params,
         "macs_counted": macs,
         "params_counted": params,
-        "max_macs_estimate": int(maximal.macs),
-        "max_params_estimate": int(maximal.params),
+        "max_macs_estimate": int(top.macs),
+        "max_params_estimate": int(top.params),
         "macs_estimate": int(hard.macs),
         "params_estimate": int(hard.params),
     }

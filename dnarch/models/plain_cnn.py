@@ -73,13 +73,13 @@ class PlainCNN(nn.Module):
     ) -> None:
         super().__init__()
         ndim = len(input_shape)
+        if width <= 0:
+            raise ValueError(f"width must be > 0, got {width}")
         self.input_shape, self.width = tuple(input_shape), width
         # stage s has round(width * min(2^s, 4)) channels (at least 1); the stem the first's
         self.widths = [
             max(1, round(width * min(2**s, 4))) for s in range(stage_count(self.input_shape))
         ]
-        if width <= 0:
-            raise ValueError(f"width must be > 0, got {width}")
         c = self.widths[0]
         self.stem = plain_stem(in_channels, input_shape, c, "PlainCNN")
         blocks = []

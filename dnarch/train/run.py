@@ -60,6 +60,7 @@ class RunResult:
     summary: dict[str, Any]
     history: list[dict[str, Any]]
     run_dir: Path | None
+    maximal: ArchSpec  # the maximal network (``DNArchNet.ceiling_copy``), hardened
 
     @property
     def test_accuracy(self) -> float:
@@ -258,6 +259,7 @@ def _run(
         static, *args, torch.device("cpu"), data.task, data.num_classes, peak, world=world
     )
     learned, maximal = model_cost(model, "hard"), model_cost(model, "max")
+    top = harden(model.ceiling_copy())  # the maximal network, made once for all that show it
     score = SCORES[data.task][0]
     summary = {
         "task": data.task,
@@ -276,7 +278,7 @@ def _run(
         "params": int(learned.params),
         "max_macs": int(maximal.macs),
         "max_params": int(maximal.params),
-        "maximal_sizes": maximal_sizes(harden(model.ceiling_copy())),
+        "maximal_sizes": maximal_sizes(top),
         "budget": objective.budget,
         "budget_metric": cfg.budget.metric,
         "train_seconds": seconds,  # this process's training (a resumed run: since the resume)
@@ -285,7 +287,7 @@ def _run(
         "epochs": cfg.train.epochs,
         "device": str(trainer.device),
         "train": {"anneal_gates": cfg.train.anneal_gates, "alternate": cfg.train.alternate},
-        **before_after(model, spec),
+        **before_after(model, spec, top),
     }
     if path is not None and world.main:
         save_static(path, spec, state)
@@ -295,7 +297,7 @@ def _run(
         from dnarch.report import write_report
 
         write_report(path)  # everything above is saved already: a failure here loses nothing
-    return RunResult(model, spec, static, summary, history, path)
+    return RunResult(model, spec, static, summary, history, path, top)
 
 
 @torch.no_grad()
@@ -318,7 +320,7 @@ def arch_table(result: RunResult) -> str:
     def dims(v: tuple[int, ...]) -> str:
         return "x".join(map(str, v))
 
-    top = harden(m.ceiling_copy())  # the maximal network, block by block
+    top = result.maximal  # the maximal network, block by block
     grouped = spec.group_bits > 0  # a groups column: pw1/pw2 group counts
     lines = [
         "learned architecture (maximal in brackets)",
