@@ -14,6 +14,7 @@ from dnarch.config import (
 )
 from dnarch.models import build_model
 from dnarch.train.trainer import (
+    finite_gradients,
     freeze_epoch,
     param_groups,
     pick_device,
@@ -125,6 +126,21 @@ def test_warmup_then_cosine() -> None:
     assert (
         f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
     )
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), float("-inf")])
+def test_finite_gradients_finds_any_non_finite_entry_and_changes_nothing(bad) -> None:
+    params = [torch.nn.Parameter(torch.randn(3, 4)) for _ in range(3)]
+    params.append(torch.nn.Parameter(torch.randn(2)))  # no gradient: skipped
+    for p in params[:3]:
+        p.grad = torch.randn_like(p)
+    if bad is not None:
+        params[1].grad[2, 3] = bad
+    before = [p.grad.clone() for p in params[:3]]
+    assert finite_gradients(params) is (bad is None)
+    for p, g in zip(params[:3], before, strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=0, equal_nan=True)
+    assert finite_gradients([params[3]]) is True  # nothing to check
 
 
 def test_device_choice() -> None:

@@ -21,6 +21,15 @@ from dnarch.functional.memo import made_once
 BINARY_LOGIT = 20.0
 
 
+def state_key(*tensors: Tensor) -> tuple[int, ...]:
+    """Identifies the values of ``tensors`` (mask parameters and buffers) without reading them: each
+    one's storage and its version counter, which every in-place change (an optimiser step,
+    ``project_``, ``load_state_dict``, a ``fill_``) advances. A copy has other storage, so a key never
+    matches a copy's values. Hard sizes are cached on it: the training step asks for each one many
+    times between two optimiser steps, and each answer read through ``.item()`` is a tensor op."""
+    return tuple(v for t in tensors for v in (t.data_ptr(), t._version))
+
+
 class _Sharpness:
     """An annealed-gate temperature: a persistent ``sharpness`` buffer multiplies the sigmoid's tau
     (1: the plain DNArch mask). Run folders saved before it existed load with sharpness 1."""
@@ -72,6 +81,7 @@ class GaussianKernelMask(nn.Module):
         self.min_cutoff = min_cutoff
         self.sigma = nn.Parameter(torch.full((ndim,), init_cutoff / self.scale))
         self._axes: dict[Hashable, tuple[Tensor, Tensor | None]] = {}  # per ``_axis``
+        self._cut: tuple[tuple[int, ...], list[float]] | None = None  # (state_key, cut-offs)
 
     def cutoff(self) -> Tensor:
         """Relative half-extent per axis where the mask equals T. (ndim,)."""
@@ -79,7 +89,10 @@ class GaussianKernelMask(nn.Module):
 
     def hard_sizes(self, lengths: Sequence[int]) -> tuple[int, ...]:
         """Odd kernel size per axis on a grid of ``lengths`` samples."""
-        cut = self.cutoff().detach().tolist()
+        key = state_key(self.sigma)
+        if self._cut is None or self._cut[0] != key:
+            self._cut = key, self.cutoff().detach().tolist()
+        cut = self._cut[1]
         return tuple(fm.hard_kernel_size(c, n) for c, n in zip(cut, lengths, strict=True))
 
     def soft_sizes(self, lengths: Tensor) -> Tensor:
@@ -154,12 +167,19 @@ class SigmoidStepMask(_Sharpness, nn.Module):
         self.mu_max = max(init + math.log(0.95 / 0.05) / self.tau, (n - 0.5) / n)
         self.mu_min = -math.log((1 - threshold) / threshold) / self.tau  # first entry at T
         self.register_buffer("sharpness", torch.ones(()))
+        self._grids: dict[Hashable, Tensor] = {}  # the positions i / n per grid (``raw``)
+        self._cut: tuple[tuple[int, ...], float] | None = None  # (state_key, the step's cut-off)
 
     def raw(self, grid: int | None = None) -> Tensor:
         """Mask values before the threshold. (n,), or (grid,) on a stretched grid of ``grid`` entries
         over the same [0, 1) (a block whose maximal width grows as its resolution falls)."""
         n = self.n if grid is None else grid
-        u = torch.arange(n, device=self.mu.device, dtype=self.mu.dtype) / n
+        mu = self.mu
+        u = made_once(
+            self._grids,
+            (n, mu.device, mu.dtype),
+            lambda: torch.arange(n, device=mu.device, dtype=mu.dtype) / n,
+        )
         if not self.sharp:
             return fm.sigmoid_step(u, self.mu, self.tau)
         return fm.annealed_step(u, self.mu, self.tau, self.sharpness)
@@ -182,9 +202,11 @@ class SigmoidStepMask(_Sharpness, nn.Module):
         """Entries kept (mask >= T), at least ``floor``; of ``grid`` entries when given. In closed
         form (``functional.masks.step_count``): the entries ``i / n`` up to the step's cut-off."""
         n = self.n if grid is None else grid
-        tau = self.tau * float(self.sharpness) if self.sharp else self.tau
-        cut = fm.sigmoid_step_cutoff(self.mu.detach().item(), tau, self.threshold)
-        return fm.step_count(cut, n, 1.0 / n, self.floor)
+        key = state_key(self.mu, self.sharpness)
+        if self._cut is None or self._cut[0] != key:
+            tau = self.tau * float(self.sharpness) if self.sharp else self.tau
+            self._cut = key, fm.sigmoid_step_cutoff(self.mu.detach().item(), tau, self.threshold)
+        return fm.step_count(self._cut[1], n, 1.0 / n, self.floor)
 
     def soft_count(self) -> Tensor:
         """Differentiable count: the sum of mask values. Scalar."""
