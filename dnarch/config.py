@@ -36,48 +36,69 @@ def _finite(section: str, obj: Any) -> None:
 
 @dataclass(frozen=True)
 class NetConfig:
-    """The maximal network and its masks.
+    """The maximal network and its masks (``--net.KEY=VALUE``).
 
-    width: residual channels C; hidden: maximal hidden channels W per block; blocks: L_max.
-    threshold: T below which masked parts are cropped. *_span: entries over which a sigmoid step rises
-    from T to 1-T (sets its fixed steepness tau). init_kernel_cutoff: initial relative kernel half-extent
-    (1 = the whole input). learn_*: which axes are learned; all False gives the frozen maximal network.
-    resolution_from: the first block that may downsample; earlier blocks run at the input resolution
-    (1: block 0 sees the full-resolution input, as a strided CNN convolves before it subsamples).
-    dense_skip: for per-position tasks, add the stem's output to the features brought back to the input
-    resolution, before the pointwise classifier.
-    learn_groups: learn each pointwise layer's group count (DGConv's Kronecker-factor gates, up to
-    2**floor(log2(min(width, hidden))) groups); off by default. group_span: factors over which its
-    step rises from T to 1-T.
-    backend: depthwise conv backend, 'auto' picks the faster by measurement.
-    widen: how far widths may grow where the resolution falls. A block that runs at P of the input's
-    P_0 positions has min(widen, sqrt(P_0 / P)) times the residual and hidden widths (the same
-    masks, stretched), so its pointwise layers cost what they cost at full resolution, as a ResNet
-    doubles its channels where it halves each axis of an image. The residual stream is zero-padded
-    where it widens. 1 (the default) is METHOD.md's one residual width. Not with learn_groups.
-    init_resolution: where the resolution masks start: block resolution_from + j at a cut-off of
-    init_resolution ** (j + 1) of the input's Nyquist frequency (0.5: every block halves each axis,
-    as a strided pyramid); 1 (the default): every block at full resolution, the maximal network.
-    The masks may raise it again up to full resolution; the maximal network and its cost are the same.
-    With learn_resolution false the pyramid stays where it starts (fixed downsampling).
-    direct_kernel: k > 0 adds a directly learned k-tap-per-axis term to the centre of every depthwise
-    kernel, beside the kernel net (0, the default: METHOD.md's kernel net alone). See DepthwiseCKConv.
-    stem_kernel: taps per axis of the stem (odd). 1, the default: METHOD.md's pointwise (linear)
-    stem. k > 1: the plain CNN's stem, a full k-tap convolution from the input channels to the
-    residual width at the input resolution, then BatchNorm and ReLU.
-    downsample: how the network falls in resolution. 'fourier' (the default): METHOD.md's
-    resolution masks, a band-limited crop of the spectrum, learned or fixed (init_resolution).
-    'strided': a fixed pyramid on which the first block of each stage from resolution_from on
-    (every block, with stage_blocks 1) halves each axis (ceil(n / 2) samples) through a learned 3-tap-per-axis depthwise filter at stride 2, started
-    halfway between anti-aliasing and plain subsampling ([1, 6, 1] / 8 per axis): it keeps part of
-    the aliasing that a band-limited crop removes, which images read as sequences of pixels need
-    (METHOD-NOTES, "How a fixed pyramid halves"). Needs learn_resolution false and init_resolution 1.
-    stage_blocks: blocks per stage of a fixed pyramid (learn_resolution false; strided, or Fourier
-    with init_resolution < 1). n > 1: blocks come in stages of n, the first block of each stage
-    from stage resolution_from on halves (a Fourier pyramid: stage j at init_resolution ** (j + 1)),
-    and the depth is learned per stage, one step mask over each stage's blocks with its first block
-    always kept (so the depth never removes a stage or a halving). 1 (the default): every block is a stage, one depth mask over
-    all of them (METHOD.md), which on a pyramid can only remove the last stages.
+    Attributes:
+        width: residual channels C of the maximal network.
+        hidden: maximal hidden channels W of each block.
+        blocks: blocks L_max of the maximal network.
+        kernel_hidden: hidden units of each block's kernel network (a SIREN).
+        kernel_layers: linear layers of each kernel network (>= 2).
+        omega0: the SIREN's frequency: its sine activations compute sin(omega0 * x).
+        dropout: dropout probability on each block's output.
+        threshold: T, the mask value below which a masked part is cropped.
+        width_span: channels over which a width mask's sigmoid step rises from T to 1-T (it sets the
+            step's fixed steepness tau).
+        depth_span: blocks over which the depth mask's step rises from T to 1-T.
+        resolution_span: frequency bins over which a resolution mask's step rises from T to 1-T.
+        init_kernel_cutoff: initial relative half-extent of the kernels (1: the whole input).
+        learn_kernel: learn each block's kernel size.
+        learn_width: learn the residual width and each block's hidden width.
+        learn_resolution: learn where the network downsamples and by how much.
+        learn_depth: learn the depth. All four learn_* false give the frozen maximal network.
+        resolution_from: the first block that may downsample; earlier blocks run at the input
+            resolution (1: block 0 sees the full-resolution input, as a strided CNN convolves before
+            it subsamples).
+        dense_skip: for per-position tasks, add the stem's output to the features brought back to the
+            input resolution, before the pointwise classifier.
+        learn_groups: learn each pointwise layer's group count (DGConv's Kronecker-factor gates, up to
+            2^floor(log2(min(width, hidden))) groups); off by default. Not with widen > 1.
+        group_span: Kronecker factors over which a grouping's step rises from T to 1-T.
+        backend: the depthwise convolution's backend: direct, fft, or auto (the faster, by
+            measurement).
+        widen: how far widths may grow where the resolution falls. A block that runs at P of the
+            input's P_0 positions has min(widen, sqrt(P_0 / P)) times the residual and hidden widths
+            (the same masks, stretched), so its pointwise layers cost what they cost at full
+            resolution, as a ResNet doubles its channels where it halves each axis of an image. The
+            residual stream is zero-padded where it widens. 1 (the default) is METHOD.md's one
+            residual width. Not with learn_groups.
+        init_resolution: where the resolution masks start: block resolution_from + j at a cut-off of
+            init_resolution ** (j + 1) of the input's Nyquist frequency (0.5: every block halves
+            each axis, as a strided pyramid); 1 (the default): every block at full resolution. The
+            masks may raise it again up to full resolution; the maximal network and its cost are the
+            same. With learn_resolution false the pyramid stays where it starts (fixed downsampling).
+        direct_kernel: k > 0 adds a directly learned k-tap-per-axis term to the centre of every
+            depthwise kernel, beside the kernel net (0, the default: METHOD.md's kernel net alone).
+            See DepthwiseCKConv.
+        stem_kernel: taps per axis of the stem (odd). 1, the default: METHOD.md's pointwise (linear)
+            stem. k > 1: the plain CNN's stem, a full k-tap convolution from the input channels to
+            the residual width at the input resolution, then BatchNorm and ReLU.
+        downsample: how the network falls in resolution. 'fourier' (the default): METHOD.md's
+            resolution masks, a band-limited crop of the spectrum, learned or fixed
+            (init_resolution). 'strided': a fixed pyramid on which the first block of each stage
+            from resolution_from on (every block, with stage_blocks 1) halves each axis (ceil(n / 2)
+            samples) through a learned 3-tap-per-axis depthwise filter at stride 2, started halfway
+            between anti-aliasing and plain subsampling ([1, 6, 1] / 8 per axis): it keeps part of
+            the aliasing that a band-limited crop removes, which images read as sequences of pixels
+            need (METHOD-NOTES, "How a fixed pyramid halves"). Needs learn_resolution false and
+            init_resolution 1.
+        stage_blocks: blocks per stage of a fixed pyramid (learn_resolution false; strided, or
+            Fourier with init_resolution < 1). n > 1: blocks come in stages of n, the first block of
+            each stage from stage resolution_from on halves (a Fourier pyramid: stage j at
+            init_resolution ** (j + 1)), and the depth is learned per stage, one step mask over each
+            stage's blocks with its first block always kept (so the depth never removes a stage or
+            a halving). 1 (the default): every block is a stage, one depth mask over all of them
+            (METHOD.md), which on a pyramid can only remove the last stages.
     """
 
     width: int = 32
@@ -192,16 +213,25 @@ class NetConfig:
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    """Compute budget. budget: a fraction of the maximal network's cost if <= 1, else an absolute
-    number (MACs or parameters); None turns the complexity loss off. weight: lambda of the penalty.
-    anneal: 'cosine' lowers the target from the maximal cost to the budget over the first
-    ``anneal_fraction`` of training; 'none' applies the budget from the first step.
-    mode: 'two_sided' holds the cost at the target (lands on the budget); 'upper' only pushes down.
-    anneal_from: where the annealed target starts: 'max', the maximal network's cost (METHOD.md),
-    or 'start', the cost of the network the masks start at (below the maximal one when kernels
-    start short; from 'max' the two-sided penalty first pushes such a network up, growing its
-    kernels, before it shrinks it). 'auto' (the default): 'start' when the kernels start short
-    (``net.init_kernel_cutoff`` < 1, the ``*-stages`` presets), else 'max'.
+    """The compute budget and its complexity loss (``--budget.KEY=VALUE``; ``--budget`` sets
+    budget.budget).
+
+    Attributes:
+        budget: a fraction of the maximal network's cost if <= 1, else an absolute number (of MACs
+            or parameters); None turns the complexity loss off.
+        metric: what the budget counts: macs (per sample) or params.
+        mode: 'two_sided' holds the cost at the target (lands on the budget); 'upper' only pushes
+            down.
+        weight: lambda, the penalty's weight.
+        anneal: 'cosine' lowers the target from its start to the budget over the first
+            anneal_fraction of training; 'none' applies the budget from the first step.
+        anneal_fraction: the fraction of training over which the target is annealed.
+        anneal_from: where the annealed target starts: 'max', the maximal network's cost
+            (METHOD.md), or 'start', the cost of the network the masks start at (below the maximal
+            one when kernels start short; from 'max' the two-sided penalty first pushes such a
+            network up, growing its kernels, before it shrinks it). 'auto' (the default): 'start'
+            when the kernels start short (net.init_kernel_cutoff < 1, the *-stages presets), else
+            'max'.
     """
 
     budget: float | None = 0.5
@@ -245,27 +275,40 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation. lr/weight_decay: weights; arch_lr: mask parameters (no weight decay);
-    resolution_travel: how far (in the input's normalised frequency, Nyquist = 1) a resolution cut-off
-    can move over the architecture-learning epochs if every step pushes it the same way: the sum of
-    its learning rate over those steps (Adam's steps are about one learning rate long). The cut-offs'
-    learning rate is set from it and the run's length, at most arch_lr, so that short and long runs
-    give the cut-offs the same reach. resolution_lr_scale: if set, the cut-offs learn at arch_lr times
-    this instead (the travel is then ignored).
-    freeze_arch_fraction: the last fraction of epochs trains the weights with the architecture frozen.
-    device: 'auto' picks CUDA when present, else CPU. deterministic: PyTorch's deterministic
-    algorithms, and the conv backend chosen by operation count instead of timing, so that a run (and
-    a resumed run) repeats bit for bit on CPU. tensorboard: with a run folder, also write TensorBoard
-    event files into RUN_DIR/tensorboard. precision: 'fp32', or 'bf16' for bfloat16 autocast of the
-    training forward pass (for GPUs that have it; weights, FFTs and the optimiser stay float32).
-    workers: DataLoader worker processes that gather the batches (0: in the training process).
-    threads: CPU threads for PyTorch's operations (0: PyTorch's default, one per core). On a machine
-    whose cores are busy with other work, 1 runs several times faster than the default.
-    batch_size is the global batch: under torchrun each rank takes its share of every batch.
-    anneal_gates: DNAL-style annealed gates: the sigmoid masks (widths, depth, resolution) sharpen
-    geometrically until the architecture freezes, where they become exactly binary (see
-    ``DNArchNet.snap_gates_``). alternate: decoupled updates: weights and mask parameters step on
-    alternate batches while the architecture is learned.
+    """Optimisation and the run's machinery (``--train.KEY=VALUE``).
+
+    Attributes:
+        epochs: training epochs.
+        batch_size: the global batch: under torchrun each rank takes its share of every batch.
+        lr: the weights' learning rate (AdamW, linear warm-up then cosine decay).
+        arch_lr: the mask parameters' learning rate (no weight decay).
+        resolution_travel: how far (in the input's normalised frequency, Nyquist = 1) a resolution
+            cut-off can move over the architecture-learning epochs if every step pushes it the same
+            way: the sum of its learning rate over those steps (Adam's steps are about one learning
+            rate long). The cut-offs' learning rate is set from it and the run's length, at most
+            arch_lr, so that short and long runs give the cut-offs the same reach.
+        resolution_lr_scale: if set, the cut-offs learn at arch_lr times this instead (the travel
+            is then ignored).
+        weight_decay: the weights' decoupled weight decay.
+        warmup_epochs: epochs of linear learning-rate warm-up.
+        freeze_arch_fraction: the last fraction of epochs trains the weights with the architecture
+            frozen.
+        seed: the seed of every random number generator of the run.
+        device: 'auto' picks CUDA when present, else CPU; or cpu, cuda, cuda:N.
+        deterministic: PyTorch's deterministic algorithms, and the conv backend chosen by operation
+            count instead of timing, so that a run (and a resumed run) repeats bit for bit on CPU.
+        tensorboard: with a run folder, also write TensorBoard event files into RUN_DIR/tensorboard.
+        precision: 'fp32', or 'bf16' for bfloat16 autocast of the training forward pass (for GPUs
+            that have it; weights, FFTs and the optimiser stay float32).
+        workers: DataLoader worker processes that gather the batches (0: in the training process).
+        threads: CPU threads for PyTorch's operations (0: PyTorch's default, one per core). On a
+            machine whose cores are busy with other work, 1 runs several times faster than the
+            default.
+        anneal_gates: DNAL-style annealed gates: the sigmoid masks (widths, depth, resolution)
+            sharpen geometrically until the architecture freezes, where they become exactly binary
+            (see DNArchNet.snap_gates_). Not with net.widen > 1.
+        alternate: decoupled updates: weights and mask parameters step on alternate batches while
+            the architecture is learned.
     """
 
     epochs: int = 40
@@ -326,12 +369,19 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Data. name: a registered dataset (see ``dnarch.data.DATASETS``) or a path to an ``.npz`` file
-    with arrays x_train, y_train, x_test, y_test. root: the folder that holds a file-based dataset
-    ('' = search $DNARCH_DATA and the usual places); for a generated one, where its cache lives.
-    limit_train/limit_test: use only the first N samples (0 = all), for quick runs.
-    task: 'auto' (the dataset's own task; classify for a .npz file), or classify, segment (a label per
-    position) or regress (values per position), which says how a .npz file's y arrays are read."""
+    """The data (``--data NAME`` or ``--data.KEY=VALUE``).
+
+    Attributes:
+        name: a registered dataset (see dnarch.data.DATASETS) or a path to an .npz file with arrays
+            x_train, y_train, x_test, y_test.
+        root: the folder that holds a file-based dataset ('' = search $DNARCH_DATA and the usual
+            places); for a generated one, where its cache lives.
+        limit_train: use only the first N training samples (0 = all), for quick runs.
+        limit_test: use only the first N test samples (0 = all).
+        task: 'auto' (the dataset's own task; classify for a .npz file), or classify, segment (a
+            label per position) or regress (values per position), which says how a .npz file's y
+            arrays are read.
+    """
 
     name: str = "mnist1d"
     root: str = ""
