@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 import dnarch
-from dnarch.export.summary import counted_macs
+from dnarch.flops import counted_macs
 from dnarch.functional import fourier
 from dnarch.functional.conv import CONV, NORM, halve, halving_filter
 from dnarch.models.plain_cnn import plain_cnn_for_budget, stage_count, widest_under

@@ -76,7 +76,8 @@ from dnarch.config import (
 from dnarch.data import DataBundle
 from dnarch.export.spec import ArchSpec
 from dnarch.export.static import StaticNet
-from dnarch.export.summary import count, counted_macs
+from dnarch.export.summary import count
+from dnarch.flops import counted_macs
 from dnarch.models import PRESETS, preset_for, preset_net
 from dnarch.models.plain_cnn import plain_cnn_for_budget
 from dnarch.models.plain_unet import plain_unet_for_budget

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import dnarch
-from dnarch.export.summary import counted_macs
+from dnarch.flops import counted_macs
 from dnarch.functional import fourier
 from dnarch.models.plain_cnn import widest_under
 from dnarch.models.plain_unet import PlainUNet

@@ -45,7 +45,7 @@ from torch.profiler import ProfilerActivity
 import dnarch
 from dnarch.config import BudgetConfig, DataConfig, RunConfig, TrainConfig, from_dict, upgrade_saved
 from dnarch.data import DataError
-from dnarch.export.summary import counted_macs
+from dnarch.flops import counted_macs
 from dnarch.models import preset_for, preset_net
 from dnarch.models.plain_cnn import plain_cnn_for_budget
 from dnarch.provenance import git_commit

@@ -10,7 +10,7 @@ from dnarch.baselines.prune import prune_then_finetune, prune_to_macs
 from dnarch.config import NetConfig
 from dnarch.data import from_arrays
 from dnarch.export import build_static, export_state, harden
-from dnarch.export.summary import counted_macs
+from dnarch.flops import counted_macs
 from dnarch.models.plain_cnn import PlainCNN, plain_cnn_for_budget, stage_count
 from dnarch.train.plain import train_classifier
 from tests.conftest import shrunk_model

@@ -96,9 +96,9 @@ def test_data_root_through_the_cli(tmp_path, monkeypatch, capsys) -> None:
 
 
 def test_every_registered_dataset_fails_cleanly_without_its_files(tmp_path, monkeypatch) -> None:
-    from dnarch.data import DATASETS, registry
+    from dnarch.data import DATASETS, sources
 
-    monkeypatch.setattr(registry, "FASHION_DEBIAN", str(tmp_path / "debian"))
+    monkeypatch.setattr(sources, "FASHION_DEBIAN", str(tmp_path / "debian"))
     monkeypatch.setenv("DNARCH_DATA", str(tmp_path))
     monkeypatch.setenv("DNARCH_CACHE", str(tmp_path / "cache"))
     generated = {

@@ -4,7 +4,7 @@ synthetic inputs whose values say where they came from, and the loaders on tiny 
 import numpy as np
 import pytest
 
-from dnarch.data import DATASETS, DataError, from_arrays, load_data, registry
+from dnarch.data import DATASETS, DataError, from_arrays, load_data, sources
 from dnarch.data.dense import (
     compose_scenes,
     concatenate_segments,
@@ -206,7 +206,7 @@ def test_mnist1d_loaders_generate_once_then_read_the_cache(tmp_path, monkeypatch
     monkeypatch.setenv("DNARCH_CACHE", str(tmp_path))
     calls: list[int] = []
     src, fake = _fake_mnist1d(calls)
-    monkeypatch.setattr(registry, "load_mnist1d", fake)
+    monkeypatch.setattr(sources, "load_mnist1d", fake)
 
     d = load_data("mnist1d-steps")
     assert (d.name, d.task, d.num_classes) == ("mnist1d-steps", "segment", 11)
@@ -290,7 +290,7 @@ def test_fashion_denoise_from_idx_files(tmp_path, monkeypatch) -> None:
 
 @pytest.mark.parametrize("name", ["fashion-scenes", "fashion-denoise"])
 def test_missing_fashion_mnist_gives_the_fashion_mnist_error(tmp_path, monkeypatch, name) -> None:
-    monkeypatch.setattr(registry, "FASHION_DEBIAN", str(tmp_path / "debian"))
+    monkeypatch.setattr(sources, "FASHION_DEBIAN", str(tmp_path / "debian"))
     monkeypatch.setenv("DNARCH_DATA", str(tmp_path))
     monkeypatch.setenv("DNARCH_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataError) as plain:

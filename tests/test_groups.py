@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from dnarch.config import BudgetConfig, NetConfig, TrainConfig
-from dnarch.cost import budget_penalty, model_cost
+from dnarch.cost import budget_penalty, floor_copy, model_cost
 from dnarch.data import load_data
 from dnarch.export import ArchSpec, build_static, export_state, harden
 from dnarch.export.formats import to_onnx, to_pt2
@@ -132,7 +132,7 @@ def test_exported_grouped_network_equals_the_masked_one_and_the_counter(
     shape: tuple[int, ...], g1: int, g2: int
 ) -> None:
     m = _grouped_model(shape, g1 + 3 * g2)
-    for i, b in enumerate(m._blocks()):
+    for i, b in enumerate(m.block_list()):
         assert b.pw1_groups is not None and b.pw2_groups is not None
         set_groups(b.pw1_groups, g1, seed=i)
         set_groups(b.pw2_groups, g2, seed=i + 7)
@@ -173,7 +173,7 @@ def test_grouping_lowers_macs_and_parameters_as_the_groups_grow() -> None:
     m = build_model(NetConfig(width=16, hidden=32, blocks=2, learn_groups=True), 1, 4, (20,))
     costs = []
     for groups in (1, 2, 4, 8, 16):
-        for b in m._blocks():
+        for b in m.block_list():
             for gm in b.group_masks():
                 set_groups(gm, groups, binary=True)
         costs.append(model_cost(m, "hard"))
@@ -193,7 +193,7 @@ def test_gradients_reach_every_gate() -> None:
                     2, 4, (16,))  # fmt: skip
     x, y = torch.randn(6, 2, 16), torch.randint(0, 4, (6,))
     leaves = []
-    for b in m._blocks():
+    for b in m.block_list():
         for gm in b.group_masks():
             leaf = gm.factors().detach().clone().requires_grad_(True)
             gm.factors = lambda leaf=leaf: leaf  # type: ignore[method-assign]
@@ -205,13 +205,13 @@ def test_gradients_reach_every_gate() -> None:
     # now partly grouped: closed factors get no task gradient, but the cost still moves them
     fresh = build_model(NetConfig(width=8, hidden=8, blocks=2, kernel_hidden=8, learn_groups=True),
                         2, 4, (16,))  # fmt: skip
-    for b in fresh._blocks():
+    for b in fresh.block_list():
         for gm in b.group_masks():
             set_groups(gm, 2)
     loss = F.cross_entropy(fresh(x), y)
     cost = model_cost(fresh, "straight_through").macs
     (loss + budget_penalty(cost, 0.3 * float(cost.detach()), 1.0)).backward()
-    for b in fresh._blocks():
+    for b in fresh.block_list():
         for gm in b.group_masks():
             assert gm.mu.grad is not None and float(gm.mu.grad) != 0
 
@@ -220,35 +220,35 @@ def test_straight_through_cost_pushes_every_group_mask_towards_more_groups() -> 
     """Where no group is padded, more groups always cost less. (With padding they need not: 8
     groups of a 4-channel hidden layer pad it to 8 channels, which its dense neighbour then reads.)"""
     m = build_model(NetConfig(width=16, hidden=32, blocks=3, learn_groups=True), 1, 4, (20,))
-    for i, b in enumerate(m._blocks()):
+    for i, b in enumerate(m.block_list()):
         for j, gm in enumerate(b.group_masks()):
             set_groups(gm, [1, 2, 4, 8][(i + j) % 4], seed=i)
     st = model_cost(m, "straight_through")
     assert float(st.macs.detach()) == float(model_cost(m, "hard").macs)
     st.macs.backward()
-    for b in m._blocks():
+    for b in m.block_list():
         for gm in b.group_masks():  # a larger mu opens factors: fewer groups, more MACs
             assert gm.mu.grad is not None and float(gm.mu.grad) > 0
 
 
 def test_group_masks_are_architecture_parameters_and_gates() -> None:
     m = build_model(NetConfig(blocks=3, learn_groups=True), 1, 10, (40,))
-    group_mus = {id(gm.mu) for b in m._blocks() for gm in b.group_masks()}
+    group_mus = {id(gm.mu) for b in m.block_list() for gm in b.group_masks()}
     assert len(group_mus) == 6
     assert group_mus <= {id(p) for p in m.arch_parameters()}
     assert not group_mus & {id(p) for p in m.weight_parameters()}
     assert sum(isinstance(g, GroupMask) for g in m.gates()) == 6
-    assert all(gm.n == 5 for b in m._blocks() for gm in b.group_masks())  # width 32: 5 factors
-    floor = m.floor_copy()
+    assert all(gm.n == 5 for b in m.block_list() for gm in b.group_masks())  # width 32: 5 factors
+    floor = floor_copy(m)
     cheapest = float(model_cost(floor, "hard").macs)
     for groups in (1, 32):  # the floor picks the cheaper grouping at the floor widths
-        other = m.floor_copy()
-        for b in other._blocks():
+        other = floor_copy(m)
+        for b in other.block_list():
             for gm in b.group_masks():
                 set_groups(gm, groups)
         assert cheapest <= float(model_cost(other, "hard").macs)
     off = build_model(NetConfig(blocks=3), 1, 10, (40,))
-    assert all(not b.group_masks() for b in off._blocks())  # off by default: no gates at all
+    assert all(not b.group_masks() for b in off.block_list())  # off by default: no gates at all
 
 
 def test_snapping_makes_group_gates_binary_and_keeps_the_network() -> None:
@@ -257,7 +257,7 @@ def test_snapping_makes_group_gates_binary_and_keeps_the_network() -> None:
     m.snap_gates_()
     after = harden(m)
     assert [b.groups for b in after.blocks] == [b.groups for b in before.blocks]
-    for b in m._blocks():
+    for b in m.block_list():
         for gm in b.group_masks():
             f = gm.factors()
             assert bool(((f == 0) | (f == 1)).all())
@@ -276,7 +276,7 @@ def test_an_architecture_file_from_before_grouping_loads_ungrouped() -> None:
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 def test_padded_groups_export_to_onnx_and_pt2(tmp_path) -> None:
     m = _grouped_model((40,), 1)
-    for b in m._blocks():
+    for b in m.block_list():
         assert b.pw1_groups is not None and b.pw2_groups is not None
         set_groups(b.pw1_groups, 8)  # 8 groups of a stream that is not a multiple of 8
         set_groups(b.pw2_groups, 4)

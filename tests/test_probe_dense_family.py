@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnarch.export.summary import counted_macs
+from dnarch.flops import counted_macs
 from tests.conftest import load_benchmark
 
 probe = load_benchmark("probe_dense_family")

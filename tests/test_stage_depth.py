@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dnarch.config import ConfigError, NetConfig
-from dnarch.cost import model_cost
+from dnarch.cost import floor_copy, model_cost
 from dnarch.models import build_model
 from tests.conftest import check_crop_export_and_cost, shrunk_model
 
@@ -47,7 +47,7 @@ def test_only_the_first_block_of_each_stage_halves() -> None:
 def test_the_floor_keeps_one_block_a_stage_and_an_inner_block_can_go() -> None:
     m = build_model(_net(), 1, 4, (40,))
     assert len(m.depth_masks()) == 2 and m.depth_kept() == [True] * 6
-    assert m.floor_copy().depth_kept() == [True, False, False, True, False, False]
+    assert floor_copy(m).depth_kept() == [True, False, False, True, False, False]
     with torch.no_grad():  # the first stage keeps 1 block, the second all 3: an inner removal
         m.depth_mask.to_floor_()
     assert m.depth_kept() == [True, False, False, True, True, True]

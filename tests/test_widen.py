@@ -136,7 +136,7 @@ def test_a_fixed_pyramid_keeps_its_resolution_and_frozen_net_is_the_maximal_one(
     assert not fixed.resolution_parameters()
     assert all(
         not p.requires_grad
-        for b in fixed._blocks()
+        for b in fixed.block_list()
         if b.resolution
         for p in b.resolution.parameters()
     )

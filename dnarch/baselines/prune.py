@@ -19,7 +19,7 @@ from torch import nn
 from dnarch.data import DataBundle
 from dnarch.export.finetune import recompute_bn_stats
 from dnarch.export.static import conv_backend
-from dnarch.export.summary import counted_macs
+from dnarch.flops import counted_macs
 from dnarch.train.metrics import evaluate_task
 from dnarch.train.plain import train_classifier
 from dnarch.train.trainer import pick_device

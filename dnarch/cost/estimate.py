@@ -33,8 +33,10 @@ Parameters of the exported network: stem C_in*C*S + C (+ 2C for the norm of a k-
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -185,3 +187,38 @@ def straight_through(soft: ArchSizes, hard: ArchSizes) -> ArchSizes:
         head_width=st(soft.head_width, hard.head_width),
         grouped=soft.grouped or hard.grouped,
     )
+
+
+@torch.no_grad()
+def floor_copy(model: DNArchNet, metric: str = "macs") -> DNArchNet:
+    """A copy with every learned axis at its floor: the smallest network this search can reach
+    (axes that are not learned stay as they are). Learned groupings take, layer by layer, the
+    group count that makes it cheapest in ``metric``: at the floor widths, padding can make the
+    most groups dearer than fewer."""
+    small = copy.deepcopy(model)
+    masks: list[Any] = []
+    if model.cfg.learn_width:
+        masks += [small.residual_mask, *(b.width_mask for b in small.block_list())]
+    if model.cfg.learn_depth:
+        masks += small.depth_masks()
+    for b in small.block_list():
+        if model.cfg.learn_kernel:
+            masks.append(b.conv.mask)
+        if model.cfg.learn_resolution and b.resolution is not None:
+            masks.append(b.resolution.mask)
+    for m in masks:
+        m.to_floor_()
+    for b in small.block_list():
+        for g in b.group_masks():
+            best: tuple[float, float] | None = None
+            seen: set[int] = set()
+            for mu in torch.linspace(g.mu_min, g.mu_max, 16 * g.n + 1).tolist():
+                g.mu.fill_(mu)
+                if g.hard_count() in seen:
+                    continue  # one cost per reachable group count
+                seen.add(g.hard_count())
+                cost = float(model_cost(small, "hard").get(metric))
+                best = (cost, mu) if best is None or cost < best[0] else best
+            assert best is not None
+            g.mu.fill_(best[1])
+    return small

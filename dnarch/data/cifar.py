@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from dnarch.data.registry import DataBundle, DataError, from_arrays, search_folders
+from dnarch.data.base import DataBundle, DataError, from_arrays, search_folders
 
 _URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dnarch.data import registry
-from dnarch.data.registry import DataBundle, cache_dir, from_arrays
+import dnarch.data.sources as sources
+from dnarch.data.base import DataBundle, cache_dir, check_root, from_arrays
 from dnarch.files import atomic_path
 
 ON_FRACTION = 0.1  # an item's pixel is "on" above this fraction of the item's maximum
@@ -238,7 +238,7 @@ def _fashion_pixels(
     """Fashion-MNIST through the ``fashion-mnist`` loader (so a missing set raises its DataError), as
     x (N, 28, 28) uint8 pixels and y (N,) for train and test. The loader standardises; its affine map
     is undone by sending the training set's range to 0..255 (exact for Fashion-MNIST, which spans it)."""
-    d = registry.load_data("fashion-mnist", root)
+    d = sources.load_fashion("image", Path(root) if root is not None else None)
     x_tr, x_te = d.x_train.numpy()[:, 0], d.x_test.numpy()[:, 0]  # (N, 28, 28)
     lo, hi = float(x_tr.min()), float(x_tr.max())
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
@@ -276,7 +276,7 @@ def load_fashion_scenes(
     scenes use only training images, test scenes only test images. ``root``: the Fashion-MNIST folder,
     as for ``fashion-mnist``."""
     if root is not None:
-        registry.check_data_name("fashion-mnist", root)
+        check_root(root)
 
     def make() -> dict[str, np.ndarray]:
         x_tr, y_tr, x_te, y_te = _fashion_pixels(root)
@@ -307,10 +307,10 @@ def load_fashion_denoise(
     plus Gaussian noise of ``sigma`` times the clean training images' std (``noisy_copies``); the
     target is the clean image. x, y: (N, 1, 28, 28) float32; task 'regress' with 1 output channel."""
     if root is not None:
-        registry.check_data_name("fashion-mnist", root)
+        check_root(root)
 
     def make() -> dict[str, np.ndarray]:
-        d = registry.load_data("fashion-mnist", root)
+        d = sources.load_fashion("image", Path(root) if root is not None else None)
         clean_tr = d.x_train[:n_train].numpy()  # (N, 1, 28, 28)
         clean_te = d.x_test[:n_test].numpy()  # (N, 1, 28, 28)
         return _noisy_split(clean_tr, clean_te, sigma, seed)
@@ -328,7 +328,7 @@ def load_mnist1d_steps(
     Training sequences use only MNIST-1D's training set, test sequences only its test set."""
 
     def make() -> dict[str, np.ndarray]:
-        d = registry.load_mnist1d()
+        d = sources.load_mnist1d()
         xa, ya = concatenate_segments(
             d.x_train.numpy(), d.y_train.numpy(), n_train, STEPS_SEGMENTS, length, seed
         )
@@ -355,7 +355,7 @@ def load_mnist1d_denoise(sigma: float = DENOISE_SIGMA, seed: int = 0) -> DataBun
     inputs' std (``noisy_copies``); the target is the clean input. x, y: (N, 1, 40) float32."""
 
     def make() -> dict[str, np.ndarray]:
-        d = registry.load_mnist1d()
+        d = sources.load_mnist1d()
         return _noisy_split(d.x_train.numpy(), d.x_test.numpy(), sigma, seed)
 
     name = f"mnist1d-denoise-v{_CACHE_VERSION}-sigma{sigma}-s{seed}.npz"

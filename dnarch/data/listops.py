@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from dnarch.data.registry import DataBundle, DataError, cache_dir, from_arrays
+from dnarch.data.base import DataBundle, DataError, cache_dir, from_arrays
 from dnarch.files import atomic_path
 
 PAD, END = 0, 15

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnarch.data.registry import DataBundle, DataError, cache_dir, from_arrays, search_folders
+from dnarch.data.base import DataBundle, DataError, cache_dir, from_arrays, search_folders
 from dnarch.files import atomic_path
 
 SAMPLE_RATE = 16_000  # Hz; every clip is padded or cropped to one second

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from tqdm.auto import tqdm
 
-from dnarch.data.registry import DataBundle, DataError, cache_dir, from_arrays
+from dnarch.data.base import DataBundle, DataError, cache_dir, from_arrays
 from dnarch.files import atomic_path
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

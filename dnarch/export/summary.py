@@ -5,24 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-
 from dnarch.export.spec import ArchSpec, harden
 from dnarch.export.static import StaticNet
-
-
-def counted_macs(net: nn.Module, in_channels: int, input_shape: tuple[int, ...]) -> int:
-    """MACs per sample of ``net``, counted by ``torch.utils.flop_counter`` (FLOPs / 2) in eval mode."""
-    was = net.training
-    net.eval()
-    device = next(net.parameters()).device
-    # exported depthwise convs run direct under a dispatch mode: the counter sees convolutions
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(torch.zeros(1, in_channels, *input_shape, device=device))
-    net.train(was)
-    return int(counter.get_total_flops() // 2)
+from dnarch.flops import counted_macs
 
 
 def count(net: StaticNet) -> tuple[int, int]:

@@ -156,7 +156,7 @@ class DNArchNet(nn.Module):
             for i in range(cfg.blocks)
         )
         n = max(self.input_shape)
-        if n > MAX_RESAMPLED_LENGTH and any(b.resolution is not None for b in self._blocks()):
+        if n > MAX_RESAMPLED_LENGTH and any(b.resolution is not None for b in self.block_list()):
             raise ValueError(
                 f"an input axis of {n:,} samples is too long to learn where to downsample: the "
                 f"exported network resamples with a fixed matrix of up to {n:,} x {n:,} floats "
@@ -180,7 +180,7 @@ class DNArchNet(nn.Module):
         # running means: fixed at zero. The block's output bias feeds only the residual stream
         # (dropout's rescaling of a constant is noise, never signal); the stem's, unless the dense
         # head adds the stem output to its features.
-        dead: list[Tensor] = [b.pw2.bias for b in self._blocks()]
+        dead: list[Tensor] = [b.pw2.bias for b in self.block_list()]
         if not self.dense_skip or self.stem_norm is not None:  # a norm follows a k-tap stem
             assert self.stem.bias is not None
             dead.append(self.stem.bias)
@@ -225,42 +225,6 @@ class DNArchNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch and p.requires_grad]
 
     @torch.no_grad()
-    def floor_copy(self, metric: str = "macs") -> DNArchNet:
-        """A copy with every learned axis at its floor: the smallest network this search can reach
-        (axes that are not learned stay as they are). Learned groupings take, layer by layer, the
-        group count that makes it cheapest in ``metric``: at the floor widths, padding can make the
-        most groups dearer than fewer."""
-        small = copy.deepcopy(self)
-        masks: list[Any] = []
-        if self.cfg.learn_width:
-            masks += [small.residual_mask, *(b.width_mask for b in small._blocks())]
-        if self.cfg.learn_depth:
-            masks += small.depth_masks()
-        for b in small._blocks():
-            if self.cfg.learn_kernel:
-                masks.append(b.conv.mask)
-            if self.cfg.learn_resolution and b.resolution is not None:
-                masks.append(b.resolution.mask)
-        for m in masks:
-            m.to_floor_()
-        from dnarch.cost.estimate import model_cost  # the cost module imports this one
-
-        for b in small._blocks():
-            for g in b.group_masks():
-                best: tuple[float, float] | None = None
-                seen: set[int] = set()
-                for mu in torch.linspace(g.mu_min, g.mu_max, 16 * g.n + 1).tolist():
-                    g.mu.fill_(mu)
-                    if g.hard_count() in seen:
-                        continue  # one cost per reachable group count
-                    seen.add(g.hard_count())
-                    cost = float(model_cost(small, "hard").get(metric))
-                    best = (cost, mu) if best is None or cost < best[0] else best
-                assert best is not None
-                g.mu.fill_(best[1])
-        return small
-
-    @torch.no_grad()
     def ceiling_copy(self) -> DNArchNet:
         """A copy with every mask at its ceiling: the largest network this architecture holds, the
         "maximal network" that budget fractions and reports refer to. Every kernel spans its whole
@@ -271,7 +235,7 @@ class DNArchNet(nn.Module):
         and ``widen`` > 1 one can hold more parameters (the blocks widen as the resolution falls)."""
         big = copy.deepcopy(self)
         masks: list[Any] = [big.residual_mask, *big.depth_masks()]
-        for b in big._blocks():
+        for b in big.block_list():
             masks += [b.conv.mask, b.width_mask, *b.group_masks()]
             if self.cfg.learn_resolution and b.resolution is not None:
                 masks.append(b.resolution.mask)
@@ -283,7 +247,7 @@ class DNArchNet(nn.Module):
         """The sigmoid masks (residual width, depth, each block's hidden width, resolution and
         groupings): the decisions annealed gates make binary. The kernel's Gaussian mask is not one."""
         out: list[SigmoidStepMask | LowpassMask] = [self.residual_mask, *self.depth_masks()]
-        for b in self._blocks():
+        for b in self.block_list():
             out += [b.width_mask, *b.group_masks()]
             if b.resolution is not None:
                 out.append(b.resolution.mask)
@@ -304,7 +268,7 @@ class DNArchNet(nn.Module):
         self.residual_mask.snap_()
         for m in self.depth_masks():
             m.snap_()
-        for b, p in zip(self._blocks(), plan, strict=True):
+        for b, p in zip(self.block_list(), plan, strict=True):
             b.width_mask.snap_()
             for g in b.group_masks():
                 g.snap_()
@@ -317,7 +281,7 @@ class DNArchNet(nn.Module):
         self.residual_mask.project_()
         for m in self.depth_masks():
             m.project_()
-        for b in self._blocks():
+        for b in self.block_list():
             b.project_()
 
     def depth_masks(self) -> list[SigmoidStepMask]:
@@ -333,7 +297,8 @@ class DNArchNet(nn.Module):
         """Which blocks the cropped network keeps. (L,)."""
         return [j < m.hard_count() for m in self.depth_masks() for j in range(m.n)]
 
-    def _blocks(self) -> list[DNArchBlock]:
+    def block_list(self) -> list[DNArchBlock]:
+        """The blocks, typed (``self.blocks`` is an ``nn.ModuleList``). (L,)."""
         return [b for b in self.blocks if isinstance(b, DNArchBlock)]
 
     # ---- forward -------------------------------------------------------------------------------
@@ -354,7 +319,7 @@ class DNArchNet(nn.Module):
         kept_blocks = self.depth_kept()
         cap: Tensor | None = None
         residual: dict[int, tuple[Tensor, int]] = {}  # the residual mask per grid, made once
-        for index, block in enumerate(self._blocks()):
+        for index, block in enumerate(self.block_list()):
             if not kept_blocks[index] and crop:
                 continue
             if kept_blocks[index]:  # (the reference path runs a removed block without resampling)
@@ -431,7 +396,7 @@ class DNArchNet(nn.Module):
         kept_blocks = self.depth_kept()
         cap: Tensor | None = None
         plan = []
-        for index, b in enumerate(self._blocks()):
+        for index, b in enumerate(self.block_list()):
             kept = kept_blocks[index]
             out, keep = lengths, tuple(n // 2 for n in lengths)
             if kept and b.halve_filter is not None:
@@ -465,7 +430,7 @@ class DNArchNet(nn.Module):
         blocks, computed for all of them at once (the cost is evaluated at every training step)."""
         dev = self.depth_mask.mu.device
         plan = self.hard_plan() if plan is None else plan  # pass it in to compute it once per step
-        blocks = self._blocks()
+        blocks = self.block_list()
         if hard:
 
             def t(v: Any) -> Tensor:

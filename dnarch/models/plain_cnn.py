@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from dnarch.export.summary import counted_macs
+from dnarch.flops import counted_macs
 from dnarch.functional.conv import CONV, NORM
 
 

@@ -94,7 +94,7 @@ def _kernel_items(run_dir: Path, config: dict[str, Any], spec: ArchSpec) -> list
     items = []
     with torch.no_grad():
         for b in spec.kept_blocks:
-            conv = model._blocks()[b.index].conv
+            conv = model.block_list()[b.index].conv
             sizes = conv.mask.hard_sizes(b.resolution_out)
             items.append({
                 "index": b.index,

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from dnarch.config import BudgetConfig, ConfigError
-from dnarch.cost import BudgetSchedule, budget_penalty, model_cost
+from dnarch.cost import BudgetSchedule, budget_penalty, floor_copy, model_cost
 from dnarch.models import DNArchNet
 from dnarch.train.metrics import task_loss
 
@@ -28,7 +28,7 @@ class Objective:
         self.max_cost = float(model_cost(model, "max").get(cfg.metric))
         budget = resolve_budget(cfg, self.max_cost)
         self.budget = budget
-        self.floor_cost = float(model_cost(model.floor_copy(cfg.metric), "hard").get(cfg.metric))
+        self.floor_cost = float(model_cost(floor_copy(model, cfg.metric), "hard").get(cfg.metric))
         unit = "MACs" if cfg.metric == "macs" else "parameters"
         if budget is not None and budget > self.max_cost * (1 + 1e-9):
             raise ConfigError(
