@@ -26,7 +26,7 @@ _PUBLIC = {
         "dnarch.export",
     ),
     **dict.fromkeys(["DNArchNet", "build_model"], "dnarch.models"),
-    **dict.fromkeys(["RunResult", "run"], "dnarch.train.run"),
+    **dict.fromkeys(["RunResult", "run"], "dnarch.runner"),
 }
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
         load_static,
     )
     from dnarch.models import DNArchNet, build_model
-    from dnarch.train.run import RunResult, run
+    from dnarch.runner import RunResult, run
 
 
 def __getattr__(name: str) -> Any:

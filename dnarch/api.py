@@ -17,7 +17,7 @@ from torch import Tensor
 from dnarch.config import BUDGET_HELP, ConfigError, RunConfig, with_overrides
 from dnarch.data import from_arrays
 from dnarch.models import preset_for, preset_net
-from dnarch.train.run import RunResult, run
+from dnarch.runner import RunResult, run
 
 ArrayLike = Tensor | np.ndarray
 

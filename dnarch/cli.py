@@ -110,7 +110,7 @@ def _parser() -> _Parser:
 
 
 def cmd_finetune(args: argparse.Namespace, extra: list[str]) -> int:
-    from dnarch.export.finetune import finetune_run
+    from dnarch.train.finetune import finetune_run
 
     if extra:
         raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
@@ -224,7 +224,7 @@ def _absolute_paths(cfg: RunConfig) -> RunConfig:
 
 
 def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
-    from dnarch.train.run import arch_table, resume_config, run
+    from dnarch.runner import arch_table, resume_config, run
 
     given = [
         f"--{f}"
@@ -260,7 +260,7 @@ def _ranks(world: distributed.World) -> str:
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from dnarch.train.run import arch_table, check_budget, prepare_out_dir, run
+    from dnarch.runner import arch_table, check_budget, prepare_out_dir, run
 
     if args.resume:
         return cmd_resume(args, extra)

@@ -204,7 +204,7 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(
 def test_bf16_autocast_runs_the_forward_in_bfloat16_and_follows_float32(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dnarch.train import run as run_module
+    from dnarch import runner as run_module
     from dnarch.train.objective import Objective
 
     dtypes: list[torch.dtype] = []

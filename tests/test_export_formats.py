@@ -94,7 +94,7 @@ def test_cli_export(saved, capsys) -> None:
 
 
 def test_recompute_bn_stats_is_the_exact_average() -> None:
-    from dnarch.export.finetune import recompute_bn_stats
+    from dnarch.train.finetune import recompute_bn_stats
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 1), torch.nn.BatchNorm1d(3))

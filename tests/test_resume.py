@@ -9,8 +9,8 @@ import signal
 import pytest
 import torch
 
+from dnarch import runner as run_module
 from dnarch.cli import main
-from dnarch.train import run as run_module
 from dnarch.train.callbacks import CheckpointError, load_checkpoint
 from dnarch.train.objective import Objective
 

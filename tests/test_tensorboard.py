@@ -4,7 +4,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dnarch.config import BudgetConfig, DataConfig, NetConfig, RunConfig, TrainConfig
-from dnarch.train.run import run
+from dnarch.runner import run
 
 
 def test_run_writes_tensorboard_scalars(tmp_path) -> None:

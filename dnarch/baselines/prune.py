@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from dnarch.data import DataBundle
-from dnarch.export.finetune import recompute_bn_stats
 from dnarch.export.static import conv_backend
 from dnarch.flops import counted_macs
+from dnarch.train.finetune import recompute_bn_stats
 from dnarch.train.metrics import evaluate_task
 from dnarch.train.plain import train_classifier
 from dnarch.train.trainer import pick_device
