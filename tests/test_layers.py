@@ -1,0 +1,66 @@
+"""The package's import graph is layered: no module imports one of a higher layer, so there are no
+import cycles (function-level and type-checking imports included)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "dnarch"
+
+# lowest first; a module may import its own layer's modules and any lower layer's
+LAYERS = [
+    {"tasks", "files", "flops", "config", "provenance"},
+    {"functional"},
+    {"nn"},
+    {"models", "data"},
+    {"cost"},
+    {"export"},
+    {"train", "baselines"},
+    {"report"},
+    {"runner"},
+    {"api", "config_doc"},
+    {"cli", "__main__", "__init__"},
+]
+
+
+def _unit(module: str) -> str:
+    """``dnarch.train.trainer`` -> ``train``; ``dnarch`` -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports() -> list[tuple[str, str]]:
+    """(importer, imported) units of every dnarch-internal import in the package."""
+    edges = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        package = module if rel.name == "__init__" else module.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                names = [target] if target != "dnarch" else [f"dnarch.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            edges += [(_unit(module), _unit(n)) for n in names if n.startswith("dnarch.")]
+    return edges
+
+
+def test_every_unit_has_a_layer() -> None:
+    units = {p.stem if p.parent == PACKAGE else p.parent.name for p in PACKAGE.rglob("*.py")}
+    units = {u for u in units if not u.startswith("_") or u in ("__init__", "__main__")}
+    placed = set().union(*LAYERS)
+    assert units <= placed, sorted(units - placed)
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    level = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
+    upward = sorted({(a, b) for a, b in _imports() if level[b] > level[a]})
+    assert not upward, upward
