@@ -3,7 +3,7 @@
 Fixed networks only (nothing learned about the architecture): each family laid out on the plain CNN's
 stages (``models.plain_cnn``: a 3x3 stem, then per stage a stride-2 halving and a width that doubles
 up to 4x), made as wide as the MACs allow (counted by ``torch.utils.flop_counter``), and trained with
-the plain CNN's recipe (``train.plain.train_classifier``: AdamW, warm-up + cosine, 2 warm-up epochs).
+the plain CNN's recipe (``train.fixed.train_fixed``: AdamW, warm-up + cosine, 2 warm-up epochs).
 So the families differ in their blocks alone; DNArch's search can at best find the best of its family.
 
 Families (``NAME:K:E:N``: kernel K taps per axis, hidden width E x the stage's width, N blocks a stage;
@@ -52,7 +52,7 @@ from dnarch.flops import counted_macs
 from dnarch.functional import fourier
 from dnarch.functional.conv import CONV, NORM, halve, halving_filter
 from dnarch.models.plain_cnn import plain_cnn_for_budget, stage_count, widest_under
-from dnarch.train.plain import train_classifier
+from dnarch.train.fixed import train_fixed
 
 
 def _skip(c_in: int, c_out: int, stride: int, nd: int) -> nn.Module:
@@ -255,9 +255,7 @@ def main() -> None:
             net = build(spec, data.in_channels, data.num_classes, shape, a.macs)
             macs = counted_macs(net, data.in_channels, shape)
             t0, c0 = time.time(), cpu_seconds()
-            history = train_classifier(
-                net, data, a.epochs, seed=seed, warmup_epochs=2, progress=False
-            )
+            history = train_fixed(net, data, a.epochs, seed=seed, warmup_epochs=2, progress=False)
             row = {
                 "family": spec, "seed": seed, "accuracy": history[-1]["test_acc"], "macs": macs,
                 "params": sum(q.numel() for q in net.parameters()), "width": net.width,

@@ -82,9 +82,9 @@ from dnarch.models import PRESETS, preset_for, preset_net
 from dnarch.models.plain_cnn import plain_cnn_for_budget
 from dnarch.models.plain_unet import plain_unet_for_budget
 from dnarch.provenance import git_commit
+from dnarch.train.fixed import train_fixed
 from dnarch.train.metrics import SCORES
 from dnarch.train.objective import Objective
-from dnarch.train.plain import train_classifier
 
 METHODS = (
     "dnarch", "fixedres", "fastres", "anneal", "groups", *AXES, "scratch", "plain", "prune", "frozen",
@@ -186,7 +186,7 @@ def run_plain(
     with Clock() as clock:
         make = plain_unet_for_budget if data.dense else plain_cnn_for_budget
         net = make(data.in_channels, data.num_classes, data.input_shape, target)
-        history = train_classifier(
+        history = train_fixed(
             net, data, epochs, seed=seed, device=args.device, warmup_epochs=2,
             progress=args.progress, desc="plain",
         )  # fmt: skip
@@ -212,7 +212,7 @@ def run_scratch(
     torch.manual_seed(seed)
     with Clock() as clock:
         net = StaticNet(ArchSpec.from_json(json.dumps(architecture)))
-        history = train_classifier(
+        history = train_fixed(
             net, data, epochs, seed=seed, device=args.device, warmup_epochs=2,
             progress=args.progress, desc="scratch",
         )  # fmt: skip

@@ -1,7 +1,7 @@
 """Issue 7 probe: which part of the U-Net's design wins on segmentation, at the same MACs.
 
 Trains plain PyTorch networks (no masks, no search) on a dense task, each as wide as a MACs budget
-allows (counted by ``torch.utils.flop_counter``), with the baselines' recipe (``train_classifier``):
+allows (counted by ``torch.utils.flop_counter``), with the baselines' recipe (``train_fixed``):
 
 - ``unet``: the benchmark's plain U-Net (``dnarch.models.plain_unet``), full 3x3 convolutions;
 - ``unet-sepK``: the same U-Net with every 3x3 convolution made depthwise-separable (a KxK depthwise
@@ -36,7 +36,7 @@ from dnarch.flops import counted_macs
 from dnarch.functional import fourier
 from dnarch.models.plain_cnn import widest_under
 from dnarch.models.plain_unet import PlainUNet
-from dnarch.train.plain import train_classifier
+from dnarch.train.fixed import train_fixed
 
 SCORE = {"segment": "test_miou", "classify": "test_acc", "regress": "test_psnr"}
 
@@ -225,9 +225,7 @@ def main() -> None:
                 name, data.in_channels, data.num_classes, data.input_shape, args.macs
             )
             cpu0 = time.process_time()
-            hist = train_classifier(
-                net, data, args.epochs, seed=seed, warmup_epochs=2, progress=False
-            )
+            hist = train_fixed(net, data, args.epochs, seed=seed, warmup_epochs=2, progress=False)
             net.cpu()
             row = {
                 "variant": name,

@@ -12,7 +12,7 @@ from dnarch.data import from_arrays
 from dnarch.export import build_static, export_state, harden
 from dnarch.flops import counted_macs
 from dnarch.models.plain_cnn import PlainCNN, plain_cnn_for_budget, stage_count
-from dnarch.train.plain import train_classifier
+from dnarch.train.fixed import train_fixed
 from tests.conftest import shrunk_model
 
 
@@ -112,14 +112,43 @@ def _blobs(shape: tuple[int, ...], n: int = 256) -> tuple[torch.Tensor, torch.Te
     return x, y
 
 
-def test_train_classifier_learns_an_easy_task() -> None:
+def test_train_fixed_learns_an_easy_task() -> None:
     x, y = _blobs((16,))
     data = from_arrays(x[:192], y[:192], x[192:], y[192:])
-    history = train_classifier(
-        PlainCNN(2, 3, (16,), 4), data, epochs=6, batch_size=32, progress=False
-    )
+    history = train_fixed(PlainCNN(2, 3, (16,), 4), data, epochs=6, batch_size=32, progress=False)
     assert [h["epoch"] for h in history] == list(range(7))
     assert history[-1]["test_acc"] >= 0.9
+
+
+def test_fixed_networks_train_through_the_one_trainer(monkeypatch) -> None:
+    """The baselines' loop is the DNArch loop: a non-finite loss skips the step and halves the
+    learning rates there too, instead of poisoning the weights."""
+    from dnarch.train import trainer as trainer_module
+
+    x, y = _blobs((16,))
+    data = from_arrays(x[:192], y[:192], x[192:], y[192:])
+    models: list[str] = []
+    real_fit = trainer_module.Trainer.fit
+
+    def spy(self):  # type: ignore[no-untyped-def]
+        models.append(type(self.model).__name__)
+        return real_fit(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "fit", spy)
+    net = PlainCNN(2, 3, (16,), 4)
+    calls = {"n": 0}
+    forward = net.forward
+
+    def once_nan(inp):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        out = forward(inp)
+        return out * float("nan") if calls["n"] == 3 else out
+
+    monkeypatch.setattr(net, "forward", once_nan)
+    history = train_fixed(net, data, epochs=6, batch_size=32, progress=False)
+    assert models == ["FixedNet"]
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert history[-1]["test_acc"] > 0.5
 
 
 def test_prune_then_finetune_reports_its_cost_and_recovers() -> None:
@@ -212,7 +241,7 @@ def test_plain_loop_trains_a_segmenter() -> None:
     y = (x[:, 0] > 0).long()  # (N, 20): a label per position
     data = from_arrays(x[:960], y[:960], x[960:], y[960:], task="segment")
     net = PlainUNet(1, 2, (20,), width=4)
-    history = train_classifier(net, data, epochs=8, seed=0, device="cpu", progress=False)
+    history = train_fixed(net, data, epochs=8, seed=0, device="cpu", progress=False)
     assert {"test_acc", "test_miou"} <= set(history[0]) and "train_acc" in history[-1]
     assert (
         history[-1]["test_acc"] > 0.7 and history[-1]["test_miou"] > history[0]["test_miou"] + 0.2

@@ -20,8 +20,8 @@ from dnarch.data import DataBundle
 from dnarch.export.static import conv_backend
 from dnarch.flops import counted_macs
 from dnarch.train.finetune import recompute_bn_stats
+from dnarch.train.fixed import train_fixed
 from dnarch.train.metrics import evaluate_task
-from dnarch.train.plain import train_classifier
 from dnarch.train.trainer import pick_device
 
 
@@ -111,7 +111,7 @@ def prune_then_finetune(
     after_prune = evaluate_task(pruned, *args)["acc"]
     prune_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    history = train_classifier(
+    history = train_fixed(
         pruned, data, epochs, lr, batch_size=batch_size, seed=seed, device=device,
         progress=progress, desc="finetune pruned",
     )  # fmt: skip

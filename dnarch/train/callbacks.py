@@ -76,9 +76,10 @@ class CSVLogger:
         self.path = path
 
     def on_epoch_end(self, state: TrainState) -> None:
-        state.row.update(arch_columns(state.model))  # the same dict as state.history[-1]
-        soft = soft_sizes(state.model)
-        state.row.update({"soft_" + k.replace("/", "_"): round(v, 4) for k, v in soft.items()})
+        if isinstance(state.model, DNArchNet):  # a fixed network has no architecture columns
+            state.row.update(arch_columns(state.model))  # the same dict as state.history[-1]
+            soft = soft_sizes(state.model)
+            state.row.update({"soft_" + k.replace("/", "_"): round(v, 4) for k, v in soft.items()})
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(state.history[0]))
         writer.writeheader()

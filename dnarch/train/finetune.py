@@ -13,8 +13,8 @@ from torch import nn
 
 from dnarch.data import DataBundle, load_data
 from dnarch.export.static import ExportError, StaticNet, load_static, save_static
+from dnarch.train.fixed import train_fixed
 from dnarch.train.metrics import SCORES, evaluate_task, target_peak
-from dnarch.train.plain import train_classifier
 from dnarch.train.trainer import pick_device
 
 
@@ -57,8 +57,8 @@ def finetune(
             f"{(net.spec.in_channels, *net.spec.input_shape)}"
         )
     net.to(pick_device(device))
-    recompute_bn_stats(net, data.x_train)  # draws no random numbers; train_classifier seeds
-    return train_classifier(
+    recompute_bn_stats(net, data.x_train)  # draws no random numbers; train_fixed seeds
+    return train_fixed(
         net, data, epochs, lr, batch_size=batch_size, seed=seed, device=device,
         progress=progress, desc="finetune",
     )  # fmt: skip

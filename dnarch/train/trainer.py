@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -33,7 +33,9 @@ from dnarch.models import DNArchNet
 from dnarch.nn.sync_norm import syncing
 from dnarch.train import distributed
 from dnarch.train.metrics import evaluate_task, target_peak
-from dnarch.train.objective import Objective
+
+if TYPE_CHECKING:  # a fixed network and its objective train through the same loop
+    from dnarch.train.fixed import FixedNet
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -68,7 +70,7 @@ class TrainState:
     ``history``: every finished epoch's row.
     """
 
-    model: DNArchNet
+    model: DNArchNet | FixedNet
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     epoch: int = 0
@@ -153,6 +155,23 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+class Loss(Protocol):
+    """What the loop asks of an objective: ``Objective`` (task loss and budget penalty) for a
+    ``DNArchNet``, ``train.fixed.TaskObjective`` (the task loss) for a fixed network."""
+
+    metric: str
+
+    def __call__(
+        self, model: Any, logits: Tensor, y: Tensor, progress: float, cost: Tensor | None = None
+    ) -> dict[str, Tensor | float]: ...
+
+    def fit_budget_(
+        self, model: Any, groups: Sequence[tuple[Sequence[nn.Parameter], float]]
+    ) -> int:
+        """Fit the architecture into the budget at the freeze; returns the steps taken."""
+        ...
+
+
 class Callback(Protocol):
     """``on_epoch_end`` after every epoch; ``on_interrupt`` (optional) when the user stops the run."""
 
@@ -160,7 +179,7 @@ class Callback(Protocol):
 
 
 def param_groups(
-    model: DNArchNet, cfg: TrainConfig, resolution_scale: float
+    model: DNArchNet | FixedNet, cfg: TrainConfig, resolution_scale: float
 ) -> list[dict[str, Any]]:
     """Weights with decay (matrices), weights without (biases, norms), and mask parameters at arch_lr
     without decay; the resolution cut-offs at ``arch_lr * resolution_scale`` (see
@@ -289,12 +308,14 @@ class LossAndCost(nn.Module):
     """The model's output and its straight-through cost in one forward: DistributedDataParallel then
     sees, in one graph, every parameter the objective depends on (masks enter through both)."""
 
-    def __init__(self, model: DNArchNet, metric: str) -> None:
+    def __init__(self, model: DNArchNet | FixedNet, metric: str) -> None:
         super().__init__()
         self.model, self.metric = model, metric
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: (B, C, *S) -> (the model's output, the cost as a 0-d tensor)."""
+        """x: (B, C, *S) -> (the model's output, the cost as a 0-d tensor; 0 for a fixed network)."""
+        if not isinstance(self.model, DNArchNet):
+            return self.model(x), torch.zeros((), device=x.device)
         cost = model_cost(self.model, "straight_through").get(self.metric)
         return self.model(x), torch.as_tensor(cost)
 
@@ -310,16 +331,20 @@ class Trainer:
     every global batch of ``cfg.batch_size`` through DistributedDataParallel, with BatchNorm statistics
     and the epoch's metrics summed over ranks: the run equals one process on the whole batch. Only
     rank 0 calls the callbacks (files are written once) and shows progress.
+
+    ``model`` is a ``DNArchNet`` under its budget ``Objective``, or any network as a ``FixedNet``
+    under the task loss alone (``train.fixed``): the baselines train through this same loop.
     """
 
     def __init__(
         self,
-        model: DNArchNet,
-        objective: Objective,
+        model: DNArchNet | FixedNet,
+        objective: Loss,
         data: DataBundle,
         cfg: TrainConfig,
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
+        desc: str = "train",
     ) -> None:
         self.model, self.objective, self.data, self.cfg = model, objective, data, cfg
         self.world = distributed.current()
@@ -355,6 +380,7 @@ class Trainer:
         # the data-order generator as it stood when the epoch under way began
         self.epoch_order = self.generator.get_state()
         self._stop_requested = False
+        self.desc = desc  # the progress bar's label
         self.peak = target_peak(data.y_test) if model.task == "regress" else 1.0
 
     def state_dict(self) -> dict[str, Any]:
@@ -415,7 +441,9 @@ class Trainer:
         """
         total = self.cfg.epochs * self.steps_per_epoch
         done = self.state.epoch * self.steps_per_epoch + self.state.step
-        bar = tqdm(total=total, initial=done, desc="train", disable=not self.progress, unit="step")
+        bar = tqdm(
+            total=total, initial=done, desc=self.desc, disable=not self.progress, unit="step"
+        )
         deterministic = torch.are_deterministic_algorithms_enabled()
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True)

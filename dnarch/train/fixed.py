@@ -1,0 +1,127 @@
+"""Training a fixed network (no masks, no budget) through the one ``Trainer``: the baselines, the
+fine-tuning after pruning and ``dnarch finetune``. The same loop, optimiser recipe (AdamW, decay on
+matrices only, warm-up + cosine), data order and fault handling as a DNArch run, by construction:
+baselines differ from DNArch in the architecture and not in the recipe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from dnarch.config import TrainConfig
+from dnarch.data import DataBundle
+from dnarch.train.metrics import evaluate_task, target_peak, task_loss
+from dnarch.train.trainer import Trainer, pick_device, seed_everything
+
+# the per-epoch columns a fixed network's history keeps (with its test metrics)
+_COLUMNS = ("epoch", "train_loss", "train_acc")
+
+
+class FixedNet(nn.Module):
+    """Any network as the ``Trainer`` trains it: every trainable parameter is a weight, there are no
+    architecture parameters, and nothing to anneal, project or snap.
+
+    Args:
+        net: x (B, C, *S) -> (B, K), or (B, K, *S) for a per-position task.
+        task: 'classify', 'segment' or 'regress' (``metrics.task_loss``).
+        num_classes: K (output channels for regression).
+    """
+
+    def __init__(self, net: nn.Module, task: str, num_classes: int) -> None:
+        super().__init__()
+        self.net, self.task, self.num_classes = net, task, num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def resolution_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def project_arch_(self) -> None:
+        """Nothing to keep inside bounds."""
+
+    def anneal_gates_(self, fraction: float) -> None:
+        """No gates."""
+
+    def snap_gates_(self) -> None:
+        """No gates."""
+
+
+class TaskObjective:
+    """The task loss alone, with ``Objective``'s interface (no budget, nothing to fit)."""
+
+    metric = "macs"
+    budget: float | None = None
+
+    def __call__(
+        self,
+        model: FixedNet,
+        logits: Tensor,
+        y: Tensor,
+        progress: float,
+        cost: Tensor | None = None,
+    ) -> dict[str, Tensor | float]:
+        """logits (B, K) or (B, K, *S); y as ``task_loss`` wants."""
+        task = task_loss(model.task, logits, y)
+        zero = task.detach() * 0 if cost is None else cost
+        return {"task": task, "cost": zero, "penalty": 0.0, "total": task, "target": math.nan}
+
+    def fit_budget_(
+        self, model: Any, groups: Sequence[tuple[Sequence[nn.Parameter], float]]
+    ) -> int:
+        """No budget to fit: 0 steps."""
+        return 0
+
+
+def train_fixed(
+    net: nn.Module,
+    data: DataBundle,
+    epochs: int,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    weight_decay: float = 1e-2,
+    warmup_epochs: int = 0,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    desc: str = "train",
+) -> list[dict[str, Any]]:
+    """Train ``net`` on ``data`` for ``epochs`` with the loss of ``data.task`` (``metrics.task_loss``):
+    x (B, C, *S) -> logits (B, K), or per position (B, K, *S). Seeds every generator with ``seed``.
+
+    Returns one row per epoch: ``epoch``, ``train_loss``, ``train_acc`` (not for regression) and the
+    test metrics of the task as ``test_<name>`` (``test_acc``; ``test_miou``; ``test_mse`` and
+    ``test_psnr``), row 0 being the untrained network's. The network is left in eval mode on the
+    chosen device. Bad settings raise ``ValueError`` (``ConfigError``).
+    """
+    if epochs < 0:
+        raise ValueError(f"need epochs >= 0, got {epochs}")
+    seed_everything(seed)
+    dev = pick_device(device)
+    net.to(dev)
+    task, k = data.task, data.num_classes
+    peak = target_peak(data.y_test) if task == "regress" else 1.0
+    first = evaluate_task(net, data.x_test, data.y_test, dev, task, k, peak)
+    history: list[dict[str, Any]] = [{"epoch": 0, **{f"test_{n}": v for n, v in first.items()}}]
+    if epochs > 0:
+        cfg = TrainConfig(
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs, seed=seed, device=str(dev), tensorboard=False,
+            freeze_arch_fraction=0.0,
+        )  # fmt: skip
+        model = FixedNet(net, task, k)
+        trainer = Trainer(model, TaskObjective(), data, cfg, progress=progress, desc=desc)
+        for row in trainer.fit():
+            history.append({c: row[c] for c in row if c in _COLUMNS or c.startswith("test_")})
+    net.eval()
+    return history
