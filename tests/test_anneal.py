@@ -26,10 +26,10 @@ def _gate_values(m: DNArchNet) -> list[torch.Tensor]:
     cap = None
     for p, b in zip(m.hard_plan(), m.blocks, strict=True):
         res = b.resolution  # type: ignore[union-attr]
-        if res is None or not p["kept"]:
+        if res is None or not p.kept:
             continue
         mu = res.mask.effective_mu(cap)
-        for axis, n in enumerate(p["resolution_in"]):
+        for axis, n in enumerate(p.resolution_in):
             out.append(res.mask.axis_values(mu, axis, n).detach())
         cap = mu
     return out

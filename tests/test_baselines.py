@@ -64,7 +64,7 @@ def test_the_frozen_network_is_the_maximal_one_and_ablations_start_where_the_pre
         full = build_model(net, 1, 3, shape)
         assert float(model_cost(frozen, "hard").macs) == float(model_cost(full, "max").macs)
         kernel = build_model(ablation_net(net, "kernel"), 1, 3, shape)
-        assert [p["kernel"] for p in kernel.hard_plan()] == [p["kernel"] for p in full.hard_plan()]
+        assert [p.kernel for p in kernel.hard_plan()] == [p.kernel for p in full.hard_plan()]
 
 
 def test_ablation_configs_learn_one_axis_each() -> None:

@@ -32,9 +32,9 @@ def test_the_test_models_really_are_cropped() -> None:
     m = shrunk_model((40,), 0)
     plan = m.hard_plan()
     assert m.residual_mask.hard_count() < 12
-    assert not all(p["kept"] for p in plan)
-    assert any(p["kernel"][0] < 39 for p in plan) and any(p["hidden"] < 10 for p in plan)
-    assert any(p["resolution_out"] != p["resolution_in"] for p in plan if p["kept"])
+    assert not all(p.kept for p in plan)
+    assert any(p.kernel[0] < 39 for p in plan) and any(p.hidden < 10 for p in plan)
+    assert any(p.resolution_out != p.resolution_in for p in plan if p.kept)
 
 
 @pytest.mark.parametrize("shape", [(40,), (41,), (12, 9)])

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dnarch"
 
 # lowest first; a module may import its own layer's modules and any lower layer's
 LAYERS = [
-    {"tasks", "files", "flops", "config", "provenance"},
+    {"tasks", "files", "flops", "config", "provenance", "plan"},
     {"functional"},
     {"nn"},
     {"models", "data"},

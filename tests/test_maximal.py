@@ -75,19 +75,19 @@ def test_learned_resolution_maximal_is_the_full_resolution_network() -> None:
     """Every block at the input's resolution, every kernel spanning it, the configured widths."""
     m = shrunk_model((24,), 0, widen=3.0)
     for p in m.ceiling_copy().hard_plan():
-        assert p["resolution_out"] == (24,) and p["kernel"] == (fm.max_kernel_size(24),)
-        assert p["width"] == 12 and p["hidden"] == 10 and p["kept"]
+        assert p.resolution_out == (24,) and p.kernel == (fm.max_kernel_size(24),)
+        assert p.width == 12 and p.hidden == 10 and p.kept
 
 
 def test_fixed_pyramid_maximal_keeps_the_pyramid_and_its_stretched_widths() -> None:
     """MNIST-1D's seq-stages: blocks at 40, 20, 10, 5 samples, widths up to 4x, kernels over each map."""
     m = build_model(preset_net("seq-stages", (40,)), 1, 10, (40,))
     plan = m.ceiling_copy().hard_plan()
-    assert [p["resolution_out"] for p in plan] == [(40,), (20,), (10,), (5,)]
-    assert [p["kernel"] for p in plan] == [(fm.max_kernel_size(n),) for n in (40, 20, 10, 5)]
+    assert [p.resolution_out for p in plan] == [(40,), (20,), (10,), (5,)]
+    assert [p.kernel for p in plan] == [(fm.max_kernel_size(n),) for n in (40, 20, 10, 5)]
     # 24 and 48 channels times min(4, sqrt(40 / n)), rounded down
-    assert [p["width"] for p in plan] == [24, 33, 48, 67]
-    assert [p["hidden"] for p in plan] == [48, 67, 96, 135]
+    assert [p.width for p in plan] == [24, 33, 48, 67]
+    assert [p.hidden for p in plan] == [48, 67, 96, 135]
     assert float(model_cost(m, "max").macs) >= float(model_cost(m, "hard").macs)
 
 

@@ -38,10 +38,10 @@ def test_stage_depth_crop_export_and_cost(shape, seed, task, downsample) -> None
 def test_only_the_first_block_of_each_stage_halves() -> None:
     m = build_model(_net(), 1, 4, (40,))
     plan = m.hard_plan()
-    assert [p["resolution_out"] for p in plan] == [(40,)] * 3 + [(20,)] * 3
-    assert [p["strided"] for p in plan] == [False, False, False, True, False, False]
+    assert [p.resolution_out for p in plan] == [(40,)] * 3 + [(20,)] * 3
+    assert [p.strided for p in plan] == [False, False, False, True, False, False]
     m0 = build_model(_net(resolution_from=0), 1, 4, (40,))
-    assert [p["resolution_out"][0] for p in m0.hard_plan()] == [20, 20, 20, 10, 10, 10]
+    assert [p.resolution_out[0] for p in m0.hard_plan()] == [20, 20, 20, 10, 10, 10]
 
 
 def test_the_floor_keeps_one_block_a_stage_and_an_inner_block_can_go() -> None:

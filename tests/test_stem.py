@@ -96,8 +96,8 @@ def test_the_stages_presets_build_and_run_on_small_and_usual_inputs(name) -> Non
     for shape in shapes:
         m = build_model(PRESETS[name], 1, 10, shape)
         for p in m.hard_plan():  # 3 taps, or the whole map where a halved one is shorter
-            want = tuple(min(3, max_kernel_size(n)) for n in p["resolution_out"])
-            assert p["kernel"] == want
+            want = tuple(min(3, max_kernel_size(n)) for n in p.resolution_out)
+            assert p.kernel == want
         with torch.no_grad():
             assert m(torch.randn(2, 1, *shape)).shape == (2, 10)
 
@@ -113,7 +113,7 @@ def test_preset_net_follows_the_input() -> None:
         cfg = preset_net(name, shape)
         assert cfg.blocks == stage_count(shape)
         m = build_model(cfg, 1, 10, shape)
-        assert [max(p["kernel"]) for p in m.hard_plan()][0] == 3
+        assert [max(p.kernel) for p in m.hard_plan()][0] == 3
     assert preset_net("seq-stages", (40,)) == dataclasses_replace(PRESETS["seq-stages"], blocks=4)
     assert preset_net("image", (28, 28)) == PRESETS["image"]
 

@@ -39,7 +39,7 @@ def test_the_maximal_and_exported_counts_of_a_strided_network() -> None:
     assert numbers["max_macs_counted"] == numbers["max_macs_estimate"]
     assert numbers["max_params_counted"] == numbers["max_params_estimate"]
     halving = [b.halve_filter is not None for b in m.blocks]  # every block kept at the ceiling
-    assert [p["strided"] for p in m.ceiling_copy().hard_plan()] == halving
+    assert [p.strided for p in m.ceiling_copy().hard_plan()] == halving
 
 
 def test_the_halving_filter_at_stride_two_in_closed_form() -> None:
@@ -61,7 +61,7 @@ def test_a_strided_pyramid_halves_long_inputs_without_resampling_matrices() -> N
     cfg = NetConfig(width=4, hidden=4, blocks=3, learn_resolution=False, downsample="strided")
     m = build_model(cfg, 1, 2, (100_000,))
     plan = m.hard_plan()
-    assert [p["resolution_out"] for p in plan] == [(100_000,), (50_000,), (25_000,)]
+    assert [p.resolution_out for p in plan] == [(100_000,), (50_000,), (25_000,)]
     assert all(b.resolution is None for b in m.blocks)
 
 

@@ -106,11 +106,11 @@ def test_init_resolution_starts_a_pyramid_and_leaves_the_maximal_network() -> No
     cfg = NetConfig(width=8, hidden=8, blocks=4, kernel_hidden=8, init_resolution=0.5, widen=4.0)
     m = build_model(cfg, 1, 5, (32, 32), "segment").eval()
     plan = m.hard_plan()
-    sizes = [p["resolution_out"][0] for p in plan]
+    sizes = [p.resolution_out[0] for p in plan]
     assert sizes[0] == 32  # resolution_from = 1: block 0 at the input resolution
     assert sizes[1] < 32 and all(b < a for a, b in zip(sizes[1:], sizes[2:], strict=False))
     for p, j in zip(plan[1:], range(1, 4), strict=True):  # cut-off 0.5**j plus the step's span
-        assert 32 * 0.5**j <= p["resolution_out"][0] <= 32 * 0.5**j + 6
+        assert 32 * 0.5**j <= p.resolution_out[0] <= 32 * 0.5**j + 6
     full = build_model(
         NetConfig(width=8, hidden=8, blocks=4, kernel_hidden=8), 1, 5, (32, 32), "segment"
     )
@@ -132,7 +132,7 @@ def test_a_fixed_pyramid_keeps_its_resolution_and_frozen_net_is_the_maximal_one(
 
     cfg = NetConfig(width=8, hidden=8, blocks=3, kernel_hidden=8, init_resolution=0.5)
     fixed = build_model(NetConfig(**{**cfg.__dict__, "learn_resolution": False}), 1, 5, (16,))
-    assert [p["resolution_out"] for p in fixed.hard_plan()][1][0] < 16
+    assert [p.resolution_out for p in fixed.hard_plan()][1][0] < 16
     assert not fixed.resolution_parameters()
     assert all(
         not p.requires_grad
@@ -141,7 +141,7 @@ def test_a_fixed_pyramid_keeps_its_resolution_and_frozen_net_is_the_maximal_one(
         for p in b.resolution.parameters()
     )
     frozen = build_model(frozen_net(cfg), 1, 5, (16,))
-    assert all(p["resolution_out"] == (16,) for p in frozen.hard_plan())
+    assert all(p.resolution_out == (16,) for p in frozen.hard_plan())
 
 
 def test_the_image_pyramid_preset_is_the_measured_setting() -> None:

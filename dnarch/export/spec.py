@@ -6,30 +6,11 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from dnarch.plan import BlockSpec
 from dnarch.tasks import TASKS
 
 if TYPE_CHECKING:  # loading an exported network must not need the training code
     from dnarch.models import DNArchNet
-
-
-@dataclass(frozen=True)
-class BlockSpec:
-    """One block of the maximal network: kept or removed, resolution in/out per axis, kernel taps per
-    axis, hidden width, the highest Fourier bin kept per axis, the group counts of its two
-    pointwise layers, its residual width (0: the network's one residual width, as in files
-    written before ``NetConfig.widen``) and whether it halves its input by a strided filter
-    (``NetConfig.downsample``; keep_bins then unused)."""
-
-    index: int
-    kept: bool
-    resolution_in: tuple[int, ...]
-    resolution_out: tuple[int, ...]
-    kernel: tuple[int, ...]
-    hidden: int
-    keep_bins: tuple[int, ...]
-    groups: tuple[int, int] = (1, 1)
-    width: int = 0
-    strided: bool = False  # halves by a strided 3-tap-per-axis filter, not a Fourier crop
 
 
 @dataclass(frozen=True)
@@ -102,22 +83,7 @@ class ArchSpec:
 
 def harden(model: DNArchNet) -> ArchSpec:
     """Turn the model's current masks into discrete decisions."""
-    blocks = []
-    for p in model.hard_plan():
-        blocks.append(
-            BlockSpec(
-                index=p["index"],
-                kept=p["kept"],
-                resolution_in=tuple(p["resolution_in"]),
-                resolution_out=tuple(p["resolution_out"]),
-                kernel=tuple(p["kernel"]),
-                hidden=p["hidden"],
-                keep_bins=tuple(p["keep_bins"]),
-                groups=p["groups"],
-                width=p["width"],
-                strided=p["strided"],
-            )  # fmt: skip
-        )
+    blocks = model.hard_plan()
     return ArchSpec(
         ndim=model.ndim,
         in_channels=model.in_channels,

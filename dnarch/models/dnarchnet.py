@@ -37,6 +37,7 @@ from dnarch.nn.block import (
     pointwise,
 )
 from dnarch.nn.masks import LowpassMask, SigmoidStepMask
+from dnarch.plan import BlockSpec
 from dnarch.tasks import TASKS
 
 
@@ -273,7 +274,7 @@ class DNArchNet(nn.Module):
             for g in b.group_masks():
                 g.snap_()
             if b.resolution is not None:
-                b.resolution.mask.snap_(p["keep_bins"])
+                b.resolution.mask.snap_(p.keep_bins)
 
     @torch.no_grad()
     def project_arch_(self) -> None:
@@ -389,13 +390,13 @@ class DNArchNet(nn.Module):
         return fourier.apply_matrices(h, matrices)
 
     # ---- sizes ---------------------------------------------------------------------------------
-    def hard_plan(self) -> list[dict]:
+    def hard_plan(self) -> list[BlockSpec]:
         """Per block: kept, resolution in/out, kernel size, hidden width and the pointwise layers'
-        group counts of the cropped network."""
+        group counts of the cropped network. (L,)."""
         lengths = self.input_shape
         kept_blocks = self.depth_kept()
         cap: Tensor | None = None
-        plan = []
+        plan: list[BlockSpec] = []
         for index, b in enumerate(self.block_list()):
             kept = kept_blocks[index]
             out, keep = lengths, tuple(n // 2 for n in lengths)
@@ -407,24 +408,24 @@ class DNArchNet(nn.Module):
                 out = tuple(fourier.output_length(n, k) for n, k in zip(lengths, keep, strict=True))
             grid_c, grid_w = self.grids(out if kept else lengths)
             plan.append(
-                {
-                    "index": index,
-                    "kept": kept,
-                    "resolution_in": lengths,
-                    "resolution_out": out,
-                    "kernel": b.conv.mask.hard_sizes(out),
-                    "width": self.residual_mask.hard_count(grid_c),
-                    "hidden": b.width_mask.hard_count(grid_w),
-                    "keep_bins": keep,
-                    "groups": b.hard_groups(),
-                    "strided": kept and b.halve_filter is not None,
-                }
+                BlockSpec(
+                    index=index,
+                    kept=kept,
+                    resolution_in=tuple(lengths),
+                    resolution_out=tuple(out),
+                    kernel=b.conv.mask.hard_sizes(out),
+                    hidden=b.width_mask.hard_count(grid_w),
+                    keep_bins=tuple(keep),
+                    groups=b.hard_groups(),
+                    width=self.residual_mask.hard_count(grid_c),
+                    strided=kept and b.halve_filter is not None,
+                )
             )
             if kept:
                 lengths = out
         return plan
 
-    def arch_sizes(self, hard: bool, plan: list[dict] | None = None) -> ArchSizes:
+    def arch_sizes(self, hard: bool, plan: list[BlockSpec] | None = None) -> ArchSizes:
         """Soft (differentiable) or hard (as cropped) sizes; see ``ArchSizes``. ``plan``: this model's
         ``hard_plan()``, if the caller has it already. Every per-block size is one tensor over the
         blocks, computed for all of them at once (the cost is evaluated at every training step)."""
@@ -438,17 +439,17 @@ class DNArchNet(nn.Module):
 
             return ArchSizes(
                 residual=t(self.residual_mask.hard_count()),
-                depth=t([float(p["kept"]) for p in plan]),
-                kernel=t([p["kernel"] for p in plan]),
-                hidden=t([p["hidden"] for p in plan]),
-                resolution=t([p["resolution_out"] for p in plan]),
+                depth=t([float(p.kept) for p in plan]),
+                kernel=t([p.kernel for p in plan]),
+                hidden=t([p.hidden for p in plan]),
+                resolution=t([p.resolution_out for p in plan]),
                 resampled=_resampled(plan),
-                halved=[bool(p["strided"]) for p in plan],
-                head_in=t(plan[-1]["resolution_out"]),  # removed blocks pass their input on
+                halved=[bool(p.strided) for p in plan],
+                head_in=t(plan[-1].resolution_out),  # removed blocks pass their input on
                 head_upsampled=self._head_upsampled(plan),
-                groups=t([p["groups"] for p in plan]),
-                width=t([p["width"] for p in plan]),
-                head_width=t(plan[_last_kept(plan)]["width"]),
+                groups=t([p.groups for p in plan]),
+                width=t([p.width for p in plan]),
+                head_width=t(plan[_last_kept(plan)].width),
                 grouped=self.cfg.learn_groups,
             )
         lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
@@ -483,7 +484,7 @@ class DNArchNet(nn.Module):
             hidden=_soft_counts([b.width_mask for b in blocks]) * stretch,
             resolution=res,
             resampled=_resampled(plan),
-            halved=[bool(p["strided"]) for p in plan],
+            halved=[bool(p.strided) for p in plan],
             head_in=res[last],  # the last kept block's (soft) output size
             head_upsampled=self._head_upsampled(plan),
             groups=groups,
@@ -496,10 +497,8 @@ class DNArchNet(nn.Module):
         """Sizes of the maximal network: ``ceiling_copy``'s, as cropped."""
         return self.ceiling_copy().arch_sizes(hard=True)
 
-    def _head_upsampled(self, plan: list[dict]) -> tuple[bool, ...]:
-        return tuple(
-            o != n for o, n in zip(plan[-1]["resolution_out"], self.input_shape, strict=True)
-        )
+    def _head_upsampled(self, plan: list[BlockSpec]) -> tuple[bool, ...]:
+        return tuple(o != n for o, n in zip(plan[-1].resolution_out, self.input_shape, strict=True))
 
 
 def _soft_counts(masks: list[SigmoidStepMask]) -> Tensor:
@@ -513,9 +512,9 @@ def _soft_counts(masks: list[SigmoidStepMask]) -> Tensor:
     return fm.sigmoid_step(u, mu[:, None], first.tau).sum(1)
 
 
-def _last_kept(plan: list[dict]) -> int:
+def _last_kept(plan: list[BlockSpec]) -> int:
     """Index of the last block the plan keeps (the first block is always kept)."""
-    return max(i for i, p in enumerate(plan) if p["kept"])
+    return max(i for i, p in enumerate(plan) if p.kept)
 
 
 def _grid(n: int, stretch: float) -> int:
@@ -523,12 +522,11 @@ def _grid(n: int, stretch: float) -> int:
     return max(n, math.floor(n * stretch + 1e-6))
 
 
-def _resampled(plan: list[dict]) -> list[tuple[bool, ...]]:
+def _resampled(plan: list[BlockSpec]) -> list[tuple[bool, ...]]:
     """Per block and axis: does a Fourier crop downsample it (a strided filter is not one)."""
     return [
         tuple(
-            o != i and not p["strided"]
-            for o, i in zip(p["resolution_out"], p["resolution_in"], strict=True)
+            o != i and not p.strided for o, i in zip(p.resolution_out, p.resolution_in, strict=True)
         )
         for p in plan
     ]

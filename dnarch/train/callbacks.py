@@ -30,15 +30,15 @@ def arch_columns(model: DNArchNet) -> dict[str, Any]:
         "blocks_kept": sum(model.depth_kept()),
     }
     for p in model.hard_plan():
-        i = p["index"]
-        row[f"b{i}_kept"] = int(p["kept"])
-        row[f"b{i}_kernel"] = "x".join(map(str, p["kernel"]))
-        row[f"b{i}_hidden"] = p["hidden"]
+        i = p.index
+        row[f"b{i}_kept"] = int(p.kept)
+        row[f"b{i}_kernel"] = "x".join(map(str, p.kernel))
+        row[f"b{i}_hidden"] = p.hidden
         if model.cfg.widen != 1:
-            row[f"b{i}_width"] = p["width"]
-        row[f"b{i}_res_out"] = "x".join(map(str, p["resolution_out"]))
+            row[f"b{i}_width"] = p.width
+        row[f"b{i}_res_out"] = "x".join(map(str, p.resolution_out))
         if model.cfg.learn_groups:
-            row[f"b{i}_groups"] = "/".join(map(str, p["groups"]))
+            row[f"b{i}_groups"] = "/".join(map(str, p.groups))
     return row
 
 
