@@ -200,7 +200,7 @@ def test_a_flop_counter_sees_the_exported_depthwise_convs_whatever_the_backend(m
         return counter.get_total_flops()
 
     want = flops()
-    monkeypatch.setattr(fconv, "choose_backend", lambda x, w: "fft")  # "auto" would take the FFT
+    monkeypatch.setattr(fconv, "choose_backend", lambda x, w, v: "fft")  # "auto" would take the FFT
     assert flops() == want > 0
     assert counted_macs(net, 2, (24,)) == want // 2
 

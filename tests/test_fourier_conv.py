@@ -80,7 +80,7 @@ def test_conv_rejects_even_or_oversized_kernels() -> None:
 def test_auto_backend_picks_the_measured_faster_one(monkeypatch) -> None:
     x, w = torch.randn(2, 4, 30), torch.randn(4, 15)
     for fast in ("direct", "fft"):
-        fconv._CHOICE.clear()
+        v = fconv.Verdicts()
         calls = []
 
         def fake_time(fn, device, repeats=3, fast=fast, calls=calls):
@@ -88,10 +88,9 @@ def test_auto_backend_picks_the_measured_faster_one(monkeypatch) -> None:
             return 1.0 if (len(calls) == 1) == (fast == "direct") else 2.0  # direct is timed first
 
         monkeypatch.setattr(fconv, "_time", fake_time)
-        assert fconv.choose_backend(x, w) == fast and len(calls) == 2
-        assert fconv.choose_backend(torch.randn(7, 4, 30), w) == fast and len(calls) == 2  # cached
-    fconv._CHOICE.clear()
-    assert fconv.choose_backend(x, torch.randn(4, 3)) == "direct"  # 3 taps: no measurement
+        assert fconv.choose_backend(x, w, v) == fast and len(calls) == 2
+        assert fconv.choose_backend(torch.randn(7, 4, 30), w, v) == fast and len(calls) == 2  # kept
+    assert fconv.choose_backend(x, torch.randn(4, 3), fconv.Verdicts()) == "direct"  # 3 taps
 
 
 def test_fft_conv_is_exact_for_every_small_size() -> None:
@@ -119,16 +118,15 @@ def test_fast_length_is_the_next_3_smooth_number() -> None:
 def test_auto_backend_skips_timing_when_the_count_decides(monkeypatch) -> None:
     calls = []
     monkeypatch.setattr(fconv, "_time", lambda *a, **k: calls.append(1) or 1.0)
-    fconv._CHOICE.clear()
-    assert fconv.choose_backend(torch.randn(2, 4, 1500), torch.randn(4, 1499)) == "fft"
-    assert fconv.choose_backend(torch.randn(2, 4, 28, 28), torch.randn(4, 3, 3)) == "direct"
+    v = fconv.Verdicts()
+    assert fconv.choose_backend(torch.randn(2, 4, 1500), torch.randn(4, 1499), v) == "fft"
+    assert fconv.choose_backend(torch.randn(2, 4, 28, 28), torch.randn(4, 3, 3), v) == "direct"
     assert calls == []
     # kernel sizes within a quarter octave share one verdict: one measurement for 15 and 17 taps
     x = torch.randn(2, 4, 30)
-    fconv.choose_backend(x, torch.randn(4, 15))
-    fconv.choose_backend(x, torch.randn(4, 17))
+    fconv.choose_backend(x, torch.randn(4, 15), v)
+    fconv.choose_backend(x, torch.randn(4, 17), v)
     assert len(calls) == 2  # direct and fft, timed once
-    fconv._CHOICE.clear()
 
 
 @pytest.mark.parametrize(
@@ -202,15 +200,14 @@ def test_training_times_forward_and_backward_with_its_own_verdict(monkeypatch) -
         return 1.0 if len(calls) % 2 == 0 else 2.0  # the second timed (fft) wins
 
     monkeypatch.setattr(fconv, "_time", fake_time)
-    fconv._CHOICE.clear()
+    v = fconv.Verdicts()
     x, w = torch.randn(2, 4, 30, requires_grad=True), torch.randn(4, 9, requires_grad=True)
-    assert fconv.choose_backend(x, w) == "fft" and len(calls) == 2
+    assert fconv.choose_backend(x, w, v) == "fft" and len(calls) == 2
     assert isinstance(calls[0], tuple) and calls[0][1].shape == w.shape  # (grad x, grad w)
     with torch.no_grad():
-        assert fconv.choose_backend(x, w) == "direct" and len(calls) == 2  # 9 taps: no timing
-    assert fconv.choose_backend(x, torch.randn(4, 3, requires_grad=True)) == "direct"
+        assert fconv.choose_backend(x, w, v) == "direct" and len(calls) == 2  # 9 taps: no timing
+    assert fconv.choose_backend(x, torch.randn(4, 3, requires_grad=True), v) == "direct"
     assert len(calls) == 2
-    fconv._CHOICE.clear()
 
 
 @pytest.mark.parametrize(
@@ -248,3 +245,27 @@ def test_a_fixed_resolution_resamples_as_the_learned_one(learned) -> None:
     assert torch.allclose(out, fourier.lowpass_crop(x, keep), atol=1e-5)
     out.square().sum().backward()
     assert x.grad is not None and (res.mask.mu.grad is not None) == learned
+
+
+def test_a_model_keeps_its_own_backend_verdicts_and_no_module_state_changes() -> None:
+    import sys
+
+    from dnarch.models import PRESETS, build_model
+
+    def module_state() -> dict[str, int]:
+        """The size of every module-level dict, list and set of the package."""
+        out = {}
+        for name, mod in list(sys.modules.items()):
+            if name.startswith("dnarch"):
+                for key, value in vars(mod).items():
+                    if isinstance(value, (dict, list, set)) and not key.startswith("__"):
+                        out[f"{name}.{key}"] = len(value)
+        return out
+
+    a = build_model(PRESETS["seq"], 1, 3, (30,))
+    b = build_model(PRESETS["seq"], 1, 3, (30,))
+    before = module_state()
+    a(torch.randn(2, 1, 30)).sum().backward()
+    assert module_state() == before  # the verdicts went into the model, not into a module
+    assert a.verdicts.state() and not b.verdicts.state()
+    assert all(blk.conv.verdicts is a.verdicts for blk in a.block_list())

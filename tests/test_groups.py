@@ -365,23 +365,23 @@ def test_a_grouped_model_crops_to_the_reference_whichever_way_it_mixes(
         torch.testing.assert_close(g, grads[1][name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_the_mixing_verdict_is_cached_with_the_conv_verdicts(monkeypatch) -> None:
+def test_the_mixing_verdict_is_kept_with_the_conv_verdicts() -> None:
     from dnarch.functional import conv as fconv
     from dnarch.functional.groups import choose_mixing
 
-    monkeypatch.setattr(fconv, "_CHOICE", {})  # this test's verdicts only, restored after it
+    v = fconv.Verdicts()  # this test's verdicts only
     x, w = torch.randn(8, 12, 30), torch.randn(10, 12)
-    verdict = choose_mixing(x, w, 4)
+    verdict = choose_mixing(x, w, 4, v)
     assert verdict in ("grouped", "dense")
-    saved = [c for c in fconv.conv_choices() if c[3][:2] == ["groups", 4]]
+    saved = [c for c in v.state() if c[3][:2] == ["groups", 4]]
     assert len(saved) == 1 and saved[0][2] == [30] and saved[0][-1] == verdict
-    assert choose_mixing(x, w[:9], 4) == verdict  # a width within the same quarter octave: cached
-    assert len(fconv.conv_choices()) == 1
-    fconv.set_conv_choices([[*saved[0][:4], "dense" if verdict == "grouped" else "grouped"]])
-    assert choose_mixing(x, w, 4) != verdict  # a restored verdict wins over a new measurement
+    assert choose_mixing(x, w[:9], 4, v) == verdict  # a width within the same quarter octave: kept
+    assert len(v.state()) == 1
+    v.load([[*saved[0][:4], "dense" if verdict == "grouped" else "grouped"]])
+    assert choose_mixing(x, w, 4, v) != verdict  # a restored verdict wins over a new measurement
     torch.use_deterministic_algorithms(True)
     try:
-        assert choose_mixing(x, w, 8) == "dense"  # deterministic runs never time
+        assert choose_mixing(x, w, 8, v) == "dense"  # deterministic runs never time
     finally:
         torch.use_deterministic_algorithms(False)
 

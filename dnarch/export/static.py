@@ -30,7 +30,7 @@ from dnarch.export.spec import ArchSpec, BlockSpec
 from dnarch.files import atomic_path, atomic_write_text
 from dnarch.functional import fourier
 from dnarch.functional.channels import pad_channels
-from dnarch.functional.conv import CONV, NORM, depthwise_conv
+from dnarch.functional.conv import CONV, NORM, Verdicts, depthwise_conv
 from dnarch.functional.groups import (
     bit_reversed_order,
     group_slots,
@@ -50,7 +50,7 @@ def _depthwise_forward(conv: Any, x: Tensor) -> Tensor:
         # a tool is watching: a graph for another runtime (.pt2, ONNX), a FLOP counter: it sees the
         # plain convolution the layer stands for
         backend = "direct"
-    return depthwise_conv(x, conv.weight.squeeze(1), conv.bias, backend)
+    return depthwise_conv(x, conv.weight.squeeze(1), conv.bias, backend, conv.verdicts)
 
 
 class DepthwiseConv1d(nn.Conv1d):
@@ -62,6 +62,7 @@ class DepthwiseConv1d(nn.Conv1d):
     x: (B, C, L) -> (B, C, L)."""
 
     backend = "auto"
+    verdicts: Verdicts | None = None  # the network's store of backend verdicts (``StaticNet``)
 
     def forward(self, x: Tensor) -> Tensor:
         return _depthwise_forward(self, x)
@@ -71,6 +72,7 @@ class DepthwiseConv2d(nn.Conv2d):
     """``DepthwiseConv1d`` for maps. x: (B, C, H, W) -> (B, C, H, W)."""
 
     backend = "auto"
+    verdicts: Verdicts | None = None  # the network's store of backend verdicts (``StaticNet``)
 
     def forward(self, x: Tensor) -> Tensor:
         return _depthwise_forward(self, x)
@@ -80,6 +82,7 @@ class DepthwiseConv3d(nn.Conv3d):
     """``DepthwiseConv1d`` for volumes. x: (B, C, D, H, W) -> (B, C, D, H, W)."""
 
     backend = "auto"
+    verdicts: Verdicts | None = None  # the network's store of backend verdicts (``StaticNet``)
 
     def forward(self, x: Tensor) -> Tensor:
         return _depthwise_forward(self, x)
@@ -251,6 +254,11 @@ class StaticNet(nn.Module):
         self.head: nn.Module = (
             CONV[nd](c, spec.num_classes, 1) if spec.dense else nn.Linear(c, spec.num_classes)
         )
+        # the timed backend choices of its depthwise convolutions, one store for the network
+        self.verdicts = Verdicts()
+        for m in self.modules():
+            if isinstance(m, _DEPTHWISE_TYPES):
+                m.verdicts = self.verdicts
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == self.spec.ndim + 1 and self.spec.in_channels == 1:

@@ -18,17 +18,38 @@ from torch import Tensor, nn
 from dnarch.functional.fourier import fft_input
 
 BACKENDS = ("auto", "direct", "fft")
-# Verdicts of the timed choices between two computations of one function, per (device, dtype, shape,
-# buckets): the depthwise backend here, and whether a grouped 1x1 layer runs grouped or dense
-# (``functional.groups.choose_mixing``, buckets ("groups", G)). Checkpoints carry them.
-_CHOICE: dict[tuple, str] = {}
 
 
-def remember(key: tuple, decide: Callable[[], str]) -> str:
-    """The cached verdict for ``key``, made by ``decide()`` the first time."""
-    if key not in _CHOICE:
-        _CHOICE[key] = decide()
-    return _CHOICE[key]
+class Verdicts:
+    """The verdicts of timed choices between two computations of one function, per (device, dtype,
+    shape, buckets): the depthwise backend (``choose_backend``), and whether a grouped 1x1 layer runs
+    grouped or dense (``functional.groups.choose_mixing``, buckets ("groups", G)). A model owns one
+    and hands it to its layers; a run's checkpoint carries it (``state`` / ``load``), so that a
+    resumed run computes with the same backends. Nothing is shared between models."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple, str] = {}
+
+    def remember(self, key: tuple, decide: Callable[[], str]) -> str:
+        """The verdict for ``key``, made by ``decide()`` the first time."""
+        if key not in self.cache:
+            self.cache[key] = decide()
+        return self.cache[key]
+
+    def state(self) -> list[list[Any]]:
+        """The verdicts as plain lists (for a checkpoint)."""
+        return [[k[0], str(k[1]), list(k[2]), list(k[3]), v] for k, v in self.cache.items()]
+
+    def load(self, choices: list[list[Any]]) -> None:
+        """Restore verdicts saved by ``state`` (they take precedence over new measurements)."""
+        for device, dtype, shape, buckets, choice in choices:
+            key = (
+                device,
+                getattr(torch, str(dtype).removeprefix("torch.")),
+                tuple(shape),
+                tuple(buckets),
+            )
+            self.cache[key] = choice
 
 
 # the convolution and batch-norm modules of each spatial rank (1D, 2D, 3D)
@@ -182,11 +203,17 @@ class _FFTCorrelate(torch.autograd.Function):
 
 
 def depthwise_conv(
-    x: Tensor, weight: Tensor, bias: Tensor | None = None, backend: str = "auto"
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    backend: str = "auto",
+    verdicts: Verdicts | None = None,
 ) -> Tensor:
-    """Depthwise 'same' convolution by the named backend. Shapes as ``depthwise_direct``."""
+    """Depthwise 'same' convolution by the named backend; "auto" asks ``choose_backend``, whose
+    verdicts are kept in ``verdicts`` (the calling model's; None: measured afresh, kept nowhere).
+    Shapes as ``depthwise_direct``."""
     if backend == "auto":
-        backend = choose_backend(x, weight)
+        backend = choose_backend(x, weight, verdicts if verdicts is not None else Verdicts())
     if backend == "direct":
         return depthwise_direct(x, weight, bias)
     if backend == "fft":
@@ -194,8 +221,9 @@ def depthwise_conv(
     raise ValueError(f"unknown conv backend {backend!r}; choose one of {BACKENDS}")
 
 
-def choose_backend(x: Tensor, weight: Tensor) -> str:
-    """The faster backend for these shapes on this device, measured once per shape class and cached.
+def choose_backend(x: Tensor, weight: Tensor, verdicts: Verdicts) -> str:
+    """The faster backend for these shapes on this device, measured once per shape class and kept
+    in ``verdicts``.
 
     Kernel sizes and (with cropping) lengths change all through training, so a measurement per exact
     shape would be paid over and over. Instead: kernel sizes and lengths are bucketed by quarter
@@ -216,17 +244,18 @@ def choose_backend(x: Tensor, weight: Tensor) -> str:
     )
     lengths = tuple(round(4 * math.log2(n)) for n in x.shape[2:])
     key = (x.device.type, x.dtype, lengths, buckets)
-    if key not in _CHOICE:
+
+    def decide() -> str:
         direct_ops = math.prod(x.shape[2:]) * math.prod(weight.shape[1:])
         n = math.prod(fft_sizes(x.shape[2:], weight.shape[1:]))
         fft_ops = 3 * n * max(1.0, math.log2(n))  # forward, product, inverse
         short = max(weight.shape[1:]) <= 3 if train else weight[0].numel() <= 9
         if torch.are_deterministic_algorithms_enabled():  # no timing: the same verdict every run
-            _CHOICE[key] = "fft" if fft_ops < direct_ops else "direct"
+            return "fft" if fft_ops < direct_ops else "direct"
         elif short or direct_ops * 16 < fft_ops:
-            _CHOICE[key] = "direct"  # short kernels: nothing for an FFT to win
+            return "direct"  # short kernels: nothing for an FFT to win
         elif fft_ops * (4 if train else 16) < direct_ops:
-            _CHOICE[key] = "fft"
+            return "fft"
         else:
             xd, wd = x[:8].detach(), weight.detach()
             if train:
@@ -244,26 +273,9 @@ def choose_backend(x: Tensor, weight: Tensor) -> str:
                 with torch.no_grad():
                     t_direct = _time(lambda: depthwise_direct(xd, wd), x.device)
                     t_fft = _time(lambda: depthwise_fft(xd, wd), x.device)
-            _CHOICE[key] = "fft" if t_fft < t_direct else "direct"
-    return _CHOICE[key]
+            return "fft" if t_fft < t_direct else "direct"
 
-
-def conv_choices() -> list[list[Any]]:
-    """The cached backend verdicts as plain lists (for a checkpoint: a resumed run must compute with
-    the same backends to continue bit for bit)."""
-    return [[k[0], str(k[1]), list(k[2]), list(k[3]), v] for k, v in _CHOICE.items()]
-
-
-def set_conv_choices(choices: list[list[Any]]) -> None:
-    """Restore verdicts saved by ``conv_choices`` (they take precedence over new measurements)."""
-    for device, dtype, shape, buckets, choice in choices:
-        key = (
-            device,
-            getattr(torch, str(dtype).removeprefix("torch.")),
-            tuple(shape),
-            tuple(buckets),
-        )
-        _CHOICE[key] = choice
+    return verdicts.remember(key, decide)
 
 
 def _time(fn: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:

@@ -138,10 +138,10 @@ def grouped_pointwise(x: Tensor, weight: Tensor, bias: Tensor, groups: int) -> T
     return out.index_select(1, _index(tuple(back), x.device))
 
 
-def choose_mixing(x: Tensor, weight: Tensor, groups: int) -> str:
+def choose_mixing(x: Tensor, weight: Tensor, groups: int, verdicts: fconv.Verdicts) -> str:
     """'grouped' or 'dense': the faster way to run a grouped 1x1 layer for these shapes on this
-    device, forward and backward, timed once on 4 samples and cached with the conv backend verdicts
-    (``functional.conv.remember``). Widths are bucketed by quarter octaves (one verdict covers widths
+    device, forward and backward, timed once on 4 samples and kept in ``verdicts`` beside the conv backend's
+    (``functional.conv.Verdicts``). Widths are bucketed by quarter octaves (one verdict covers widths
     within ~19%, as the widths move all through training). Under deterministic algorithms: 'dense',
     untimed."""
     rows, cols = weight.shape
@@ -168,4 +168,4 @@ def choose_mixing(x: Tensor, weight: Tensor, groups: int) -> str:
             t_grouped = fconv._time(grouped, x.device)
         return "grouped" if t_grouped < t_dense else "dense"
 
-    return fconv.remember(key, decide)
+    return verdicts.remember(key, decide)

@@ -27,7 +27,7 @@ from dnarch.config import NetConfig
 from dnarch.functional import fourier
 from dnarch.functional import masks as fm
 from dnarch.functional.channels import pad_channels
-from dnarch.functional.conv import CONV, conv_nd
+from dnarch.functional.conv import CONV, Verdicts, conv_nd
 from dnarch.functional.memo import made_once
 from dnarch.nn.block import (
     BlockSettings,
@@ -156,6 +156,10 @@ class DNArchNet(nn.Module):
             )
             for i in range(cfg.blocks)
         )
+        # the timed backend choices of every layer, one store per model (``functional.conv.Verdicts``)
+        self.verdicts = Verdicts()
+        for b in self.block_list():
+            b.conv.verdicts = self.verdicts
         n = max(self.input_shape)
         if n > MAX_RESAMPLED_LENGTH and any(b.resolution is not None for b in self.block_list()):
             raise ValueError(

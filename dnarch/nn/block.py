@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnarch.functional.conv import halve, halving_filter
+from dnarch.functional.conv import Verdicts, halve, halving_filter
 from dnarch.functional.dropout import Dropout
 from dnarch.functional.groups import choose_mixing, grouped_pointwise, relation
 from dnarch.nn.ckconv import DepthwiseCKConv
@@ -138,6 +138,7 @@ def mixing(
     cols: int,
     groups: GroupMask | None,
     crop: bool,
+    verdicts: Verdicts,
     row_scale: Tensor | None = None,
     col_scale: Tensor | None = None,
 ) -> Tensor:
@@ -147,7 +148,7 @@ def mixing(
     if groups is None or g == 1:
         return pointwise(x, lin, rows, cols, groups, row_scale, col_scale)
     w, b = layer_weights(lin, rows, cols, groups, row_scale, col_scale)
-    if choose_mixing(x, w, g) == "dense":
+    if choose_mixing(x, w, g, verdicts) == "dense":
         return conv1x1(x, w, b)
     return grouped_pointwise(x, w, b, g)
 
@@ -186,6 +187,11 @@ class DNArchBlock(nn.Module):
         # NetConfig.downsample='strided': each channel of the incoming stream filtered by 3 taps per
         # axis at stride 2, started at [1, 6, 1] / 8 per axis (``functional.conv.halving_filter``)
         self.halve_filter = nn.Parameter(halving_filter(s.ndim, width)) if s.halve else None
+
+    @property
+    def verdicts(self) -> Verdicts:
+        """The backend verdicts its layers keep (its conv's: the model's one)."""
+        return self.conv.verdicts
 
     def resample(self, x: Tensor, cap: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Apply R_l. Returns the resampled x and the cap for the next block."""
@@ -226,9 +232,9 @@ class DNArchBlock(nn.Module):
         h = F.gelu(h)
         m_w, kept = self.width_mask.values_and_count(hidden_grid, self.pw1.out_features)
         w = kept if crop else m_w.numel()
-        h = F.gelu(mixing(h, self.pw1, w, c, self.pw1_groups, crop))  # (B, w, *S')
+        h = F.gelu(mixing(h, self.pw1, w, c, self.pw1_groups, crop, self.verdicts))  # (B, w, *S')
         # dropout commutes with pw2's per-channel output scale (one mask value per element)
-        h = mixing(h, self.pw2, c, w, self.pw2_groups, crop, m_res * depth, m_w[:w])
+        h = mixing(h, self.pw2, c, w, self.pw2_groups, crop, self.verdicts, m_res * depth, m_w[:w])
         return x + self.dropout(h), cap  # (B, c, *S')
 
     def soft_hidden(self) -> Tensor:

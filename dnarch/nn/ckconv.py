@@ -72,6 +72,8 @@ class DepthwiseCKConv(nn.Module):
         self.mask = GaussianKernelMask(ndim, max(init_cutoff, floor), floor, threshold)
         self.bias = nn.Parameter(torch.zeros(channels))
         self._grids: dict[Hashable, Tensor] = {}  # kernel positions per grid (``_positions``)
+        # the backend verdicts: its own until the model hands every layer the model's one
+        self.verdicts = fconv.Verdicts()
         self.direct: nn.Parameter | None = None
         if direct:
             bound = 1.0 / math.sqrt(direct**ndim)  # nn.Conv default for a depthwise kernel
@@ -108,4 +110,4 @@ class DepthwiseCKConv(nn.Module):
         """x: (B, c, *S) with c <= channels. Returns (B, c, *S)."""
         c, lengths = x.shape[1], tuple(x.shape[2:])
         w = self.kernel(lengths, c, full)
-        return fconv.depthwise_conv(x, w, self.bias[:c], self.backend)
+        return fconv.depthwise_conv(x, w, self.bias[:c], self.backend, self.verdicts)

@@ -34,6 +34,7 @@ class FixedNet(nn.Module):
     def __init__(self, net: nn.Module, task: str, num_classes: int) -> None:
         super().__init__()
         self.net, self.task, self.num_classes = net, task, num_classes
+        self.verdicts = getattr(net, "verdicts", None)  # an exported network's backend verdicts
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

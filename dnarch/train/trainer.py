@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from dnarch.config import TrainConfig
 from dnarch.cost import model_cost
 from dnarch.data import DataBundle
-from dnarch.functional.conv import conv_choices, set_conv_choices
+from dnarch.functional.conv import Verdicts
 from dnarch.models import DNArchNet
 from dnarch.nn.sync_norm import syncing
 from dnarch.train import distributed
@@ -381,6 +381,8 @@ class Trainer:
         self.epoch_order = self.generator.get_state()
         self._stop_requested = False
         self.desc = desc  # the progress bar's label
+        # the model's backend verdicts, saved with the checkpoint (a fixed network's net may have one)
+        self.verdicts: Verdicts = getattr(model, "verdicts", None) or Verdicts()
         self.peak = target_peak(data.y_test) if model.task == "regress" else 1.0
 
     def state_dict(self) -> dict[str, Any]:
@@ -398,7 +400,7 @@ class Trainer:
             "faults": st.faults,
             "data_order": self.epoch_order if st.step else self.generator.get_state(),
             "rng": rng_states(),
-            "backend_choices": conv_choices(),
+            "backend_choices": self.verdicts.state(),
         }
 
     def load_state_dict(self, blob: dict[str, Any]) -> None:
@@ -427,7 +429,7 @@ class Trainer:
         self.generator.set_state(blob["data_order"])
         self.epoch_order = blob["data_order"]
         set_rng_states(blob["rng"])
-        set_conv_choices(blob["backend_choices"])
+        self.verdicts.load(blob["backend_choices"])
 
     def request_stop(self) -> None:
         """Ask the loop to stop after the step under way (safe from a signal handler)."""
