@@ -50,6 +50,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -292,7 +293,9 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument(
         "--net", nargs="+", default=[], metavar="KEY=VALUE",
-        help="change the preset maximal network of every dataset, e.g. width=64 hidden=128",
+        help="change the preset maximal network of every dataset, e.g. width=64 hidden=128 (or, "
+        "as the CLI writes it, --net.width=64 --net.hidden=128; --train.KEY=VALUE and "
+        "--budget.KEY=VALUE likewise)",
     )  # fmt: skip
     ap.add_argument(
         "--train", nargs="+", default=[], metavar="KEY=VALUE",
@@ -317,7 +320,8 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--name", default=None, help="file stem (default compare, compare-quick)")
-    args = ap.parse_args()
+    args, extra = ap.parse_known_args()
+    dotted_overrides(ap, args, extra)
     args.train_changes = train_changes(args.train)
     args.budget_changes = budget_changes(args.budget_config)
     if args.quick:
@@ -511,6 +515,27 @@ def taken_over(paths: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def dotted_overrides(
+    ap: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]
+) -> None:
+    """The CLI's own override syntax, ``--net.width=64`` (or ``--net.width 64``), for ``net``,
+    ``train`` and ``budget`` keys: added to ``args.net`` / ``args.train`` / ``args.budget_config``
+    (which also take ``--net width=64``). Any other unknown argument is an error."""
+    lists = {"net": args.net, "train": args.train, "budget": args.budget_config}
+    tokens = list(extra)
+    while tokens:
+        token = tokens.pop(0)
+        m = re.fullmatch(r"--(net|train|budget)\.(\w+)(?:=(.*))?", token)
+        if m is None:
+            ap.error(f"unrecognized arguments: {token}")
+        value = m.group(3)
+        if value is None:
+            if not tokens or tokens[0].startswith("--"):
+                ap.error(f"{token} needs a value")
+            value = tokens.pop(0)
+        lists[m.group(1)].append(f"{m.group(2)}={value}")
+
+
 def changed(section: str, changes: list[str], base: RunConfig | None = None) -> RunConfig:
     """``base`` (default ``RunConfig()``) with ``--net`` / ``--train`` ``KEY=VALUE`` changes to
     ``section``, typed and checked; a bad one exits with one line."""
@@ -587,6 +612,12 @@ def net_note(rows: list[dict[str, Any]]) -> str:
                     rest = words[words.index(flag) + 1 :]
                     changes = list(itertools.takewhile(lambda w: "=" in w, rest))
                     settings.append(" ".join([flag, *changes]))
+            # the CLI's syntax: --net.width=64 (or --net.width 64)
+            for i, w in enumerate(words):
+                if re.fullmatch(r"--(net|train|budget)\.\w+", w) and i + 1 < len(words):
+                    settings.append(f"{w}={words[i + 1]}")
+                elif re.fullmatch(r"--(net|train|budget)\.\w+=.*", w):
+                    settings.append(w)
             made = " ".join(settings)
             if made and made not in found:
                 found.append(made)

@@ -57,7 +57,7 @@ def fit(
     maximal network's MACs (or a string like '25%'), an absolute whole number (> 1), or None for no
     complexity loss; anything else raises ``ConfigError``; left out, the
     config's (default 0.5). epochs: left out, the config's (default 40). ``overrides`` are dotted config
-    keys with ``__`` for the dot, e.g. ``net__width=64``. out: optional run folder: new or empty, or holding a run that ``overwrite``
+    keys as the CLI names them, ``**{"net.width": 64}``, or with ``__`` for the dot, ``net__width=64``. out: optional run folder: new or empty, or holding a run that ``overwrite``
     replaces (a folder that is not a run is never touched).
     """
     given = task or str(overrides.pop("data__task", "auto"))

@@ -232,6 +232,8 @@ def test_api_raises_clear_exceptions() -> None:
         dnarch.fit(x, y, x, y, budget=3.0, epochs=1, progress=False)
     with pytest.raises(ConfigError, match="unknown config key"):
         dnarch.fit(x, y, x, y, epochs=1, progress=False, net__widht=3)
+    with pytest.raises(ConfigError, match="unknown config key"):
+        dnarch.fit(x, y, x, y, epochs=1, progress=False, **{"net.widht": 3})  # the CLI's spelling
     for budget, message in (
         ("abc", "budget takes a fraction"),
         ([0.5], "budget takes a fraction"),

@@ -118,6 +118,24 @@ def test_compare_net_and_train_settings_are_typed_and_bad_ones_are_one_line() ->
             raise AssertionError(f"{bad} was accepted")
 
 
+def test_compare_takes_the_clis_dotted_overrides_too() -> None:
+    import argparse
+
+    compare = load_benchmark("compare")
+    ap = argparse.ArgumentParser()
+    for flag in ("--net", "--train", "--budget-config"):
+        ap.add_argument(flag, nargs="+", default=[])
+    args, extra = ap.parse_known_args(
+        ["--net", "hidden=16", "--net.width=8", "--train.lr", "1e-3", "--budget.anneal_from=start"]
+    )
+    compare.dotted_overrides(ap, args, extra)
+    assert args.net == ["hidden=16", "width=8"] and args.train == ["lr=1e-3"]
+    assert args.budget_config == ["anneal_from=start"]
+    made = "python benchmarks/compare.py --net.widen=4 --train.lr 1e-3 --epochs 10"
+    note = compare.net_note([run_row("dnarch", 0.5, commands=[made])])
+    assert "`--net.widen=4 --train.lr=1e-3`" in note and "--epochs" not in note
+
+
 def test_a_table_names_the_net_changes_its_runs_were_made_with() -> None:
     compare = load_benchmark("compare")
     made = "python benchmarks/compare.py --net widen=4 learn_resolution=false --epochs 10"
