@@ -7,8 +7,9 @@ import torch
 
 from dnarch.config import ConfigError, NetConfig
 from dnarch.cost import floor_copy, model_cost
+from dnarch.export import harden
 from dnarch.models import build_model
-from tests.conftest import check_crop_export_and_cost, shrunk_model
+from tests.conftest import shrunk_model
 
 
 def _net(**kw) -> NetConfig:
@@ -25,7 +26,7 @@ def test_stage_depth_crop_export_and_cost(shape, seed, task, downsample) -> None
         shape, seed, task=task, widen=1.0 + seed % 2, stem_kernel=3, direct_kernel=3,
         downsample=downsample, stage_blocks=2,
     )  # fmt: skip
-    spec = check_crop_export_and_cost(m, torch.randn(5, 2, *shape))
+    spec = harden(m)  # the contract: tests/test_contract.py
     kept = m.depth_kept()
     assert kept[0] and kept[2]  # the first block of each stage
     assert [b.index for b in spec.kept_blocks] == [i for i, k in enumerate(kept) if k]

@@ -10,16 +10,7 @@ from dnarch.config import ConfigError, NetConfig
 from dnarch.cost import model_cost
 from dnarch.export import ArchSpec, harden
 from dnarch.models import build_model
-from tests.conftest import check_crop_export_and_cost, shrunk_model
-
-
-@pytest.mark.parametrize("task", ["classify", "segment"])
-@pytest.mark.parametrize("shape", [(40,), (12, 9)])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_stem_kernel_network_crop_export_and_cost(shape, seed, task) -> None:
-    m = shrunk_model(shape, seed, task=task, widen=1.0 + seed, stem_kernel=3, direct_kernel=3)
-    spec = check_crop_export_and_cost(m, torch.randn(5, 2, *shape))
-    assert spec.stem_kernel == 3
+from tests.conftest import shrunk_model
 
 
 def test_the_stem_is_a_same_padded_convolution_norm_and_relu_masked() -> None:
