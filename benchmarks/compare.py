@@ -515,6 +515,10 @@ def taken_over(paths: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+# the CLI's override syntax: --net.width=64, or --net.width 64 (the value the next argument)
+DOTTED = re.compile(r"--(net|train|budget)\.(\w+)(?:=(.*))?")
+
+
 def dotted_overrides(
     ap: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]
 ) -> None:
@@ -525,7 +529,7 @@ def dotted_overrides(
     tokens = list(extra)
     while tokens:
         token = tokens.pop(0)
-        m = re.fullmatch(r"--(net|train|budget)\.(\w+)(?:=(.*))?", token)
+        m = DOTTED.fullmatch(token)
         if m is None:
             ap.error(f"unrecognized arguments: {token}")
         value = m.group(3)
@@ -614,10 +618,11 @@ def net_note(rows: list[dict[str, Any]]) -> str:
                     settings.append(" ".join([flag, *changes]))
             # the CLI's syntax: --net.width=64 (or --net.width 64)
             for i, w in enumerate(words):
-                if re.fullmatch(r"--(net|train|budget)\.\w+", w) and i + 1 < len(words):
-                    settings.append(f"{w}={words[i + 1]}")
-                elif re.fullmatch(r"--(net|train|budget)\.\w+=.*", w):
+                m = DOTTED.fullmatch(w)
+                if m is not None and m.group(3) is not None:
                     settings.append(w)
+                elif m is not None and i + 1 < len(words):
+                    settings.append(f"{w}={words[i + 1]}")
             made = " ".join(settings)
             if made and made not in found:
                 found.append(made)
