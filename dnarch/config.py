@@ -486,6 +486,9 @@ def with_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
     return from_dict(RunConfig, data)
 
 
+# the four learned axes, as ``NetConfig.learn_<axis>`` names them
+AXES = ("kernel", "width", "resolution", "depth")
+
 BUDGET_HELP = "a fraction of the maximal network like 0.25 or 25%, an absolute count, or none"
 
 

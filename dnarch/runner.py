@@ -342,7 +342,7 @@ def arch_table(result: RunResult) -> str:
             f"{b.index:>5}  {'kept' if b.kept else 'removed':<8} {kern:>14} {hid:>10}{groups}  {res}"
         )
     lines += [
-        f"blocks: {len(spec.kept_blocks)} ({m.cfg.blocks}), residual width: "
+        f"blocks: {len(spec.kept_blocks)} ({m.max_blocks}), residual width: "
         f"{spec.widths_text()} ({top.widths_text()})",
         describe_gates(s.get("train", {})),
         f"MACs/sample: {s['macs']:,} ({s['max_macs']:,}) = {100 * s['macs'] / s['max_macs']:.1f}% "

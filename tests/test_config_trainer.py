@@ -23,6 +23,19 @@ from dnarch.train.trainer import (
 )
 
 
+def test_the_model_keeps_what_it_reads_of_its_settings_not_the_config() -> None:
+    """The settings are read once, when the model is built: nothing in it holds the NetConfig, and
+    what other code needs of them is a named attribute of the model."""
+    cfg = NetConfig(width=16, hidden=24, blocks=3, widen=2.0, learn_depth=False)
+    m = build_model(cfg, 1, 10, (40,))
+    assert not any(isinstance(v, NetConfig) for mod in m.modules() for v in vars(mod).values())
+    assert (m.width, m.hidden, m.widen, m.max_blocks) == (16, 24, 2.0, 3)
+    assert m.learned_axes == {"kernel", "width", "resolution"} and not m.learn_groups
+    assert build_model(NetConfig(learn_groups=True), 1, 10, (40,)).learn_groups
+    assert not m.kernels_start_small
+    assert build_model(NetConfig(init_kernel_cutoff=0.5), 1, 10, (40,)).kernels_start_small
+
+
 def test_overrides_are_typed() -> None:
     cfg = with_overrides(
         RunConfig(),

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dnarch.config import NetConfig
-
-AXES = ("kernel", "width", "resolution", "depth")
+from dnarch.config import AXES, NetConfig
 
 
 def frozen_net(net: NetConfig) -> NetConfig:

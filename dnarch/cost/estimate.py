@@ -197,14 +197,14 @@ def floor_copy(model: DNArchNet, metric: str = "macs") -> DNArchNet:
     most groups dearer than fewer."""
     small = copy.deepcopy(model)
     masks: list[Any] = []
-    if model.cfg.learn_width:
+    if "width" in model.learned_axes:
         masks += [small.residual_mask, *(b.width_mask for b in small.block_list())]
-    if model.cfg.learn_depth:
+    if "depth" in model.learned_axes:
         masks += small.depth_masks()
     for b in small.block_list():
-        if model.cfg.learn_kernel:
+        if "kernel" in model.learned_axes:
             masks.append(b.conv.mask)
-        if model.cfg.learn_resolution and b.resolution is not None:
+        if "resolution" in model.learned_axes and b.resolution is not None:
             masks.append(b.resolution.mask)
     for m in masks:
         m.to_floor_()

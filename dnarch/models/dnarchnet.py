@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnarch.config import NetConfig
+from dnarch.config import AXES, NetConfig
 from dnarch.functional import fourier
 from dnarch.functional import masks as fm
 from dnarch.functional.channels import pad_channels
@@ -105,7 +105,18 @@ class DNArchNet(nn.Module):
                 f"need spatial sizes >= 1, in_channels >= 1 and num_classes >= 2 (1 output for "
                 f"regression); got {tuple(input_shape)}, {in_channels}, {num_classes}"
             )
-        self.cfg, self.task = cfg, task
+        self.task = task
+        # what the rest of the package reads of the settings; the config itself is not kept, so
+        # nothing reaches through the model into it (``NetConfig`` describes each)
+        self.width, self.hidden, self.widen = cfg.width, cfg.hidden, cfg.widen
+        self.max_blocks, self.group_bits = cfg.blocks, cfg.group_bits
+        self.learn_groups = cfg.learn_groups
+        self.learned_axes: frozenset[str] = frozenset(
+            axis for axis in AXES if getattr(cfg, f"learn_{axis}")
+        )
+        # do the kernels start below their ceiling (the budget's target then starts at the network
+        # as built: ``budget.anneal_from=auto``)
+        self.kernels_start_small = cfg.init_kernel_cutoff < 1
         self.dense = task != "classify"
         self.dense_skip = self.dense and cfg.dense_skip
         self.in_channels, self.num_classes = in_channels, num_classes
@@ -242,7 +253,7 @@ class DNArchNet(nn.Module):
         masks: list[Any] = [big.residual_mask, *big.depth_masks()]
         for b in big.block_list():
             masks += [b.conv.mask, b.width_mask, *b.group_masks()]
-            if self.cfg.learn_resolution and b.resolution is not None:
+            if "resolution" in self.learned_axes and b.resolution is not None:
                 masks.append(b.resolution.mask)
         for m in masks:
             m.to_ceiling_()
@@ -356,16 +367,16 @@ class DNArchNet(nn.Module):
     def stretch(self, lengths: Sequence[int]) -> float:
         """How much a block that runs at ``lengths`` samples per axis widens: min(widen,
         sqrt(P_0 / P)) for P of the input's P_0 positions (1 at full resolution)."""
-        if self.cfg.widen == 1:
+        if self.widen == 1:
             return 1.0
         ratio = math.prod(self.input_shape) / math.prod(int(n) for n in lengths)
-        return min(self.cfg.widen, math.sqrt(ratio))
+        return min(self.widen, math.sqrt(ratio))
 
     def grids(self, lengths: Sequence[int]) -> tuple[int, int]:
         """Entries of the residual and hidden width masks' grids for a block at ``lengths``: the
         maximal widths C and W, stretched (``stretch``)."""
         s = self.stretch(lengths)
-        return _grid(self.cfg.width, s), _grid(self.cfg.hidden, s)
+        return _grid(self.width, s), _grid(self.hidden, s)
 
     def _dense_head(self, h: Tensor, h0: Tensor) -> Tensor:
         """h: (B, c, *S_L) normed features; h0: (B, c, *S0) the stem's output -> (B, K, *S0)."""
@@ -454,7 +465,7 @@ class DNArchNet(nn.Module):
                 groups=t([p.groups for p in plan]),
                 width=t([p.width for p in plan]),
                 head_width=t(plan[_last_kept(plan)].width),
-                grouped=self.cfg.learn_groups,
+                grouped=self.learn_groups,
             )
         lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
         resolution, cap = [], None
@@ -468,19 +479,19 @@ class DNArchNet(nn.Module):
             resolution.append(lengths)
         res = torch.stack(resolution)  # (L, ndim)
         residual = self.residual_mask.soft_count()
-        if self.cfg.widen == 1:
+        if self.widen == 1:
             stretch: Tensor | float = 1.0
         else:  # the stretch of the widths, differentiable in the resolution (NetConfig.widen)
             p0 = float(math.prod(self.input_shape))
-            stretch = (p0 / res.prod(1)).sqrt().clamp(max=self.cfg.widen)
+            stretch = (p0 / res.prod(1)).sqrt().clamp(max=self.widen)
         sigma = torch.stack([b.conv.mask.sigma for b in blocks])  # (L, ndim)
         kernel = torch.clamp(sigma * blocks[0].conv.mask.scale * res + 1.0, min=3.0)
-        if self.cfg.learn_groups:
+        if self.learn_groups:
             groups = torch.stack([b.soft_groups() for b in blocks])
         else:
             groups = torch.ones(len(blocks), 2, device=dev)
         last = _last_kept(plan)
-        width = residual * stretch if self.cfg.widen != 1 else residual.expand(len(blocks))
+        width = residual * stretch if self.widen != 1 else residual.expand(len(blocks))
         return ArchSizes(
             residual=residual,
             depth=torch.cat([m.raw() for m in self.depth_masks()]),
@@ -494,7 +505,7 @@ class DNArchNet(nn.Module):
             groups=groups,
             width=width,
             head_width=width[last],
-            grouped=self.cfg.learn_groups,
+            grouped=self.learn_groups,
         )
 
     def max_sizes(self) -> ArchSizes:

@@ -34,10 +34,10 @@ def arch_columns(model: DNArchNet) -> dict[str, Any]:
         row[f"b{i}_kept"] = int(p.kept)
         row[f"b{i}_kernel"] = "x".join(map(str, p.kernel))
         row[f"b{i}_hidden"] = p.hidden
-        if model.cfg.widen != 1:
+        if model.widen != 1:
             row[f"b{i}_width"] = p.width
         row[f"b{i}_res_out"] = "x".join(map(str, p.resolution_out))
-        if model.cfg.learn_groups:
+        if model.learn_groups:
             row[f"b{i}_groups"] = "/".join(map(str, p.groups))
     return row
 
@@ -56,13 +56,13 @@ def soft_sizes(model: Any) -> dict[str, float]:
     ):
         out[f"block{i}/depth"] = float(d)
         out[f"block{i}/hidden"] = float(h)
-        if model.cfg.widen != 1:
+        if model.widen != 1:
             out[f"block{i}/width"] = float(sizes.width[i])
         for a, v in enumerate(k.reshape(-1).tolist()):
             out[f"block{i}/kernel_axis{a}"] = v
         for a, v in enumerate(r.reshape(-1).tolist()):
             out[f"block{i}/resolution_axis{a}"] = v
-        if model.cfg.learn_groups:
+        if model.learn_groups:
             out[f"block{i}/groups_pw1"], out[f"block{i}/groups_pw2"] = sizes.groups[i].tolist()
     return out
 

@@ -49,7 +49,7 @@ class Objective:
         # the target falls (or rises) from here to the budget: the model as built, before training
         start = cfg.anneal_from
         if start == "auto":
-            start = "start" if model.cfg.init_kernel_cutoff < 1 else "max"
+            start = "start" if model.kernels_start_small else "max"
         self.start_cost = (
             self.max_cost if start == "max" else float(model_cost(model, "hard").get(cfg.metric))
         )
