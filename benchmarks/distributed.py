@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dnarch.data import load_data
 from dnarch.train.distributed import World
-from dnarch.train.trainer import batch_loader
+from dnarch.train.loader import batch_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -51,7 +51,8 @@ from dnarch.models.plain_cnn import plain_cnn_for_budget
 from dnarch.provenance import git_commit
 from dnarch.train.callbacks import load_checkpoint
 from dnarch.train.objective import Objective
-from dnarch.train.trainer import LossAndCost, adamw, param_groups
+from dnarch.train.schedule import adamw, param_groups
+from dnarch.train.trainer import LossAndCost
 
 LEARN = {"mnist1d": (20, 0), "fashion-mnist": (10, 1000), "fashion-mnist-seq": (10, 1000)}
 """Per dataset, the learned run's epochs and its training (and test) samples, 0 = all."""

@@ -47,7 +47,8 @@ from dnarch.train.callbacks import (
 from dnarch.train.folder import RunLock, check_out_dir, clear_run, is_run
 from dnarch.train.metrics import SCORES, evaluate_task, score_lines, target_peak
 from dnarch.train.objective import Objective
-from dnarch.train.trainer import Trainer, seed_everything
+from dnarch.train.runtime import seed_everything
+from dnarch.train.trainer import Trainer
 
 
 @dataclass

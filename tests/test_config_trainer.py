@@ -13,14 +13,8 @@ from dnarch.config import (
     with_overrides,
 )
 from dnarch.models import build_model
-from dnarch.train.trainer import (
-    finite_gradients,
-    freeze_epoch,
-    param_groups,
-    pick_device,
-    resolution_scale,
-    warmup_cosine,
-)
+from dnarch.train.runtime import finite_gradients, pick_device
+from dnarch.train.schedule import freeze_epoch, param_groups, resolution_scale, warmup_cosine
 
 
 def test_the_model_keeps_what_it_reads_of_its_settings_not_the_config() -> None:
@@ -190,6 +184,57 @@ def test_frozen_phase_keeps_the_architecture() -> None:
     for a, b in zip(snapshots[2], snapshots[3], strict=True):
         assert torch.equal(a, b)
     assert m.arch_parameters()  # learnable again after training
+
+
+def test_the_loop_raises_its_events_to_phases_and_knows_no_dnarch_phase_itself() -> None:
+    """A fixed network trains with no phase; a given phase sees every event in order (epoch start,
+    then per step start / before the optimiser / end), and with no ``ArchitecturePhases`` a DNArch
+    model's masks do not freeze (they still learn in the "frozen" epoch 2)."""
+    from dnarch.config import BudgetConfig
+    from dnarch.data import load_data
+    from dnarch.train.fixed import FixedNet, TaskObjective
+    from dnarch.train.objective import Objective
+    from dnarch.train.phases import ArchitecturePhases, Events
+    from dnarch.train.trainer import Trainer
+
+    data = load_data("mnist1d").limited(64, 32)
+    cfg = TrainConfig(epochs=2, batch_size=32, freeze_arch_fraction=0.5, warmup_epochs=0)
+    fixed = FixedNet(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 10)), "classify", 10
+    )
+    assert Trainer(fixed, TaskObjective(), data, cfg, progress=False).phases == []
+
+    seen: list[str] = []
+
+    class Recorder(Events):
+        def on_epoch_start(self, trainer, epoch, resumed):  # type: ignore[no-untyped-def]
+            seen.append(f"epoch{epoch}")
+            return {}
+
+        def on_step_start(self, trainer, epoch, progress):  # type: ignore[no-untyped-def]
+            learning = all(p.requires_grad for p in trainer.model.arch_parameters())
+            seen.append("start" if learning else "start-frozen")
+
+        def on_before_optimizer_step(self, trainer, epoch, global_step):  # type: ignore[no-untyped-def]
+            seen.append(f"opt{global_step}")
+
+        def on_step_end(self, trainer):  # type: ignore[no-untyped-def]
+            seen.append("end")
+
+        def on_fit_end(self, trainer):  # type: ignore[no-untyped-def]
+            seen.append("fit_end")
+
+    m = build_model(NetConfig(width=8, hidden=8, blocks=2, backend="direct"), 1, 10, (40,))
+    assert isinstance(
+        Trainer(m, Objective(m, BudgetConfig(budget=None)), data, cfg).phases[0], ArchitecturePhases
+    )
+    Trainer(
+        m, Objective(m, BudgetConfig(budget=None)), data, cfg, progress=False, phases=[Recorder()]
+    ).fit()
+    step = ["start", "opt{}", "end"]
+    expected = ["epoch0", *[e.format(0) for e in step], *[e.format(1) for e in step]]
+    expected += ["epoch1", *[e.format(2) for e in step], *[e.format(3) for e in step], "fit_end"]
+    assert seen == expected
 
 
 @pytest.mark.slow

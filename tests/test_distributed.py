@@ -29,7 +29,7 @@ from dnarch.data import load_data
 from dnarch.export import load_static
 from dnarch.nn.sync_norm import sync_batch_norm
 from dnarch.train.distributed import World
-from dnarch.train.trainer import batch_loader
+from dnarch.train.loader import batch_loader
 
 pytestmark = pytest.mark.slow  # end-to-end runs of several seconds each
 

@@ -22,7 +22,7 @@ from dnarch.flops import counted_macs
 from dnarch.train.finetune import recompute_bn_stats
 from dnarch.train.fixed import train_fixed
 from dnarch.train.metrics import evaluate_task
-from dnarch.train.trainer import pick_device
+from dnarch.train.runtime import pick_device
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dnarch.data import DataBundle, load_data
 from dnarch.export.static import ExportError, StaticNet, load_static, save_static
 from dnarch.train.fixed import train_fixed
 from dnarch.train.metrics import SCORES, evaluate_task, target_peak
-from dnarch.train.trainer import pick_device
+from dnarch.train.runtime import pick_device
 
 
 @torch.no_grad()

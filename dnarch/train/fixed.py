@@ -7,7 +7,6 @@ baselines differ from DNArch in the architecture and not in the recipe.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -15,7 +14,8 @@ from torch import Tensor, nn
 from dnarch.config import TrainConfig
 from dnarch.data import DataBundle
 from dnarch.train.metrics import evaluate_task, target_peak, task_loss
-from dnarch.train.trainer import Trainer, pick_device, seed_everything
+from dnarch.train.runtime import pick_device, seed_everything
+from dnarch.train.trainer import Trainer
 
 # the per-epoch columns a fixed network's history keeps (with its test metrics)
 _COLUMNS = ("epoch", "train_loss", "train_acc")
@@ -23,7 +23,7 @@ _COLUMNS = ("epoch", "train_loss", "train_acc")
 
 class FixedNet(nn.Module):
     """Any network as the ``Trainer`` trains it: every trainable parameter is a weight, there are no
-    architecture parameters, and nothing to anneal, project or snap.
+    architecture parameters; it trains with no phase (``train.phases``).
 
     Args:
         net: x (B, C, *S) -> (B, K), or (B, K, *S) for a per-position task.
@@ -48,18 +48,9 @@ class FixedNet(nn.Module):
     def resolution_parameters(self) -> list[nn.Parameter]:
         return []
 
-    def project_arch_(self) -> None:
-        """Nothing to keep inside bounds."""
-
-    def anneal_gates_(self, fraction: float) -> None:
-        """No gates."""
-
-    def snap_gates_(self) -> None:
-        """No gates."""
-
 
 class TaskObjective:
-    """The task loss alone, with ``Objective``'s interface (no budget, nothing to fit)."""
+    """The task loss alone, with ``Objective``'s interface (no budget)."""
 
     metric = "macs"
     budget: float | None = None
@@ -76,12 +67,6 @@ class TaskObjective:
         task = task_loss(model.task, logits, y)
         zero = task.detach() * 0 if cost is None else cost
         return {"task": task, "cost": zero, "penalty": 0.0, "total": task, "target": math.nan}
-
-    def fit_budget_(
-        self, model: Any, groups: Sequence[tuple[Sequence[nn.Parameter], float]]
-    ) -> int:
-        """No budget to fit: 0 steps."""
-        return 0
 
 
 def train_fixed(
