@@ -29,7 +29,8 @@ with a small counted matrix instead; at these widths about 1% of the MACs).
     python benchmarks/blocks.py --data fashion-mnist --macs 21.5e6 --seeds 0 1 2 \\
         --families plain sep:3:2:1 fused:3:1:1 dnf:3:1:1 --out benchmarks/results --name blocks-fashion
 
-Results are saved after every run (``<out>/<name>.json``); ``--resume`` skips the runs already there.
+Results are saved after every run (``<out>/<name>.json``, ``benchmarks.runs``' schema, the family as
+the method and the MACs as the budget); ``--resume`` skips the runs already there.
 """
 
 from __future__ import annotations
@@ -37,10 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +50,19 @@ from dnarch.flops import counted_macs
 from dnarch.functional import fourier
 from dnarch.functional.conv import CONV, NORM, halve, halving_filter
 from dnarch.models.plain_cnn import plain_cnn_for_budget, stage_count, widest_under
+from dnarch.provenance import git_commit
 from dnarch.train.fixed import train_fixed
+
+if __package__ in (None, ""):  # run as ``python benchmarks/blocks.py``: the repository's root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.runs import (  # noqa: E402
+    Clock,
+    Method,
+    normalise,
+    save_runs,
+    taken_over,
+    write_table,
+)
 
 
 def _skip(c_in: int, c_out: int, stride: int, nd: int) -> nn.Module:
@@ -198,30 +208,23 @@ def build(spec: str, in_channels: int, classes: int, shape: tuple[int, ...], mac
     return make(widest_under(make, in_channels, shape, macs))
 
 
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+# the families, as the tables name them (a family's spec, e.g. sep:3:2:1, shows as it is)
+FAMILY_LABELS: dict[str, Method] = {"plain": Method("plain", "-s")}
 
 
-def write_table(path: Path, rows: list[dict[str, Any]], command: str) -> None:
-    lines = [
-        f"Made by `{command}`",
-        f"{platform.machine()}, 1 thread, torch {torch.__version__}. Test accuracy: mean ± std over "
-        "seeds; MACs per sample counted by torch.utils.flop_counter on the trained module.",
-        "",
-        "| family | n | test accuracy (%) | MACs | parameters | base width | CPU s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for spec in dict.fromkeys(r["family"] for r in rows):
-        mine = [r for r in rows if r["family"] == spec]
-        acc = [100 * r["accuracy"] for r in mine]
-        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        cpu = statistics.mean(r["cpu_seconds"] for r in mine)
-        lines.append(
-            f"| {spec} | {len(mine)} | {statistics.mean(acc):.2f} ± {sd:.2f} | "
-            f"{mine[0]['macs']:,} | {mine[0]['params']:,} | {mine[0]['width']} | {cpu:.0f} |"
-        )
-    path.write_text("\n".join(lines) + "\n")
+def legacy_runs(saved: list[dict[str, Any]], macs: float, n_train: int) -> list[dict[str, Any]]:
+    """Runs of a file written before ``benchmarks.runs``' schema (a list of rows with ``family``,
+    ``data``, ``accuracy``), in the schema, as made for ``macs`` on ``n_train`` samples (the
+    command that resumes the file is the one that made it)."""
+    out = []
+    for r in saved:
+        r = dict(r)
+        r["method"], r["dataset"] = r.pop("family"), r.pop("data")
+        r.setdefault("budget", macs)
+        r.setdefault("train_macs", 3 * n_train * r["epochs"] * r["macs"])
+        r.setdefault("commands", [])  # the file recorded none per run
+        out.append(normalise(r))
+    return out
 
 
 def main() -> None:
@@ -243,29 +246,50 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     saved = out / f"{a.name}.json"
-    rows: list[dict[str, Any]] = (
-        json.loads(saved.read_text()) if a.resume and saved.exists() else []
-    )
     command = "python benchmarks/blocks.py " + " ".join(sys.argv[1:])
+    rows: list[dict[str, Any]] = []
+    if a.resume and saved.exists():
+        held = json.loads(saved.read_text())
+        rows = (
+            legacy_runs(held, a.macs, len(data.x_train))
+            if isinstance(held, list)
+            else taken_over([saved])
+        )
+    commit = git_commit()
+    meta = {
+        "command": command,
+        "commands": list(dict.fromkeys([*(c for r in rows for c in r["commands"]), command])),
+        "commits": list(dict.fromkeys([*(r["commit"] for r in rows if r.get("commit")), commit])),
+        "n_train": {a.data: len(data.x_train)}, "n_test": {a.data: len(data.x_test)},
+        "machine": platform.machine(), "threads": 1, "torch": torch.__version__,
+    }  # fmt: skip
     for seed in a.seeds:
         for spec in a.families:
-            if any(r["family"] == spec and r["seed"] == seed for r in rows):
+            if any(r["method"] == spec and r["seed"] == seed for r in rows):
                 continue
             torch.manual_seed(seed)
             net = build(spec, data.in_channels, data.num_classes, shape, a.macs)
             macs = counted_macs(net, data.in_channels, shape)
-            t0, c0 = time.time(), cpu_seconds()
-            history = train_fixed(net, data, a.epochs, seed=seed, warmup_epochs=2, progress=False)
+            with Clock() as clock:
+                history = train_fixed(
+                    net, data, a.epochs, seed=seed, warmup_epochs=2, progress=False
+                )
             row = {
-                "family": spec, "seed": seed, "accuracy": history[-1]["test_acc"], "macs": macs,
+                "dataset": a.data, "method": spec, "budget": a.macs, "seed": seed,
+                "epochs": a.epochs, "task": "classify", "score": history[-1]["test_acc"],
+                "score_name": "acc", "macs": macs,
                 "params": sum(q.numel() for q in net.parameters()), "width": net.width,
-                "cpu_seconds": cpu_seconds() - c0, "wall_seconds": time.time() - t0,
-                "data": a.data, "epochs": a.epochs, "limit_train": a.limit_train,
+                "cpu_seconds": clock.cpu, "wall_seconds": clock.wall,
+                "train_macs": 3 * len(data.x_train) * a.epochs * macs,
+                "limit_train": a.limit_train, "commands": [command], "source": a.name,
+                "commit": commit,
             }  # fmt: skip
             print(json.dumps(row), flush=True)
             rows.append(row)
-            saved.write_text(json.dumps(rows, indent=1))
-            write_table(out / f"{a.name}.md", rows, command)
+            save_runs(saved, meta, rows)
+            write_table(out / f"{a.name}.md", rows, meta, FAMILY_LABELS)
+    save_runs(saved, meta, rows)  # also when --resume found every run done
+    write_table(out / f"{a.name}.md", rows, meta, FAMILY_LABELS)
 
 
 if __name__ == "__main__":

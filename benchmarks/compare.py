@@ -1,4 +1,4 @@
-"""Issue 4's benchmark: DNArch against the alternatives a user would pick, side by side in one run.
+"""DNArch against the alternatives a user would pick, side by side in one run.
 
 For every dataset, seed and budget (a fraction of the maximal network's MACs) it trains:
 - dnarch      DNArch, all four axes learned, at the budget;
@@ -40,20 +40,15 @@ per sample seen, from each epoch's cost; FFT and kernel-network overheads not in
 
 Results are saved after every single run (``<out>/<name>.json``), so an interrupted benchmark loses at
 most one run, and ``--resume`` skips what is done. The table (``<name>.md``) and the accuracy-vs-MACs plot
-(``<name>.png``) are rewritten after every run.
+(``<name>.png``) are rewritten after every run; every run is a record of ``benchmarks.runs``' schema.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import os
 import platform
-import re
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -87,36 +82,32 @@ from dnarch.train.fixed import train_fixed
 from dnarch.train.metrics import SCORES
 from dnarch.train.objective import Objective
 
-METHODS = (
-    "dnarch", "fixedres", "fastres", "anneal", "groups", *AXES, "scratch", "plain", "prune", "frozen",
-)  # fmt: skip
-LABELS = {
-    "dnarch": "DNArch (all axes)",
-    "fixedres": "DNArch, resolution fixed",
-    "fastres": "DNArch, resolution at full rate",
-    "anneal": "DNArch, annealed gates",
-    "groups": "DNArch, learned grouping",
-    "kernel": "kernel only",
-    "width": "width only",
-    "resolution": "resolution only",
-    "depth": "depth only",
-    "scratch": "DNArch's network, from scratch",
-    "plain": "plain 3x3 CNN",
-    "prune": "prune-then-finetune",
-    "frozen": "maximal, frozen",
+if __package__ in (None, ""):  # run as ``python benchmarks/compare.py``: the repository's root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.runs import (  # noqa: E402
+    DOTTED,
+    Clock,
+    Method,
+    save_runs,
+    score_text,
+    taken_over,
+    write_plot,
+    write_table,
+)
+
+# the methods, in the tables' order, with their labels and plot markers
+METHODS: dict[str, Method] = {
+    "dnarch": Method("DNArch (all axes)", "-o"),
+    "fixedres": Method("DNArch, resolution fixed", "-D"),
+    "fastres": Method("DNArch, resolution at full rate", "-X"),
+    "anneal": Method("DNArch, annealed gates", "-v"),
+    "groups": Method("DNArch, learned grouping", "-P"),
+    **{axis: Method(f"{axis} only") for axis in AXES},
+    "scratch": Method("DNArch's network, from scratch"),
+    "plain": Method("plain 3x3 CNN", "-s", dense_label="plain U-Net (3x3)"),
+    "prune": Method("prune-then-finetune", "-^"),
+    "frozen": Method("maximal, frozen", "*"),
 }
-
-
-class Clock:
-    """Process CPU seconds and wall seconds of a block of work."""
-
-    def __enter__(self) -> Clock:
-        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.cpu = time.process_time() - self.cpu0
-        self.wall = time.perf_counter() - self.wall0
 
 
 def per_dataset(values: list[str], dataset: str, flag: str) -> int:
@@ -166,7 +157,7 @@ def run_dnarch(
     n = len(data.x_train)
     train_macs = 3 * n * sum(float(h["cost"]) for h in result.history)
     return {
-        "accuracy": result.summary["static_test_score"],  # the task's score (accuracy for classify)
+        "score": result.summary["static_test_score"],  # the task's score (accuracy for classify)
         "macs": macs,
         "params": params,
         "cpu_seconds": clock.cpu,
@@ -194,7 +185,7 @@ def run_plain(
     net.cpu()
     macs = counted_macs(net, data.in_channels, data.input_shape)
     return {
-        "accuracy": history[-1][f"test_{SCORES[data.task][0]}"],
+        "score": history[-1][f"test_{SCORES[data.task][0]}"],
         "macs": macs,
         "params": sum(p.numel() for p in net.parameters()),
         "cpu_seconds": clock.cpu,
@@ -220,7 +211,7 @@ def run_scratch(
     net.cpu()
     macs, params = count(net)
     return {
-        "accuracy": history[-1][f"test_{SCORES[data.task][0]}"],
+        "score": history[-1][f"test_{SCORES[data.task][0]}"],
         "macs": macs,
         "params": params,
         "cpu_seconds": clock.cpu,
@@ -243,7 +234,7 @@ def run_prune(
             progress=args.progress,
         )  # fmt: skip
     return {
-        "accuracy": r.test_accuracy,
+        "score": r.test_accuracy,
         "accuracy_after_prune": r.accuracy_after_prune,
         "prune_seconds": r.prune_seconds,
         "finetune_seconds": r.finetune_seconds,
@@ -371,11 +362,9 @@ def main() -> None:
             "machine": platform.machine(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
         }  # fmt: skip
-        tmp = raw_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"meta": meta, "runs": rows}, indent=1))
-        os.replace(tmp, raw_path)
-        write_table(out / f"{name}.md", rows, meta)
-        write_plot(out / f"{name}.png", rows)
+        save_runs(raw_path, meta, rows)
+        write_table(out / f"{name}.md", rows, meta, METHODS)
+        write_plot(out / f"{name}.png", rows, METHODS)
 
     def record(
         dataset: str,
@@ -399,6 +388,7 @@ def main() -> None:
             "seed": seed,
             "epochs": epochs,
             "task": datasets[dataset].task,
+            "score_name": SCORES[datasets[dataset].task][0],
             "commands": [command],
             "source": name,
             "commit": commit,
@@ -409,7 +399,7 @@ def main() -> None:
         save()
         print(
             f"{dataset:<18} {method:<10} budget {budget:>4.0%} seed {seed}: "
-            f"{SCORES[row['task']][1]} {score_text(row['task'], row['accuracy'])} at {row['macs']:,} "
+            f"{SCORES[row['task']][1]} {score_text(row['task'], row['score'])} at {row['macs']:,} "
             f"MACs, {row['cpu_seconds']:.0f} s CPU",
             flush=True,
         )
@@ -492,33 +482,6 @@ def main() -> None:
     print((out / f"{name}.md").read_text())
 
 
-def taken_over(paths: list[Path]) -> list[dict[str, Any]]:
-    """The runs of saved compare.py JSON files, the first file's run kept where several hold the same
-    (dataset, method, budget, seed). Each run carries the commands that made it: its own, or, in files
-    written before runs recorded theirs, every command of its file."""
-    rows: list[dict[str, Any]] = []
-    keys: set[tuple[Any, ...]] = set()
-    for path in paths:
-        part = json.loads(path.read_text())
-        file_commands = part["meta"].get("commands", [part["meta"]["command"]])
-        for r in part["runs"]:
-            key = (r["dataset"], r["method"], r["budget"], r["seed"])
-            if key not in keys:
-                keys.add(key)
-                rows.append(
-                    {
-                        **r,
-                        "commands": r.get("commands", file_commands),
-                        "source": r.get("source", path.stem),
-                    }
-                )
-    return rows
-
-
-# the CLI's override syntax: --net.width=64, or --net.width 64 (the value the next argument)
-DOTTED = re.compile(r"--(net|train|budget)\.(\w+)(?:=(.*))?")
-
-
 def dotted_overrides(
     ap: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]
 ) -> None:
@@ -581,232 +544,6 @@ def maximal_macs(data: DataBundle, net: Any) -> int:
     """Counted MACs of the maximal network for ``data`` (no training)."""
     model = dnarch.build_model(net, data.in_channels, data.num_classes, data.input_shape, data.task)
     return count(dnarch.StaticNet(dnarch.harden(model.ceiling_copy())))[0]
-
-
-def score_scale(row: dict[str, Any]) -> float:
-    """Accuracy and mean IoU show as percentages; PSNR in dB as it is."""
-    return 1.0 if row.get("task", "classify") == "regress" else 100.0
-
-
-def score_text(task: str, value: float) -> str:
-    return f"{value:.2f} dB" if task == "regress" else f"{100 * value:.2f}%"
-
-
-SCORE_HEADERS = {
-    "classify": "test accuracy (%)",
-    "segment": "test mean IoU (%)",
-    "regress": "test PSNR (dB)",
-}
-
-
-def net_note(rows: list[dict[str, Any]]) -> str:
-    """A sentence naming the ``--preset``, ``--net`` and ``--train`` settings the rows' runs were
-    made with ('' when none): a method's label says what it learns with the preset network, which
-    ``--net learn_*=false`` changes."""
-    found: list[str] = []
-    for r in rows:
-        for command in r.get("commands", []):
-            words = command.split()
-            settings = []
-            if "--preset" in words:
-                at = words.index("--preset")
-                settings.append(" ".join(words[at : at + 2]))
-            for flag in ("--net", "--train", "--budget-config"):
-                if flag in words:
-                    rest = words[words.index(flag) + 1 :]
-                    changes = list(itertools.takewhile(lambda w: "=" in w, rest))
-                    settings.append(" ".join([flag, *changes]))
-            # the CLI's syntax: --net.width=64 (or --net.width 64)
-            for i, w in enumerate(words):
-                m = DOTTED.fullmatch(w)
-                if m is not None and m.group(3) is not None:
-                    settings.append(w)
-                elif m is not None and i + 1 < len(words):
-                    settings.append(f"{w}={words[i + 1]}")
-            made = " ".join(settings)
-            if made and made not in found:
-                found.append(made)
-    if not found:
-        return ""
-    made = "; ".join(f"`{c}`" for c in found)
-    return f" Runs made with {made} (a method's label says what it learns with the preset network)."
-
-
-def label(method: str, task: str) -> str:
-    if method == "plain" and task != "classify":
-        return "plain U-Net (3x3)"
-    return LABELS[method]
-
-
-def _task_of(rows: list[dict[str, Any]], dataset: str) -> str:
-    return next((r.get("task", "classify") for r in rows if r["dataset"] == dataset), "classify")
-
-
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (dataset, method, budget): means and standard deviations over seeds."""
-    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["dataset"], r["method"], r["budget"]), []).append(r)
-    out = []
-    for (dataset, method, budget), rs in groups.items():
-        acc, acc_sd = _mean_sd([score_scale(r) * r["accuracy"] for r in rs])
-        out.append({
-            "dataset": dataset, "method": method, "budget": budget, "n": len(rs),
-            "accuracy": acc, "accuracy_sd": acc_sd,
-            "macs": statistics.mean(r["macs"] for r in rs),
-            "params": statistics.mean(r["params"] for r in rs),
-            "cpu_seconds": statistics.mean(r["cpu_seconds"] for r in rs),
-            "wall_seconds": statistics.mean(r["wall_seconds"] for r in rs),
-            "train_macs": statistics.mean(r["train_macs"] for r in rs),
-            "capped": any((r.get("budget_used") or 0) > r["budget"] for r in rs),
-            "sources": list(dict.fromkeys(r["source"] for r in rs if "source" in r)),
-        })  # fmt: skip
-    order = {m: i for i, m in enumerate(METHODS)}
-    out.sort(key=lambda s: (s["dataset"], -s["budget"], order[s["method"]]))
-    return out
-
-
-def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    max_macs = {r["dataset"]: r["max_macs"] for r in rows if "max_macs" in r}
-    # a table drawn from several saved files names, per row, the files its runs came from
-    merged = len({r["source"] for r in rows if "source" in r}) > 1
-    lines = [
-        (
-            "Made by (the commands of the runs shown, then the one that wrote this table; where "
-            "files held the same run, the first named in its --merge was kept):"
-        )
-        if len(meta.get("commands", [])) > 1
-        else f"Made by: `{meta['command']}`",
-        *(f"- `{c}`" for c in meta.get("commands", []) if len(meta["commands"]) > 1),
-        f"{meta['machine']}, {meta['threads']} threads, torch {meta['torch']}"
-        + (f"; runs made at commit {', '.join(meta['commits'])}." if meta.get("commits") else "."),
-        "",
-        "Score (test accuracy; mean IoU for segmentation; PSNR for regression): mean ± std over seeds "
-        "(n = seeds). MACs and parameters: counted on the final "
-        "exported module. CPU s: process CPU time to the final network (prune includes training the "
-        "maximal network). Training MACs: nominal, 3 x forward MACs per sample seen. (†): the one "
-        "learned axis cannot reach this budget; the run aimed 5% above the smallest network it can reach."
-        + (
-            " Runs from: the saved file (benchmarks/results/NAME.json) of each row's runs."
-            if merged
-            else ""
-        ),
-    ]
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        epochs = sorted(
-            {r["epochs"] for r in rows if r["dataset"] == dataset and r["method"] != "prune"}
-        )
-        ft = sorted(
-            {r["epochs"] for r in rows if r["dataset"] == dataset and r["method"] == "prune"}
-        )
-        n_train = f"{meta['n_train'][dataset]:,}" if dataset in meta["n_train"] else "?"
-        n_test = f"{meta['n_test'][dataset]:,}" if dataset in meta["n_test"] else "?"
-        lines += [
-            "",
-            f"**{dataset}**: {n_train} training / {n_test} test samples; "
-            f"{'/'.join(map(str, epochs))} epochs"
-            + (f" (prune: + {'/'.join(map(str, ft))} fine-tuning epochs)" if ft else "")
-            + f"; maximal network {max_macs.get(dataset, 0):,} MACs."
-            + net_note([r for r in rows if r["dataset"] == dataset]),
-            "",
-            f"| budget | method | n | {SCORE_HEADERS[_task_of(rows, dataset)]} | MACs (% of maximal) "
-            "| parameters | CPU s | wall s | training MACs |" + (" runs from |" if merged else ""),
-            "|---|---|---|---|---|---|---|---|---|" + ("---|" if merged else ""),
-        ]
-        for s in summarise([r for r in rows if r["dataset"] == dataset]):
-            share = (
-                f" ({100 * s['macs'] / max_macs[dataset]:.1f}%)" if max_macs.get(dataset) else ""
-            )
-            lines.append(
-                f"| {s['budget']:.0%} | {label(s['method'], _task_of(rows, dataset))}"
-                f"{' (†)' if s['capped'] else ''} | {s['n']} | "
-                f"{s['accuracy']:.2f} ± {s['accuracy_sd']:.2f} | {s['macs']:,.0f}{share} | "
-                f"{s['params']:,.0f} | {s['cpu_seconds']:,.0f} | {s['wall_seconds']:,.0f} | "
-                f"{s['train_macs']:.3g} |" + (f" {', '.join(s['sources'])} |" if merged else "")
-            )
-    lines += glance(rows, max_macs)
-    path.write_text("\n".join(lines) + "\n")
-
-
-def glance(rows: list[dict[str, Any]], max_macs: dict[str, int]) -> list[str]:
-    """Markdown lines: per dataset, the mean score of every method (columns) at every budget (rows),
-    with the MACs reached where they are more than 5% off the budget ((†): it could not reach it).
-    max_macs: the maximal network's MACs per dataset (runs of the plain CNN do not record it)."""
-    lines = [
-        "",
-        "**At a glance**: mean score over seeds; in brackets the MACs reached (% of maximal) where "
-        "more than 5% off the budget.",
-    ]
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        stats = summarise([r for r in rows if r["dataset"] == dataset])
-        methods = [m for m in METHODS if any(s["method"] == m for s in stats)]
-        task = _task_of(rows, dataset)
-        names = " | ".join(label(m, task) for m in methods)
-        lines += ["", f"| {dataset} | {names} |", "|---" * (len(methods) + 1) + "|"]
-        for budget in sorted({s["budget"] for s in stats}, reverse=True):
-            at = {s["method"]: s for s in stats if s["budget"] == budget}
-            cells = []
-            for m in methods:
-                if m not in at:
-                    cells.append("")
-                    continue
-                share = at[m]["macs"] / max_macs[dataset] if dataset in max_macs else budget
-                off = abs(share / budget - 1) > 0.05
-                mark = f" ({'† ' if at[m]['capped'] else ''}{100 * share:.0f}%)" if off else ""
-                cells.append(f"{at[m]['accuracy']:.2f}{mark}")
-            lines.append(f"| {budget:.0%} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def write_plot(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Accuracy vs counted MACs, one panel per dataset, one series per method (mean ± std)."""
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets, strict=True):
-        stats = summarise([r for r in rows if r["dataset"] == dataset])
-        for method in METHODS:
-            pts = sorted((s["macs"], s["accuracy"], s["accuracy_sd"]) for s in stats
-                         if s["method"] == method)  # fmt: skip
-            if not pts:
-                continue
-            x, y, e = zip(*pts, strict=True)
-            style = {
-                "dnarch": "-o",
-                "fixedres": "-D",
-                "fastres": "-X",
-                "anneal": "-v",
-                "groups": "-P",
-                "plain": "-s",
-                "prune": "-^",
-                "frozen": "*",
-            }.get(method, ":.")
-            ax.errorbar(x, y, yerr=e, fmt=style, label=label(method, _task_of(rows, dataset)), capsize=2,
-                        markersize=10 if method == "frozen" else 5)  # fmt: skip
-        lo, hi = ax.get_xlim()
-        if hi > 10 * lo:  # budgets a decade or more apart: a log axis
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        else:  # one budget: a linear axis with a few labelled ticks
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
-        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())
-        ax.set_xlabel("MACs per sample (counted, exported network)")
-        ax.set_ylabel(SCORE_HEADERS[_task_of(rows, dataset)])
-        ax.set_title(dataset)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

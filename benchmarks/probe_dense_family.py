@@ -1,4 +1,4 @@
-"""Issue 7 probe: which part of the U-Net's design wins on segmentation, at the same MACs.
+"""Which part of the U-Net's design wins on segmentation, at the same MACs.
 
 Trains plain PyTorch networks (no masks, no search) on a dense task, each as wide as a MACs budget
 allows (counted by ``torch.utils.flop_counter``), with the baselines' recipe (``train_fixed``):
@@ -15,6 +15,9 @@ allows (counted by ``torch.utils.flop_counter``), with the baselines' recipe (``
 
     python benchmarks/probe_dense_family.py --variants unet unet-sep3 unet-sep7 iso13 --seeds 0
     python benchmarks/probe_dense_family.py --table-only --merge benchmarks/results/A.json ... --name T
+
+Every run is a record of ``benchmarks.runs``' schema (the variant as the method, the MACs as the
+budget), tabulated by its one writer.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import json
 import platform
 import re
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +39,12 @@ from dnarch.flops import counted_macs
 from dnarch.functional import fourier
 from dnarch.models.plain_cnn import widest_under
 from dnarch.models.plain_unet import PlainUNet
+from dnarch.provenance import git_commit
 from dnarch.train.fixed import train_fixed
+
+if __package__ in (None, ""):  # run as ``python benchmarks/probe_dense_family.py``: the root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.runs import Clock, normalise, save_runs, taken_over, write_table  # noqa: E402
 
 SCORE = {"segment": "test_miou", "classify": "test_acc", "regress": "test_psnr"}
 
@@ -156,34 +164,23 @@ def make_variant(
     return make(widest_under(make, c_in, shape, macs))
 
 
-def write_table(path: Path, rows: list[dict], commands: list[str], setting: str) -> str:
-    """Markdown table of ``rows`` (each with its ``file`` stem), variants in order of appearance,
-    under the ``commands`` that made them and ``setting``; written to ``path`` and returned."""
-    lines = ["Made by (the commands of the runs shown, then the one that wrote this table):"]
-    lines += [f"- `{c}`" for c in commands]
-    lines += [
-        "",
-        setting,
-        "",
-        "| variant | n | score | per seed | MACs | parameters | CPU s (mean) | runs from |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name in dict.fromkeys(r["variant"] for r in rows):
-        rs = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["seed"])
-        s = torch.tensor([100 * r["score"] for r in rs], dtype=torch.float64)
-        std = float(s.std()) if len(s) > 1 else 0.0
-        per_seed = ", ".join(
-            f"{v:.1f} (seed {r['seed']})" for v, r in zip(s.tolist(), rs, strict=True)
+def legacy_runs(
+    saved: dict[str, Any], path: Path, settings: dict[str, Any], n_train: int
+) -> list[dict[str, Any]]:
+    """The runs of a file written before ``benchmarks.runs``' schema (``{"command", "runs"}``, each
+    run a ``variant`` with its ``score``), in the schema; ``settings``: the dataset, task, budget
+    and epochs of the command that tabulates them, on ``n_train`` samples (the files record none)."""
+    return [
+        normalise(
+            {
+                **settings, "wall_seconds": r["cpu_seconds"],
+                "train_macs": 3 * n_train * settings["epochs"] * r["macs"], **r,
+                "method": r["variant"],
+                "commands": [saved["command"]], "source": path.stem,
+            }
         )
-        cpu = sum(r["cpu_seconds"] for r in rs) / len(rs)
-        files = ", ".join(sorted({r["file"] for r in rs}))
-        lines.append(
-            f"| {name} | {len(rs)} | {float(s.mean()):.2f} ± {std:.2f} | {per_seed} | "
-            f"{rs[0]['macs']:,} | {rs[0]['params']:,} | {cpu:.0f} | {files} |"
-        )
-    text = "\n".join(lines) + "\n"
-    path.write_text(text)
-    return text
+        for r in saved["runs"]
+    ]  # fmt: skip
 
 
 def main() -> None:
@@ -211,45 +208,57 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/probe_dense_family.py " + " ".join(sys.argv[1:])
-    rows: list[dict] = []
-    commands: list[str] = []
+    settings = {
+        "dataset": args.data, "task": data.task, "budget": args.macs, "epochs": args.epochs,
+    }  # fmt: skip
+    rows: list[dict[str, Any]] = []
     for file in map(Path, args.merge):
         saved = json.loads(file.read_text())
-        commands.append(saved["command"])
-        rows += [{**r, "file": file.stem} for r in saved["runs"]]
-    runs: list[dict] = []
+        rows += (
+            taken_over([file])
+            if "meta" in saved
+            else legacy_runs(saved, file, settings, len(data.x_train))
+        )
+    commit = git_commit()
+    meta = {
+        "command": command,
+        "commands": list(dict.fromkeys([*(c for r in rows for c in r["commands"]), command])),
+        "commits": list(dict.fromkeys([*(r["commit"] for r in rows if r.get("commit")), commit])),
+        "n_train": {args.data: len(data.x_train)}, "n_test": {args.data: len(data.x_test)},
+        "machine": platform.machine(), "threads": args.threads, "torch": torch.__version__,
+    }  # fmt: skip
+    runs: list[dict[str, Any]] = []
     for name in [] if args.table_only else args.variants:
         for seed in args.seeds:
             torch.manual_seed(seed)
             net = make_variant(
                 name, data.in_channels, data.num_classes, data.input_shape, args.macs
             )
-            cpu0 = time.process_time()
-            hist = train_fixed(net, data, args.epochs, seed=seed, warmup_epochs=2, progress=False)
+            with Clock() as clock:
+                hist = train_fixed(
+                    net, data, args.epochs, seed=seed, warmup_epochs=2, progress=False
+                )
             net.cpu()
+            macs = counted_macs(net, data.in_channels, data.input_shape)
             row = {
-                "variant": name,
-                "seed": seed,
-                "score": hist[-1][score],
-                "macs": counted_macs(net, data.in_channels, data.input_shape),
+                **settings, "method": name, "seed": seed, "score": hist[-1][score],
+                "score_name": score.removeprefix("test_"), "macs": macs,
                 "params": sum(p.numel() for p in net.parameters()),
-                "cpu_seconds": time.process_time() - cpu0,
-                "curve": [h[score] for h in hist],
-            }
+                "cpu_seconds": clock.cpu, "wall_seconds": clock.wall,
+                "train_macs": 3 * len(data.x_train) * args.epochs * macs,
+                "curve": [h[score] for h in hist], "commands": [command], "source": args.name,
+                "commit": commit,
+            }  # fmt: skip
             runs.append(row)
             print(
                 f"{name:10s} seed {seed}: {100 * row['score']:.2f} at {row['macs']:,} MACs, "
                 f"{row['params']:,} params, {row['cpu_seconds']:.0f} s CPU",
                 flush=True,
             )
-            (out / f"{args.name}.json").write_text(json.dumps({"command": command, "runs": runs}))
-    rows += [{**r, "file": args.name} for r in runs]
-    setting = (
-        f"{args.data}, {len(data.x_train):,} / {len(data.x_test):,} samples, {args.epochs} epochs, "
-        f"budget {args.macs:,.0f} MACs per sample; score: {score} (%). "
-        f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}."
-    )
-    print(write_table(out / f"{args.name}.md", rows, [*commands, command], setting))
+            save_runs(out / f"{args.name}.json", meta, runs)
+    rows += runs
+    write_table(out / f"{args.name}.md", rows, meta, {})
+    print((out / f"{args.name}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -1,8 +1,4 @@
-import importlib.util
 import os
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -115,16 +111,3 @@ def check_crop_export_and_cost(m: DNArchNet, x: torch.Tensor) -> ArchSpec:
     with torch.no_grad():
         assert torch.equal(loaded(x), exported)
     return spec
-
-
-def load_benchmark(name: str) -> ModuleType:
-    """``benchmarks/<name>.py`` imported as the module ``name`` (the scripts are not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses in the script look their module up here
-    spec.loader.exec_module(module)
-    return module

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.conftest import load_benchmark
+from benchmarks import compare, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,8 +69,10 @@ def test_merge_keeps_the_first_files_run_and_lists_only_the_commands_of_runs_sho
     # a run of its own that a.json supersedes: its command made nothing the table shows
     c = saved(tmp_path / "c.json", ["cmd-C"], [run_row("dnarch", 0.2, commands=["cmd-C"])])
     raw, md = table(tmp_path, ["dnarch", "depth", "plain", "prune"], [a, b, c])
-    accuracy = {r["method"]: r["accuracy"] for r in raw["runs"]}
-    assert accuracy == {"dnarch": 0.9, "plain": 0.98, "depth": 0.8, "prune": 0.94}
+    # runs saved before the schema (score under "accuracy") come back in it
+    score = {r["method"]: r["score"] for r in raw["runs"]}
+    assert score == {"dnarch": 0.9, "plain": 0.98, "depth": 0.8, "prune": 0.94}
+    assert all(r["score_name"] == "acc" and "accuracy" not in r for r in raw["runs"])
     listed = raw["meta"]["commands"]
     assert listed[:3] == ["cmd-A", "cmd-B1", "cmd-B2"] and "--table-only" in listed[3]
     assert len(listed) == 4 and "`cmd-C`" not in md and "- `cmd-B2`" in md
@@ -104,7 +106,6 @@ def test_a_table_only_file_records_its_runs_epochs_not_the_flags_default(tmp_pat
 
 
 def test_compare_net_and_train_settings_are_typed_and_bad_ones_are_one_line() -> None:
-    compare = load_benchmark("compare")
     assert compare.train_changes(["resolution_travel=0.3", "freeze_arch_fraction=0.2"]) == {
         "resolution_travel": 0.3,
         "freeze_arch_fraction": 0.2,
@@ -121,7 +122,6 @@ def test_compare_net_and_train_settings_are_typed_and_bad_ones_are_one_line() ->
 def test_compare_takes_the_clis_dotted_overrides_too() -> None:
     import argparse
 
-    compare = load_benchmark("compare")
     ap = argparse.ArgumentParser()
     for flag in ("--net", "--train", "--budget-config"):
         ap.add_argument(flag, nargs="+", default=[])
@@ -132,16 +132,15 @@ def test_compare_takes_the_clis_dotted_overrides_too() -> None:
     assert args.net == ["hidden=16", "width=8"] and args.train == ["lr=1e-3"]
     assert args.budget_config == ["anneal_from=start"]
     made = "python benchmarks/compare.py --net.widen=4 --train.lr 1e-3 --epochs 10"
-    note = compare.net_note([run_row("dnarch", 0.5, commands=[made])])
+    note = runs.net_note([run_row("dnarch", 0.5, commands=[made])])
     assert "`--net.widen=4 --train.lr=1e-3`" in note and "--epochs" not in note
 
 
 def test_a_table_names_the_net_changes_its_runs_were_made_with() -> None:
-    compare = load_benchmark("compare")
     made = "python benchmarks/compare.py --net widen=4 learn_resolution=false --epochs 10"
-    note = compare.net_note([run_row("dnarch", 0.5, commands=[made]), run_row("frozen", 0.4)])
+    note = runs.net_note([run_row("dnarch", 0.5, commands=[made]), run_row("frozen", 0.4)])
     assert "`--net widen=4 learn_resolution=false`" in note and "--epochs" not in note
-    assert compare.net_note([run_row("dnarch", 0.5, commands=["python compare.py"])]) == ""
+    assert runs.net_note([run_row("dnarch", 0.5, commands=["python compare.py"])]) == ""
 
 
 def test_rewriting_a_table_keeps_the_runs_of_its_own_file(tmp_path: Path) -> None:
@@ -154,21 +153,19 @@ def test_rewriting_a_table_keeps_the_runs_of_its_own_file(tmp_path: Path) -> Non
 
 
 def test_the_net_note_names_train_changes_too() -> None:
-    compare = load_benchmark("compare")
     made = (
         "python benchmarks/compare.py --train resolution_travel=0.15 --methods dnarch --net widen=4"
     )
-    note = compare.net_note([run_row("dnarch", 0.5, commands=[made])])
+    note = runs.net_note([run_row("dnarch", 0.5, commands=[made])])
     assert "`--net widen=4 --train resolution_travel=0.15`" in note
 
 
 def test_the_net_note_names_the_preset_and_maximal_net_follows_it() -> None:
-    compare = load_benchmark("compare")
     from dnarch.data import from_arrays
     from dnarch.models import PRESETS
 
     made = "python benchmarks/compare.py --preset image --datasets fashion-scenes --net widen=2"
-    note = compare.net_note([run_row("dnarch", 0.5, commands=[made])])
+    note = runs.net_note([run_row("dnarch", 0.5, commands=[made])])
     assert "`--preset image --net widen=2`" in note
     x, y = np.zeros((2, 1, 8, 8), np.float32), np.arange(128).reshape(2, 8, 8) % 3
     scenes = from_arrays(x, y, x, y, task="segment")
@@ -187,7 +184,6 @@ def test_scratch_retrains_the_learned_architecture_from_a_fresh_start() -> None:
     import dnarch
     from dnarch.config import NetConfig
 
-    compare = load_benchmark("compare")
     rng = np.random.default_rng(0)
     y = np.arange(64) % 2
     x = rng.normal(size=(64, 1, 16)).astype(np.float32) + y[:, None, None]
@@ -197,7 +193,7 @@ def test_scratch_retrains_the_learned_architecture_from_a_fresh_start() -> None:
     learned = compare.run_dnarch(data, net, 0.5, 2, args, seed=0)
     scratch = compare.run_scratch(data, learned["architecture"], 2, args, seed=0)
     assert (scratch["macs"], scratch["params"]) == (learned["macs"], learned["params"])
-    assert 0.0 <= scratch["accuracy"] <= 1.0 and scratch["cpu_seconds"] > 0
+    assert 0.0 <= scratch["score"] <= 1.0 and scratch["cpu_seconds"] > 0
 
 
 def test_a_table_names_the_commits_of_its_runs(tmp_path: Path) -> None:

@@ -3,15 +3,11 @@ MACs budget, maps (B, 1, 32, 32) to per-position logits, and the variants differ
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from benchmarks import probe_dense_family as probe
 from dnarch.flops import counted_macs
-from tests.conftest import load_benchmark
-
-probe = load_benchmark("probe_dense_family")
 
 MACS = 4e6  # small, so that the width searches stay quick
 VARIANTS = ["unet", "unet-sep3", "unet-sep3-flat", "unet-sep3-noskip", "unet-sep3-head", "iso7"]
@@ -46,23 +42,3 @@ def test_flat_keeps_one_width_and_noskip_ignores_the_encoder() -> None:
 def test_unknown_variant_is_one_line() -> None:
     with pytest.raises(SystemExit, match="unknown variant"):
         probe.make_variant("resnet", 1, 11, (32, 32), MACS)
-
-
-def test_table_gathers_runs_of_several_files(tmp_path: Path) -> None:
-    def run(variant: str, seed: int, score: float) -> dict:
-        return {"variant": variant, "seed": seed, "score": score, "macs": 10, "params": 5,
-                "cpu_seconds": 2.0}  # fmt: skip
-
-    rows = [
-        {**run("iso7", 1, 0.30), "file": "b"},
-        {**run("unet", 0, 0.40), "file": "a"},
-        {**run("iso7", 0, 0.20), "file": "a"},
-    ]
-    text = probe.write_table(tmp_path / "t.md", rows, ["cmd a", "cmd b"], "setting")
-    assert (tmp_path / "t.md").read_text() == text
-    assert "- `cmd a`\n- `cmd b`" in text and "\nsetting\n" in text
-    lines = [
-        line for line in text.splitlines() if line.startswith("| iso7") or line.startswith("| unet")
-    ]
-    assert lines[0].startswith("| iso7 | 2 | 25.00 ± 7.07 | 20.0 (seed 0), 30.0 (seed 1) |")
-    assert lines[0].endswith("| 2 | a, b |") and lines[1].startswith("| unet | 1 | 40.00 ± 0.00 |")
