@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,7 @@ if __package__ in (None, ""):  # run as ``python benchmarks/blocks.py``: the rep
 from benchmarks.runs import (  # noqa: E402
     Clock,
     Method,
+    file_meta,
     normalise,
     save_runs,
     taken_over,
@@ -256,13 +256,8 @@ def main() -> None:
             else taken_over([saved])
         )
     commit = git_commit()
-    meta = {
-        "command": command,
-        "commands": list(dict.fromkeys([*(c for r in rows for c in r["commands"]), command])),
-        "commits": list(dict.fromkeys([*(r["commit"] for r in rows if r.get("commit")), commit])),
-        "n_train": {a.data: len(data.x_train)}, "n_test": {a.data: len(data.x_test)},
-        "machine": platform.machine(), "threads": 1, "torch": torch.__version__,
-    }  # fmt: skip
+    samples = {a.data: (len(data.x_train), len(data.x_test))}
+    meta = file_meta(command, rows, commit, samples, threads=1)
     for seed in a.seeds:
         for spec in a.families:
             if any(r["method"] == spec and r["seed"] == seed for r in rows):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import sys
 from pathlib import Path
@@ -44,7 +43,7 @@ from dnarch.train.fixed import train_fixed
 
 if __package__ in (None, ""):  # run as ``python benchmarks/probe_dense_family.py``: the root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.runs import Clock, normalise, save_runs, taken_over, write_table  # noqa: E402
+from benchmarks.runs import Clock, file_meta, normalise, save_runs, taken_over, write_table  # noqa: E402
 
 SCORE = {"segment": "test_miou", "classify": "test_acc", "regress": "test_psnr"}
 
@@ -220,13 +219,8 @@ def main() -> None:
             else legacy_runs(saved, file, settings, len(data.x_train))
         )
     commit = git_commit()
-    meta = {
-        "command": command,
-        "commands": list(dict.fromkeys([*(c for r in rows for c in r["commands"]), command])),
-        "commits": list(dict.fromkeys([*(r["commit"] for r in rows if r.get("commit")), commit])),
-        "n_train": {args.data: len(data.x_train)}, "n_test": {args.data: len(data.x_test)},
-        "machine": platform.machine(), "threads": args.threads, "torch": torch.__version__,
-    }  # fmt: skip
+    samples = {args.data: (len(data.x_train), len(data.x_test))}
+    meta = file_meta(command, rows, commit, samples, threads=args.threads)
     runs: list[dict[str, Any]] = []
     for name in [] if args.table_only else args.variants:
         for seed in args.seeds:

@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import os
+import platform
 import re
 import statistics
 import time
@@ -31,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from dnarch.train.metrics import SCORES
 
@@ -99,6 +102,26 @@ def save_runs(path: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> N
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
     os.replace(tmp, path)
+
+
+def file_meta(
+    command: str,
+    rows: list[dict[str, Any]],
+    commit: str,
+    samples: dict[str, tuple[int, int]],
+    threads: int,
+) -> dict[str, Any]:
+    """A results file's ``meta``: this ``command`` after the commands of the ``rows`` it holds, the
+    commits of their code, each dataset's training and test ``samples``, the machine, ``threads``
+    and the torch version (what ``write_table`` prints above the table)."""
+    return {
+        "command": command,
+        "commands": list(dict.fromkeys([*(c for r in rows for c in r["commands"]), command])),
+        "commits": list(dict.fromkeys([*(r["commit"] for r in rows if r.get("commit")), commit])),
+        "n_train": {d: n for d, (n, _) in samples.items()},
+        "n_test": {d: n for d, (_, n) in samples.items()},
+        "machine": platform.machine(), "threads": threads, "torch": torch.__version__,
+    }  # fmt: skip
 
 
 class Clock:
