@@ -71,13 +71,13 @@ from dnarch.config import (
 )
 from dnarch.data import DataBundle
 from dnarch.export.spec import ArchSpec
-from dnarch.export.static import StaticNet
 from dnarch.export.summary import count
 from dnarch.flops import counted_macs
 from dnarch.models import PRESETS, preset_for, preset_net
 from dnarch.models.plain_cnn import plain_cnn_for_budget
 from dnarch.models.plain_unet import plain_unet_for_budget
 from dnarch.provenance import git_commit
+from dnarch.train.finetune import retrain
 from dnarch.train.fixed import train_fixed
 from dnarch.train.metrics import SCORES
 from dnarch.train.objective import Objective
@@ -201,12 +201,10 @@ def run_scratch(
     """The architecture a DNArch run learned, freshly initialised and trained as the plain CNN is
     (same recipe, same epochs): what the search's network is worth without its search, and what
     training it costs."""
-    torch.manual_seed(seed)
-    with Clock() as clock:
-        net = StaticNet(ArchSpec.from_json(json.dumps(architecture)))
-        history = train_fixed(
-            net, data, epochs, seed=seed, device=args.device, warmup_epochs=2,
-            progress=args.progress, desc="scratch",
+    with Clock() as clock:  # what ``dnarch finetune --retrain`` does
+        net, history = retrain(
+            ArchSpec.from_json(json.dumps(architecture)), data, epochs, seed=seed,
+            device=args.device, progress=args.progress,
         )  # fmt: skip
     net.cpu()
     macs, params = count(net)

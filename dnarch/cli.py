@@ -100,11 +100,22 @@ def _parser() -> _Parser:
     e.add_argument("run_dir", help="a run folder written by dnarch train")
     e.add_argument("--format", default="state", help="state (default), pt2 or onnx")
     e.add_argument("--out", help="output file (default RUN_DIR/model.<format>)")
-    f = sub.add_parser("finetune", help="fine-tune a run's exported network (BN stats recomputed)")
+    f = sub.add_parser(
+        "finetune",
+        help="fine-tune a run's exported network (BN stats recomputed), or retrain it from scratch",
+    )
     f.add_argument("run_dir", help="a run folder written by dnarch train")
-    f.add_argument("--epochs", default="5", help="training epochs (default 5)")
-    f.add_argument("--lr", default="1e-3", help="learning rate (default 1e-3)")
-    f.add_argument("--out", help="output folder (default RUN_DIR/finetuned)")
+    f.add_argument(
+        "--retrain", action="store_true",
+        help="initialise the learned architecture afresh and train it with the plain CNN's recipe",
+    )  # fmt: skip
+    f.add_argument(
+        "--epochs", default=None, help="training epochs (default 5; with --retrain the run's)"
+    )
+    f.add_argument("--lr", default=None, help="learning rate (default 1e-3; with --retrain 3e-3)")
+    f.add_argument(
+        "--out", help="output folder (default RUN_DIR/finetuned, with --retrain RUN_DIR/retrained)"
+    )
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -115,16 +126,21 @@ def cmd_finetune(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
     try:
-        epochs, lr = int(args.epochs), float(args.lr)
+        epochs = None if args.epochs is None else int(args.epochs)
+        lr = None if args.lr is None else float(args.lr)
     except ValueError as err:
         raise UsageError(f"--epochs takes an int and --lr a number: {err}") from err
     from dnarch.train.metrics import SCORES, format_score
 
-    r = finetune_run(args.run_dir, epochs, lr, args.out, progress=not args.quiet)
+    r = finetune_run(
+        args.run_dir, epochs, lr, args.out, progress=not args.quiet, from_scratch=args.retrain
+    )
     task = r["task"]
+    how = "retrained from scratch for" if r["retrained"] else "after"
     print(
         f"test {SCORES[task][1]} {format_score(task, r['test_score_before'])} -> "
-        f"{format_score(task, r['test_score_after'])} after {epochs} epochs; saved in {r['folder']}"
+        f"{format_score(task, r['test_score_after'])} {how} {r['epochs']} epochs; saved in "
+        f"{r['folder']}"
     )
     return 0
 

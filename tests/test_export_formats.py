@@ -121,6 +121,47 @@ def test_cli_finetune(tmp_path, capsys) -> None:
     assert tuned(torch.randn(2, 1, 40)).shape == (2, 10)
     assert main(["finetune", str(out), "--epochs", "x"]) == 2
     assert main(["finetune", str(tmp_path / "nope")]) == 2
+    # --retrain: the same architecture from a fresh start, for the run's epochs by default
+    assert main(["finetune", str(out), "--retrain", "--quiet"]) == 0
+    assert "retrained from scratch for 1 epochs" in capsys.readouterr().out
+    redone = json.loads((out / "retrained" / "finetune.json").read_text())
+    assert redone["retrained"] and redone["epochs"] == 1 and redone["lr"] == 3e-3
+    exported, retrained = load_static(out), load_static(out / "retrained")
+    assert retrained.spec == exported.spec
+    assert not torch.equal(retrained.head.weight, exported.head.weight)
+    assert main(["finetune", str(out), "--retrain", "--epochs", "0"]) == 2
+
+
+def test_retrain_starts_from_a_fresh_initialisation_of_the_same_architecture(saved) -> None:
+    """Two retrainings with one seed are the same network, whatever the weights they start from;
+    the network given is left as it was."""
+    from dnarch.data.base import from_arrays
+    from dnarch.train.finetune import retrain
+
+    m, folder = saved
+    net = load_static(folder)
+    shape = (m.in_channels, *m.input_shape)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, *shape, generator=g), torch.randint(0, m.num_classes, (96,), generator=g)
+    data = from_arrays(x[:64], y[:64], x[64:], y[64:], num_classes=m.num_classes)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    a, _ = retrain(net.spec, data, 1, batch_size=32, progress=False)
+    b, _ = retrain(load_static_like(net).spec, data, 1, batch_size=32, progress=False)
+    assert a.spec == net.spec
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in before)
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
+    assert any(not torch.equal(a.state_dict()[k], v) for k, v in before.items())
+
+
+def load_static_like(net):  # type: ignore[no-untyped-def]
+    """The same architecture with every parameter overwritten by noise."""
+    from dnarch.export.static import StaticNet
+
+    other = StaticNet(net.spec)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.normal_()
+    return other
 
 
 def test_a_successful_export_is_quiet(saved, capfd) -> None:

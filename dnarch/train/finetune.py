@@ -1,5 +1,7 @@
 """Fine-tuning of an exported (static) network: BatchNorm statistics recomputed on the training data for
-the widths it now has, then a few epochs of plain training. No masks, no architecture parameters."""
+the widths it now has, then a few epochs of plain training. No masks, no architecture parameters.
+Or retraining: the learned architecture freshly initialised and trained with the plain CNN's recipe
+(the ``scratch`` method of ``benchmarks/compare.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch
 from torch import nn
 
 from dnarch.data import DataBundle, load_data
+from dnarch.export.spec import ArchSpec
 from dnarch.export.static import ExportError, StaticNet, load_static, save_static
 from dnarch.train.fixed import train_fixed
 from dnarch.train.metrics import SCORES, evaluate_task, target_peak
@@ -64,17 +67,43 @@ def finetune(
     )  # fmt: skip
 
 
+def retrain(
+    spec: ArchSpec,
+    data: DataBundle,
+    epochs: int,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[StaticNet, list[dict[str, Any]]]:
+    """The architecture ``spec``, freshly initialised (``seed``), trained for ``epochs`` with the
+    plain CNN's recipe (AdamW at ``lr``, 2 warm-up epochs, cosine). Returns the network and its
+    per-epoch metrics."""
+    torch.manual_seed(seed)
+    net = StaticNet(spec)
+    history = train_fixed(
+        net, data, epochs, lr, batch_size=batch_size, seed=seed, device=device,
+        warmup_epochs=min(2, epochs), progress=progress, desc="retrain",
+    )  # fmt: skip
+    return net, history
+
+
 def finetune_run(
     run_dir: str | os.PathLike[str],
-    epochs: int,
-    lr: float = 1e-3,
+    epochs: int | None = None,
+    lr: float | None = None,
     out: str | os.PathLike[str] | None = None,
     data: DataBundle | None = None,
     progress: bool = True,
+    from_scratch: bool = False,
 ) -> dict[str, Any]:
-    """Fine-tune the network exported in ``run_dir`` on the run's data (or ``data``) and save it in
-    ``out`` (default ``run_dir/finetuned``). Returns the task's score before and after
-    (``test_score_before``/``_after``; for classification and segmentation also the accuracy)."""
+    """Fine-tune the network exported in ``run_dir`` on the run's data (or ``data``) for ``epochs``
+    (default 5) at ``lr`` (default 1e-3), or with ``from_scratch`` retrain its architecture from a
+    fresh initialisation (``retrain``; default: the run's epochs, lr 3e-3), and save it in ``out``
+    (default ``run_dir/finetuned``, ``run_dir/retrained``). Returns the task's score before and
+    after (``test_score_before``/``_after``; for classification and segmentation also the
+    accuracy)."""
     folder = Path(run_dir)
     net = load_static(folder)
     try:
@@ -93,16 +122,28 @@ def finetune_run(
         net, data.x_test, data.y_test, torch.device("cpu"), data.task, data.num_classes, peak
     )
     train = cfg.get("train", {})
-    history = finetune(
-        net, data, epochs, lr, batch_size=train.get("batch_size", 64), seed=train.get("seed", 0),
-        device=train.get("device", "auto"), progress=progress,
-    )  # fmt: skip
-    target = Path(out) if out is not None else folder / "finetuned"
+    common: dict[str, Any] = {
+        "batch_size": train.get("batch_size", 64), "seed": train.get("seed", 0),
+        "device": train.get("device", "auto"), "progress": progress,
+    }  # fmt: skip
+    if from_scratch:
+        epochs = int(train.get("epochs", 40)) if epochs is None else epochs
+        lr = 3e-3 if lr is None else lr
+        if epochs < 1 or lr <= 0:
+            raise ValueError(f"need epochs >= 1 and lr > 0 to retrain; got {epochs}, {lr}")
+        net, history = retrain(net.spec, data, epochs, lr, **common)
+    else:
+        epochs, lr = (5 if epochs is None else epochs), (1e-3 if lr is None else lr)
+        history = finetune(net, data, epochs, lr, **common)
+    target = (
+        Path(out) if out is not None else folder / ("retrained" if from_scratch else "finetuned")
+    )
     save_static(target, net.spec, {k: v.detach().cpu() for k, v in net.state_dict().items()})
     score = SCORES[data.task][0]
     result = {"task": data.task, "score": score, "test_score_before": before[score],
               "test_score_after": history[-1][f"test_{score}"],
-              "epochs": epochs, "lr": lr, "history": history, "folder": str(target)}  # fmt: skip
+              "epochs": epochs, "lr": lr, "retrained": from_scratch, "history": history,
+              "folder": str(target)}  # fmt: skip
     if "acc" in before:
         result["test_accuracy_before"] = before["acc"]
         result["test_accuracy_after"] = history[-1]["test_acc"]
