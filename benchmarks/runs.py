@@ -194,9 +194,10 @@ def net_note(rows: list[dict[str, Any]]) -> str:
 
 
 def taken_over(paths: list[Path]) -> list[dict[str, Any]]:
-    """The runs of saved compare.py JSON files, the first file's run kept where several hold the same
-    (dataset, method, budget, seed). Each run carries the commands that made it: its own, or, in files
-    written before runs recorded theirs, every command of its file."""
+    """The runs of saved results files (``save_runs``), in the schema (``normalise``), the first
+    file's run kept where several hold the same (dataset, method, budget, seed). Each run carries the
+    commands that made it: its own, or, in files written before runs recorded theirs, every command
+    of its file."""
     rows: list[dict[str, Any]] = []
     keys: set[tuple[Any, ...]] = set()
     for path in paths:
