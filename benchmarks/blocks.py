@@ -57,6 +57,7 @@ if __package__ in (None, ""):  # run as ``python benchmarks/blocks.py``: the rep
 from benchmarks.runs import (  # noqa: E402
     Clock,
     Method,
+    check_run,
     file_meta,
     normalise,
     save_runs,
@@ -214,8 +215,9 @@ FAMILY_LABELS: dict[str, Method] = {"plain": Method("plain", "-s")}
 
 def legacy_runs(saved: list[dict[str, Any]], macs: float, n_train: int) -> list[dict[str, Any]]:
     """Runs of a file written before ``benchmarks.runs``' schema (a list of rows with ``family``,
-    ``data``, ``accuracy``), in the schema, as made for ``macs`` on ``n_train`` samples (the
-    command that resumes the file is the one that made it)."""
+    ``data``, ``accuracy``), in the schema. Such files record neither the budget nor the command:
+    the runs are taken as made for ``macs`` on ``n_train`` samples (the settings of the command that
+    resumes the file), with no command of their own."""
     out = []
     for r in saved:
         r = dict(r)
@@ -223,7 +225,9 @@ def legacy_runs(saved: list[dict[str, Any]], macs: float, n_train: int) -> list[
         r.setdefault("budget", macs)
         r.setdefault("train_macs", 3 * n_train * r["epochs"] * r["macs"])
         r.setdefault("commands", [])  # the file recorded none per run
-        out.append(normalise(r))
+        r = normalise(r)
+        check_run(r)
+        out.append(r)
     return out
 
 
@@ -260,7 +264,10 @@ def main() -> None:
     meta = file_meta(command, rows, commit, samples, threads=1)
     for seed in a.seeds:
         for spec in a.families:
-            if any(r["method"] == spec and r["seed"] == seed for r in rows):
+            if any(
+                (r["dataset"], r["method"], r["budget"], r["seed"]) == (a.data, spec, a.macs, seed)
+                for r in rows
+            ):
                 continue
             torch.manual_seed(seed)
             net = build(spec, data.in_channels, data.num_classes, shape, a.macs)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -43,7 +44,15 @@ from dnarch.train.fixed import train_fixed
 
 if __package__ in (None, ""):  # run as ``python benchmarks/probe_dense_family.py``: the root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.runs import Clock, file_meta, normalise, save_runs, taken_over, write_table  # noqa: E402
+from benchmarks.runs import (  # noqa: E402
+    Clock,
+    check_run,
+    file_meta,
+    normalise,
+    save_runs,
+    taken_over,
+    write_table,
+)
 
 SCORE = {"segment": "test_miou", "classify": "test_acc", "regress": "test_psnr"}
 
@@ -167,12 +176,13 @@ def legacy_runs(
     saved: dict[str, Any], path: Path, settings: dict[str, Any], n_train: int
 ) -> list[dict[str, Any]]:
     """The runs of a file written before ``benchmarks.runs``' schema (``{"command", "runs"}``, each
-    run a ``variant`` with its ``score``), in the schema; ``settings``: the dataset, task, budget
-    and epochs of the command that tabulates them, on ``n_train`` samples (the files record none)."""
-    return [
+    run a ``variant`` with its ``score``), in the schema. Such files record neither their setting
+    nor the wall time: the runs take ``settings`` (the dataset, task, budget and epochs of the
+    command that tabulates them) and ``n_train`` samples, and no wall time (NaN)."""
+    runs = [
         normalise(
             {
-                **settings, "wall_seconds": r["cpu_seconds"],
+                **settings, "wall_seconds": math.nan,  # not recorded
                 "train_macs": 3 * n_train * settings["epochs"] * r["macs"], **r,
                 "method": r["variant"],
                 "commands": [saved["command"]], "source": path.stem,
@@ -180,6 +190,9 @@ def legacy_runs(
         )
         for r in saved["runs"]
     ]  # fmt: skip
+    for r in runs:
+        check_run(r)
+    return runs
 
 
 def main() -> None:
@@ -211,13 +224,14 @@ def main() -> None:
         "dataset": args.data, "task": data.task, "budget": args.macs, "epochs": args.epochs,
     }  # fmt: skip
     rows: list[dict[str, Any]] = []
+    current: list[Path] = []  # files in the schema: one taken_over keeps each run once
     for file in map(Path, args.merge):
         saved = json.loads(file.read_text())
-        rows += (
-            taken_over([file])
-            if "meta" in saved
-            else legacy_runs(saved, file, settings, len(data.x_train))
-        )
+        if "meta" in saved:
+            current.append(file)
+        else:
+            rows += legacy_runs(saved, file, settings, len(data.x_train))
+    rows = taken_over(current) + rows
     commit = git_commit()
     samples = {args.data: (len(data.x_train), len(data.x_test))}
     meta = file_meta(command, rows, commit, samples, threads=args.threads)

@@ -197,7 +197,7 @@ def taken_over(paths: list[Path]) -> list[dict[str, Any]]:
     """The runs of saved results files (``save_runs``), in the schema (``normalise``), the first
     file's run kept where several hold the same (dataset, method, budget, seed). Each run carries the
     commands that made it: its own, or, in files written before runs recorded theirs, every command
-    of its file."""
+    of its file. Raises ``ValueError`` if a run lacks a key of the schema."""
     rows: list[dict[str, Any]] = []
     keys: set[tuple[Any, ...]] = set()
     for path in paths:
@@ -214,7 +214,10 @@ def taken_over(paths: list[Path]) -> list[dict[str, Any]]:
                         "source": r.get("source", path.stem),
                     }
                 )
-    return [normalise(r) for r in rows]
+    out = [normalise(r) for r in rows]
+    for r in out:  # before anything trains: a bad file stops the benchmark, not its next save
+        check_run(r)
+    return out
 
 
 def _task_of(rows: list[dict[str, Any]], dataset: str) -> str:
@@ -270,9 +273,19 @@ def write_table(
         "",
         "Score (test accuracy; mean IoU for segmentation; PSNR for regression): mean ± std over seeds "
         "(n = seeds). MACs and parameters: counted on the final "
-        "exported module. CPU s: process CPU time to the final network (prune includes training the "
-        "maximal network). Training MACs: nominal, 3 x forward MACs per sample seen. (†): the one "
-        "learned axis cannot reach this budget; the run aimed 5% above the smallest network it can reach."
+        "exported module. CPU s: process CPU time to the final network"
+        + (
+            " (prune includes training the maximal network)"
+            if any(r["method"] == "prune" for r in rows)
+            else ""
+        )
+        + ". Training MACs: nominal, 3 x forward MACs per sample seen."
+        + (
+            " (†): the one learned axis cannot reach this budget; the run aimed 5% above the "
+            "smallest network it can reach."
+            if any((r.get("budget_used") or 0) > r["budget"] for r in rows)
+            else ""
+        )
         + (
             " Runs from: the saved file (benchmarks/results/NAME.json) of each row's runs."
             if merged

@@ -212,7 +212,13 @@ def test_the_loop_raises_its_events_to_phases_and_knows_no_dnarch_phase_itself()
             return {}
 
         def on_step_start(self, trainer, epoch, progress):  # type: ignore[no-untyped-def]
-            learning = all(p.requires_grad for p in trainer.model.arch_parameters())
+            masks = [
+                p
+                for g in trainer.optimizer.param_groups
+                if g["name"] == "arch"
+                for p in g["params"]
+            ]
+            learning = all(p.requires_grad for p in masks)
             seen.append("start" if learning else "start-frozen")
 
         def on_before_optimizer_step(self, trainer, epoch, global_step):  # type: ignore[no-untyped-def]

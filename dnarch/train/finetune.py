@@ -50,21 +50,33 @@ def finetune(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Recompute BN statistics, then train ``net`` for ``epochs`` (AdamW, cosine). Per-epoch metrics."""
-    if epochs < 0 or lr <= 0 or batch_size < 1:
-        raise ValueError(
-            f"need epochs >= 0, lr > 0, batch_size >= 1; got {epochs}, {lr}, {batch_size}"
-        )
-    if data.input_shape != net.spec.input_shape or data.in_channels != net.spec.in_channels:
-        raise ValueError(
-            f"data {(data.in_channels, *data.input_shape)} does not fit the network's input "
-            f"{(net.spec.in_channels, *net.spec.input_shape)}"
-        )
+    _check(net.spec, data, epochs, lr, batch_size, least_epochs=0)
     net.to(pick_device(device))
     recompute_bn_stats(net, data.x_train)  # draws no random numbers; train_fixed seeds
     return train_fixed(
         net, data, epochs, lr, batch_size=batch_size, seed=seed, device=device,
         progress=progress, desc="finetune",
     )  # fmt: skip
+
+
+def _check_settings(epochs: int, lr: float, batch_size: int, least_epochs: int) -> None:
+    if epochs < least_epochs or lr <= 0 or batch_size < 1:
+        raise ValueError(
+            f"need epochs >= {least_epochs}, lr > 0, batch_size >= 1; got {epochs}, {lr}, "
+            f"{batch_size}"
+        )
+
+
+def _check(
+    spec: ArchSpec, data: DataBundle, epochs: int, lr: float, batch_size: int, least_epochs: int
+) -> None:
+    """Refuse settings a training cannot take, and data that does not fit the network's input."""
+    _check_settings(epochs, lr, batch_size, least_epochs)
+    if data.input_shape != spec.input_shape or data.in_channels != spec.in_channels:
+        raise ValueError(
+            f"data {(data.in_channels, *data.input_shape)} does not fit the network's input "
+            f"{(spec.in_channels, *spec.input_shape)}"
+        )
 
 
 def retrain(
@@ -80,11 +92,12 @@ def retrain(
     """The architecture ``spec``, freshly initialised (``seed``), trained for ``epochs`` with the
     plain CNN's recipe (AdamW at ``lr``, 2 warm-up epochs, cosine). Returns the network and its
     per-epoch metrics."""
+    _check(spec, data, epochs, lr, batch_size, least_epochs=1)
     torch.manual_seed(seed)
     net = StaticNet(spec)
     history = train_fixed(
         net, data, epochs, lr, batch_size=batch_size, seed=seed, device=device,
-        warmup_epochs=min(2, epochs), progress=progress, desc="retrain",
+        warmup_epochs=2, progress=progress, desc="retrain",
     )  # fmt: skip
     return net, history
 
@@ -105,6 +118,11 @@ def finetune_run(
     after (``test_score_before``/``_after``; for classification and segmentation also the
     accuracy)."""
     folder = Path(run_dir)
+    # the settings first: a bad one is refused before any data is loaded
+    _check_settings(
+        (1 if from_scratch else 0) if epochs is None else epochs, 1.0 if lr is None else lr, 1,
+        least_epochs=1 if from_scratch else 0,
+    )  # fmt: skip
     net = load_static(folder)
     try:
         cfg = json.loads((folder / "config.json").read_text())
@@ -129,8 +147,6 @@ def finetune_run(
     if from_scratch:
         epochs = int(train.get("epochs", 40)) if epochs is None else epochs
         lr = 3e-3 if lr is None else lr
-        if epochs < 1 or lr <= 0:
-            raise ValueError(f"need epochs >= 1 and lr > 0 to retrain; got {epochs}, {lr}")
         net, history = retrain(net.spec, data, epochs, lr, **common)
     else:
         epochs, lr = (5 if epochs is None else epochs), (1e-3 if lr is None else lr)

@@ -7,9 +7,11 @@ gates snap to 0/1) and the masks stop learning; the weights train on, on the fin
 that never freezes is fit into the budget after its last step. After every optimiser step the masks
 are projected back inside their bounds.
 
-The loop itself knows nothing of this: it raises ``Events`` to every phase it was given on every
-rank (they change what is trained, so each rank must run them), and ``on_epoch_end`` to callbacks on
-rank 0 (they write files). A fixed network (``train.fixed``) trains with no phase at all.
+The loop does none of this itself: it raises ``Events`` to every phase it was given on every rank
+(they change what is trained, so each rank must run them), and ``on_epoch_end`` to callbacks on
+rank 0 (they write files); it knows only the epoch the architecture freezes at (to rebuild
+DistributedDataParallel then and to mark the epoch's row). A fixed network (``train.fixed``) trains
+with no phase at all.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import nn
 from tqdm.auto import tqdm
-
-from dnarch.config import TrainConfig
 
 if TYPE_CHECKING:
     from dnarch.train.trainer import Trainer
@@ -42,7 +42,8 @@ class Events:
     """The loop's events, each a no-op here: a phase overrides those it acts on.
 
     ``on_epoch_start`` runs before the epoch's first step (also when a run resumes in the middle of
-    an epoch: ``resumed`` is then True) and returns numbers to keep in that epoch's sums;
+    an epoch: ``resumed`` is then True) and returns numbers to keep in that epoch's sums (ignored on
+    a resume: the sums come from the checkpoint);
     ``on_step_start`` before the forward pass; ``on_before_optimizer_step`` after the backward pass
     of a step with finite gradients; ``on_step_end`` after the optimiser and scheduler steps (skipped
     ones included); ``on_fit_end`` after the last epoch; ``on_fit_exit`` whenever ``fit`` returns or
@@ -88,11 +89,9 @@ class BudgetFit(Protocol):
 
 
 class ArchitecturePhases(Events):
-    """Search, freeze and fit of a DNArch run (module docstring), for ``cfg``'s schedule: the
-    architecture freezes at ``trainer.freeze_epoch`` (``schedule.freeze_epoch``)."""
-
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg = cfg
+    """Search, freeze and fit of a DNArch run (module docstring), by the trainer's settings
+    (``trainer.cfg``): the architecture freezes at ``trainer.freeze_epoch``
+    (``schedule.freeze_epoch``), the epoch from which the loop also counts it frozen."""
 
     def frozen(self, trainer: Trainer, epoch: int) -> bool:
         return epoch >= trainer.freeze_epoch
@@ -111,15 +110,17 @@ class ArchitecturePhases(Events):
 
     def on_step_start(self, trainer: Trainer, epoch: int, progress: float) -> None:
         """Annealed gates sharpen with the search's progress, fully sharp at the freeze."""
-        if self.cfg.anneal_gates and not self.frozen(trainer, epoch):
+        if trainer.cfg.anneal_gates and not self.frozen(trainer, epoch):
             model: Searched = trainer.model  # type: ignore[assignment]
-            model.anneal_gates_(min(1.0, progress * self.cfg.epochs / max(trainer.freeze_epoch, 1)))
+            model.anneal_gates_(
+                min(1.0, progress * trainer.cfg.epochs / max(trainer.freeze_epoch, 1))
+            )
 
     def on_before_optimizer_step(self, trainer: Trainer, epoch: int, global_step: int) -> None:
         """Decoupled updates (``train.alternate``) while searching: even steps move the weights
         only, odd steps the mask parameters only (a parameter without a gradient is left alone by
         AdamW, moments included)."""
-        if not self.cfg.alternate or self.frozen(trainer, epoch):
+        if not trainer.cfg.alternate or self.frozen(trainer, epoch):
             return
         arch = {id(p) for p in _masks(trainer)}
         weights_turn = global_step % 2 == 0
@@ -135,14 +136,15 @@ class ArchitecturePhases(Events):
         """No frozen phase (``train.freeze_arch_fraction=0`` or one epoch): the architecture is fit
         into the budget (and annealed gates snap) after the last step, so the exported network still
         meets the budget; its weights were not trained after the fit, which the user is told."""
-        if trainer.freeze_epoch < self.cfg.epochs:
+        if trainer.freeze_epoch < trainer.cfg.epochs:
             return
         steps = self._finalise(trainer)
         if steps and trainer.world.main:
             tqdm.write(
                 f"dnarch: the architecture never froze (train.freeze_arch_fraction="
-                f"{self.cfg.freeze_arch_fraction:g}, {self.cfg.epochs} epoch(s)), so it was fit into "
-                f"the budget after the last step ({steps} steps), with no training after the fit",
+                f"{trainer.cfg.freeze_arch_fraction:g}, {trainer.cfg.epochs} epoch(s)), so it was "
+                f"fit into the budget after the last step ({steps} steps), with no training after "
+                "the fit",
                 file=sys.stderr,
             )
 
@@ -156,7 +158,7 @@ class ArchitecturePhases(Events):
         binary. Returns the budget fit's steps."""
         objective: BudgetFit = trainer.objective  # type: ignore[assignment]
         steps = objective.fit_budget_(trainer.model, self._fit_groups(trainer))
-        if self.cfg.anneal_gates:
+        if trainer.cfg.anneal_gates:
             model: Searched = trainer.model  # type: ignore[assignment]
             model.snap_gates_()
         return steps

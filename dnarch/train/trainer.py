@@ -1,7 +1,8 @@
 """The one training loop: AdamW with separate groups, warm-up + cosine, evaluation, events.
 
-It knows of the model only ``arch_parameters()``, ``weight_parameters()``, its ``task`` and
-``num_classes`` (for the metrics), nothing of files (checkpoints and metrics are callbacks, on rank 0)
+It knows of the model only ``arch_parameters()``, ``weight_parameters()``,
+``resolution_parameters()`` (the optimiser's groups), its ``task`` and ``num_classes`` (for the
+metrics) and whether it is a ``DNArchNet`` (which has a cost and phases), nothing of files (checkpoints and metrics are callbacks, on rank 0)
 and nothing of DNArch's phases: searching, the freeze and the budget fit are ``phases.Events``
 handlers (``phases.ArchitecturePhases``, on every rank). The device and random state live in
 ``runtime``, the optimiser's schedule in ``schedule``, the batches in ``loader``.
@@ -145,7 +146,7 @@ class Trainer:
             )
         self.callbacks = list(callbacks) if self.world.main else []
         if phases is None:
-            phases = [ArchitecturePhases(cfg)] if isinstance(model, DNArchNet) else []
+            phases = [ArchitecturePhases()] if isinstance(model, DNArchNet) else []
         self.phases = list(phases)
         self.progress = progress and self.world.main
         self.device = pick_device(cfg.device)
