@@ -261,7 +261,12 @@ def main() -> None:
         )
     commit = git_commit()
     samples = {a.data: (len(data.x_train), len(data.x_test))}
-    meta = file_meta(command, rows, commit, samples, threads=1)
+
+    def save() -> None:
+        meta = file_meta(command, rows, samples, threads=1)
+        save_runs(saved, meta, rows)
+        write_table(out / f"{a.name}.md", rows, meta, FAMILY_LABELS)
+
     for seed in a.seeds:
         for spec in a.families:
             if any(
@@ -288,10 +293,8 @@ def main() -> None:
             }  # fmt: skip
             print(json.dumps(row), flush=True)
             rows.append(row)
-            save_runs(saved, meta, rows)
-            write_table(out / f"{a.name}.md", rows, meta, FAMILY_LABELS)
-    save_runs(saved, meta, rows)  # also when --resume found every run done
-    write_table(out / f"{a.name}.md", rows, meta, FAMILY_LABELS)
+            save()
+    save()  # also when --resume found every run done
 
 
 if __name__ == "__main__":

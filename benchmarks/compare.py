@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -88,6 +87,7 @@ from benchmarks.runs import (  # noqa: E402
     DOTTED,
     Clock,
     Method,
+    file_meta,
     save_runs,
     score_text,
     taken_over,
@@ -341,24 +341,17 @@ def main() -> None:
     done = {(r["dataset"], r["method"], r["budget"], r["seed"]) for r in rows}
 
     def save() -> None:
-        made_by = [c for r in rows for c in r.get("commands", [])]  # of the rows shown, in order
         # a table-only file trained nothing: its epochs are its runs', not the flag's default
         epochs = (
             [str(e) for e in sorted({int(r["epochs"]) for r in rows})]
             if args.table_only
             else args.epochs
         )
+        samples = {d: (len(b.x_train), len(b.x_test)) for d, b in datasets.items()}
         meta = {
-            "command": command, "epochs": epochs,
-            "commands": list(dict.fromkeys([*made_by, command])),
-            # the code of the runs shown (runs saved before commits were recorded have none)
-            "commits": list(dict.fromkeys(r["commit"] for r in rows if r.get("commit"))),
+            **file_meta(command, rows, samples, torch.get_num_threads()), "epochs": epochs,
             "finetune_epochs": args.finetune_epochs or "half the epochs",
             "limit_train": args.limit_train, "limit_test": args.limit_test,
-            "n_train": {d: len(b.x_train) for d, b in datasets.items()},
-            "n_test": {d: len(b.x_test) for d, b in datasets.items()},
-            "machine": platform.machine(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
         }  # fmt: skip
         save_runs(raw_path, meta, rows)
         write_table(out / f"{name}.md", rows, meta, METHODS)

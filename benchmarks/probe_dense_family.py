@@ -234,7 +234,6 @@ def main() -> None:
     rows = taken_over(current) + rows
     commit = git_commit()
     samples = {args.data: (len(data.x_train), len(data.x_test))}
-    meta = file_meta(command, rows, commit, samples, threads=args.threads)
     runs: list[dict[str, Any]] = []
     for name in [] if args.table_only else args.variants:
         for seed in args.seeds:
@@ -263,9 +262,11 @@ def main() -> None:
                 f"{row['params']:,} params, {row['cpu_seconds']:.0f} s CPU",
                 flush=True,
             )
-            save_runs(out / f"{args.name}.json", meta, runs)
+            save_runs(
+                out / f"{args.name}.json", file_meta(command, runs, samples, args.threads), runs
+            )
     rows += runs
-    write_table(out / f"{args.name}.md", rows, meta, {})
+    write_table(out / f"{args.name}.md", rows, file_meta(command, rows, samples, args.threads), {})
     print((out / f"{args.name}.md").read_text())
 
 

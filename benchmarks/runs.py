@@ -111,17 +111,17 @@ def save_runs(path: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> N
 def file_meta(
     command: str,
     rows: list[dict[str, Any]],
-    commit: str,
     samples: dict[str, tuple[int, int]],
     threads: int,
 ) -> dict[str, Any]:
-    """A results file's ``meta``: this ``command`` after the commands of the ``rows`` it holds, the
-    commits of their code, each dataset's training and test ``samples``, the machine, ``threads``
-    and the torch version (what ``write_table`` prints above the table)."""
+    """A results file's ``meta`` for the ``rows`` it holds now: this ``command`` after the commands
+    that made them, the commits of their code (runs saved before commits were recorded have none),
+    each dataset's training and test ``samples``, the machine, ``threads`` and the torch version
+    (what ``write_table`` prints above the table)."""
     return {
         "command": command,
         "commands": list(dict.fromkeys([*(c for r in rows for c in r["commands"]), command])),
-        "commits": list(dict.fromkeys([*(r["commit"] for r in rows if r.get("commit")), commit])),
+        "commits": list(dict.fromkeys(r["commit"] for r in rows if r.get("commit"))),
         "n_train": {d: n for d, (n, _) in samples.items()},
         "n_test": {d: n for d, (_, n) in samples.items()},
         "machine": platform.machine(), "threads": threads, "torch": torch.__version__,

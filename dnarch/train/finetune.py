@@ -118,11 +118,13 @@ def finetune_run(
     after (``test_score_before``/``_after``; for classification and segmentation also the
     accuracy)."""
     folder = Path(run_dir)
-    # the settings first: a bad one is refused before any data is loaded
-    _check_settings(
-        (1 if from_scratch else 0) if epochs is None else epochs, 1.0 if lr is None else lr, 1,
-        least_epochs=1 if from_scratch else 0,
-    )  # fmt: skip
+    # the settings first (a bad one is refused before any data is loaded); a retraining's epochs
+    # default to the run's, read below
+    lr = (3e-3 if from_scratch else 1e-3) if lr is None else lr
+    if epochs is None and not from_scratch:
+        epochs = 5
+    least = 1 if from_scratch else 0
+    _check_settings(least if epochs is None else epochs, lr, 1, least_epochs=least)
     net = load_static(folder)
     try:
         cfg = json.loads((folder / "config.json").read_text())
@@ -144,12 +146,11 @@ def finetune_run(
         "batch_size": train.get("batch_size", 64), "seed": train.get("seed", 0),
         "device": train.get("device", "auto"), "progress": progress,
     }  # fmt: skip
+    if epochs is None:
+        epochs = int(train.get("epochs", 40))
     if from_scratch:
-        epochs = int(train.get("epochs", 40)) if epochs is None else epochs
-        lr = 3e-3 if lr is None else lr
         net, history = retrain(net.spec, data, epochs, lr, **common)
     else:
-        epochs, lr = (5 if epochs is None else epochs), (1e-3 if lr is None else lr)
         history = finetune(net, data, epochs, lr, **common)
     target = (
         Path(out) if out is not None else folder / ("retrained" if from_scratch else "finetuned")
