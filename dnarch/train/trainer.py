@@ -1,11 +1,12 @@
 """The one training loop: AdamW with separate groups, warm-up + cosine, evaluation, events.
 
-It knows of the model only ``arch_parameters()``, ``weight_parameters()``,
+It knows of the model only ``arch_parameters()``, ``weight_parameters()`` and
 ``resolution_parameters()`` (the optimiser's groups), its ``task`` and ``num_classes`` (for the
-metrics) and whether it is a ``DNArchNet`` (which has a cost and phases), nothing of files (checkpoints and metrics are callbacks, on rank 0)
-and nothing of DNArch's phases: searching, the freeze and the budget fit are ``phases.Events``
-handlers (``phases.ArchitecturePhases``, on every rank). The device and random state live in
-``runtime``, the optimiser's schedule in ``schedule``, the batches in ``loader``.
+metrics) and whether it is a ``DNArchNet`` (which has a cost, and phases by default). It knows
+nothing of files (checkpoints and metrics are callbacks, on rank 0) and does none of DNArch's
+phases itself: searching, the freeze and the budget fit are ``phases.Events`` handlers
+(``phases.ArchitecturePhases``, on every rank). The device and random state live in ``runtime``,
+the optimiser's schedule in ``schedule``, the batches in ``loader``.
 """
 
 from __future__ import annotations
