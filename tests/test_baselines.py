@@ -4,6 +4,7 @@ target, and the plain training loop."""
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from dnarch.baselines import AXES, ablation_net, frozen_net
 from dnarch.baselines.prune import prune_then_finetune, prune_to_macs
@@ -185,6 +186,34 @@ def test_exported_depthwise_convs_compute_the_same_function_by_every_backend() -
     for got, grads in results.values():
         assert torch.allclose(got, want, atol=1e-5)
         assert all(torch.allclose(g, w, atol=1e-4) for g, w in zip(grads, want_grads, strict=True))
+
+
+@pytest.mark.parametrize("shape", [(24,), (6, 5)])
+def test_exported_pointwise_convs_run_as_a_batched_product_with_the_convolutions_function(
+    shape,
+) -> None:
+    from dnarch.export.static import _POINTWISE_TYPES, conv_backend
+
+    net = _static(shape).train()
+    convs = [m for m in net.modules() if isinstance(m, _POINTWISE_TYPES)]
+    assert len(convs) >= 2 and all(m.kernel_size == (1,) * len(shape) for m in convs)
+    x = torch.randn(4, 2, *shape)
+    results = {}
+    for backend in ("direct", "auto"):
+        net.zero_grad()
+        with conv_backend(net, backend):
+            out = net(x)
+            # "auto" is the batched product, "direct" PyTorch's convolution kernel
+            fn = convs[0](torch.randn(2, convs[0].in_channels, *shape)).grad_fn
+            assert ("Convolution" in type(fn).__name__) == (backend == "direct")
+            out.square().sum().backward()
+        results[backend] = (out.detach(), [m.weight.grad.clone() for m in convs])
+    (want, want_grads), (got, grads) = results["direct"], results["auto"]
+    assert torch.allclose(got, want, atol=1e-5)
+    assert all(torch.allclose(g, w, atol=1e-4) for g, w in zip(grads, want_grads, strict=True))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:  # a tool sees convolutions
+        net(x)
+    assert counted_macs(net, 2, shape) * 2 * 4 == counter.get_total_flops()
 
 
 def test_a_flop_counter_sees_the_exported_depthwise_convs_whatever_the_backend(monkeypatch) -> None:
