@@ -24,6 +24,29 @@ LAYERS = [
 ]
 
 
+def _module_imports() -> dict[str, set[str]]:
+    """Every dnarch module and the dnarch modules it imports (``from dnarch.x import y`` counts as
+    importing ``dnarch.x.y`` when that is a module, else ``dnarch.x``)."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        package = module if rel.name == "__init__" else module.rsplit(".", 1)[0]
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                names |= {target, *(f"{target}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+        graph[module] = {n for n in names if n.startswith("dnarch")}
+    return {m: {n for n in deps if n in graph and n != m} for m, deps in graph.items()}
+
+
 def _unit(module: str) -> str:
     """``dnarch.train.trainer`` -> ``train``; ``dnarch`` -> ``__init__``."""
     parts = module.split(".")
@@ -64,3 +87,23 @@ def test_no_module_imports_a_higher_layer() -> None:
     level = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
     upward = sorted({(a, b) for a, b in _imports() if level[b] > level[a]})
     assert not upward, upward
+
+
+def test_no_import_cycle_between_modules() -> None:
+    """Within a layer too: no module reaches itself through its imports, type-checking and
+    function-level ones included (a package's ``__init__`` importing its own modules aside)."""
+    graph = _module_imports()
+    for module in graph:  # a package may gather its modules; they do not count as importing it
+        graph[module] = {n for n in graph[module] if not module.startswith(n + ".")}
+    cycles = []
+    for start in graph:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            m = todo.pop()
+            if m == start:
+                cycles.append(start)
+                break
+            if m not in seen:
+                seen.add(m)
+                todo += graph[m]
+    assert not cycles, sorted(cycles)

@@ -1,7 +1,9 @@
-"""The objective: task loss plus the budget penalty on the straight-through cost."""
+"""The objectives: task loss plus the budget penalty on the straight-through cost (``Objective``,
+a DNArch run); the task loss alone (``TaskObjective``) for any network as a ``FixedNet``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -176,3 +178,51 @@ class Objective:
 
     def _hard_cost(self, model: DNArchNet) -> float:
         return float(model_cost(model, "hard").get(self.metric))
+
+
+class FixedNet(nn.Module):
+    """Any network as the ``Trainer`` trains it: every trainable parameter is a weight, there are no
+    architecture parameters; it trains with no phase (``train.phases``).
+
+    Args:
+        net: x (B, C, *S) -> (B, K), or (B, K, *S) for a per-position task.
+        task: 'classify', 'segment' or 'regress' (``metrics.task_loss``).
+        num_classes: K (output channels for regression).
+    """
+
+    def __init__(self, net: nn.Module, task: str, num_classes: int) -> None:
+        super().__init__()
+        self.net, self.task, self.num_classes = net, task, num_classes
+        self.verdicts = getattr(net, "verdicts", None)  # an exported network's backend verdicts
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def resolution_parameters(self) -> list[nn.Parameter]:
+        return []
+
+
+class TaskObjective:
+    """The task loss alone, with ``Objective``'s interface (no budget)."""
+
+    metric = "macs"
+    budget: float | None = None
+
+    def __call__(
+        self,
+        model: FixedNet,
+        logits: Tensor,
+        y: Tensor,
+        progress: float,
+        cost: Tensor | None = None,
+    ) -> dict[str, Tensor | float]:
+        """logits (B, K) or (B, K, *S); y as ``task_loss`` wants."""
+        task = task_loss(model.task, logits, y)
+        zero = task.detach() * 0 if cost is None else cost
+        return {"task": task, "cost": zero, "penalty": 0.0, "total": task, "target": math.nan}

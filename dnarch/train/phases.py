@@ -24,10 +24,41 @@ from torch import nn
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
-    from dnarch.train.trainer import Trainer
+    import torch
+
+    from dnarch.config import TrainConfig
+    from dnarch.train.distributed import World
 
 
-def _masks(trainer: Trainer) -> list[nn.Parameter]:
+class Loop(Protocol):
+    """What a phase reads of the training loop (``trainer.Trainer``; a protocol, so that this module
+    need not import the loop that imports it)."""
+
+    @property
+    def cfg(self) -> TrainConfig: ...
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def objective(self) -> Any: ...
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
+
+    @property
+    def world(self) -> World: ...
+
+    @property
+    def freeze_epoch(self) -> int:
+        """The epoch the architecture freezes at (``schedule.freeze_epoch``)."""
+        ...
+
+    @property
+    def resolution_scale(self) -> float: ...
+
+
+def _masks(trainer: Loop) -> list[nn.Parameter]:
     """Every mask parameter, learning or frozen: the optimiser's mask groups (the model's
     ``arch_parameters()`` lists only those that learn)."""
     return [
@@ -49,22 +80,22 @@ class Events:
     ones included); ``on_fit_end`` after the last epoch; ``on_fit_exit`` whenever ``fit`` returns or
     raises."""
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int, resumed: bool) -> dict[str, float]:
+    def on_epoch_start(self, trainer: Loop, epoch: int, resumed: bool) -> dict[str, float]:
         return {}
 
-    def on_step_start(self, trainer: Trainer, epoch: int, progress: float) -> None:
+    def on_step_start(self, trainer: Loop, epoch: int, progress: float) -> None:
         pass
 
-    def on_before_optimizer_step(self, trainer: Trainer, epoch: int, global_step: int) -> None:
+    def on_before_optimizer_step(self, trainer: Loop, epoch: int, global_step: int) -> None:
         pass
 
-    def on_step_end(self, trainer: Trainer) -> None:
+    def on_step_end(self, trainer: Loop) -> None:
         pass
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_fit_end(self, trainer: Loop) -> None:
         pass
 
-    def on_fit_exit(self, trainer: Trainer) -> None:
+    def on_fit_exit(self, trainer: Loop) -> None:
         pass
 
 
@@ -93,10 +124,10 @@ class ArchitecturePhases(Events):
     (``trainer.cfg``): the architecture freezes at ``trainer.freeze_epoch``
     (``schedule.freeze_epoch``), the epoch from which the loop also counts it frozen."""
 
-    def frozen(self, trainer: Trainer, epoch: int) -> bool:
+    def frozen(self, trainer: Loop, epoch: int) -> bool:
         return epoch >= trainer.freeze_epoch
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int, resumed: bool) -> dict[str, float]:
+    def on_epoch_start(self, trainer: Loop, epoch: int, resumed: bool) -> dict[str, float]:
         """At the freeze (before its first step, not again on a resume): the budget fit; the masks
         learn in every epoch before it and in none after."""
         fit_steps = 0
@@ -108,7 +139,7 @@ class ArchitecturePhases(Events):
             p.requires_grad_(not frozen)
         return {"budget_fit_steps": float(fit_steps)}
 
-    def on_step_start(self, trainer: Trainer, epoch: int, progress: float) -> None:
+    def on_step_start(self, trainer: Loop, epoch: int, progress: float) -> None:
         """Annealed gates sharpen with the search's progress, fully sharp at the freeze."""
         if trainer.cfg.anneal_gates and not self.frozen(trainer, epoch):
             model: Searched = trainer.model  # type: ignore[assignment]
@@ -116,7 +147,7 @@ class ArchitecturePhases(Events):
                 min(1.0, progress * trainer.cfg.epochs / max(trainer.freeze_epoch, 1))
             )
 
-    def on_before_optimizer_step(self, trainer: Trainer, epoch: int, global_step: int) -> None:
+    def on_before_optimizer_step(self, trainer: Loop, epoch: int, global_step: int) -> None:
         """Decoupled updates (``train.alternate``) while searching: even steps move the weights
         only, odd steps the mask parameters only (a parameter without a gradient is left alone by
         AdamW, moments included)."""
@@ -128,11 +159,11 @@ class ArchitecturePhases(Events):
             if (id(p) in arch) == weights_turn:
                 p.grad = None
 
-    def on_step_end(self, trainer: Trainer) -> None:
+    def on_step_end(self, trainer: Loop) -> None:
         model: Searched = trainer.model  # type: ignore[assignment]
         model.project_arch_()
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_fit_end(self, trainer: Loop) -> None:
         """No frozen phase (``train.freeze_arch_fraction=0`` or one epoch): the architecture is fit
         into the budget (and annealed gates snap) after the last step, so the exported network still
         meets the budget; its weights were not trained after the fit, which the user is told."""
@@ -148,12 +179,12 @@ class ArchitecturePhases(Events):
                 file=sys.stderr,
             )
 
-    def on_fit_exit(self, trainer: Trainer) -> None:
+    def on_fit_exit(self, trainer: Loop) -> None:
         """Frozen for the last epochs only: the masks stay learnable for whatever comes next."""
         for p in _masks(trainer):
             p.requires_grad_(True)
 
-    def _finalise(self, trainer: Trainer) -> int:
+    def _finalise(self, trainer: Loop) -> int:
         """Fit the architecture into the budget and, with annealed gates, make every decision
         binary. Returns the budget fit's steps."""
         objective: BudgetFit = trainer.objective  # type: ignore[assignment]
@@ -163,7 +194,7 @@ class ArchitecturePhases(Events):
             model.snap_gates_()
         return steps
 
-    def _fit_groups(self, trainer: Trainer) -> list[tuple[list[nn.Parameter], float]]:
+    def _fit_groups(self, trainer: Loop) -> list[tuple[list[nn.Parameter], float]]:
         """Mask parameter groups with the step ``Objective.fit_budget_`` takes: 1e-3 (in mask units,
         about a sixteenth of a channel at 64), scaled for the resolution cut-offs as in training."""
         scale = {"arch": 1.0, "resolution": trainer.resolution_scale}

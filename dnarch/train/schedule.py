@@ -12,7 +12,7 @@ from dnarch.config import TrainConfig
 
 if TYPE_CHECKING:
     from dnarch.models import DNArchNet
-    from dnarch.train.fixed import FixedNet
+    from dnarch.train.objective import FixedNet
 
 
 def param_groups(

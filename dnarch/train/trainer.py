@@ -44,7 +44,7 @@ from dnarch.train.runtime import (
 from dnarch.train.schedule import adamw, freeze_epoch, param_groups, resolution_scale, warmup_cosine
 
 if TYPE_CHECKING:  # a fixed network and its objective train through the same loop
-    from dnarch.train.fixed import FixedNet
+    from dnarch.train.objective import FixedNet
 
 
 @dataclass
