@@ -268,7 +268,8 @@ def write_table(
         if len(meta.get("commands", [])) > 1
         else f"Made by: `{meta['command']}`",
         *(f"- `{c}`" for c in meta.get("commands", []) if len(meta["commands"]) > 1),
-        f"{meta['machine']}, {meta['threads']} threads, torch {meta['torch']}"
+        f"{meta['machine']}, {meta['threads']} thread{'' if meta['threads'] == 1 else 's'}, "
+        f"torch {meta['torch']}"
         + (f"; runs made at commit {', '.join(meta['commits'])}." if meta.get("commits") else "."),
         "",
         "Score (test accuracy; mean IoU for segmentation; PSNR for regression): mean ± std over seeds "
