@@ -355,7 +355,8 @@ def arch_table(result: RunResult) -> str:
     if "train_cpu_seconds" in s:
         lines.append(
             f"training time: {s['train_seconds']:.1f} s ({s['train_cpu_seconds']:.1f} CPU s, "
-            f"{s['epochs']} epochs on {s['device']}, {s['threads']} threads)"
+            f"{s['epochs']} epoch{'s' * (s['epochs'] != 1)} on {s['device']}, "
+            f"{s['threads']} thread{'s' * (s['threads'] != 1)})"
         )
     if "macs_counted" in s:
         lines += ["per sample, counted by torch.utils.flop_counter on real modules:"]
