@@ -24,15 +24,15 @@ LAYERS = [
 ]
 
 
-def _module_imports() -> dict[str, set[str]]:
-    """Every dnarch module and the dnarch modules it imports (``from dnarch.x import y`` counts as
-    importing ``dnarch.x.y`` when that is a module, else ``dnarch.x``)."""
-    graph: dict[str, set[str]] = {}
+def _import_statements() -> dict[str, list[tuple[str | None, list[str]]]]:
+    """Every dnarch module and its import statements, each as (the module ``from`` names, with
+    relative imports resolved; None for a plain ``import``) and the names it imports."""
+    statements: dict[str, list[tuple[str | None, list[str]]]] = {}
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE.parent).with_suffix("")
         module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
         package = module if rel.name == "__init__" else module.rsplit(".", 1)[0]
-        names: set[str] = set()
+        found: list[tuple[str | None, list[str]]] = []
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
@@ -40,9 +40,24 @@ def _module_imports() -> dict[str, set[str]]:
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
-                names |= {target, *(f"{target}.{a.name}" for a in node.names)}
+                found.append((target, [a.name for a in node.names]))
             elif isinstance(node, ast.Import):
-                names |= {a.name for a in node.names}
+                found.append((None, [a.name for a in node.names]))
+        statements[module] = found
+    return statements
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Every dnarch module and the dnarch modules it imports (``from dnarch.x import y`` counts as
+    importing ``dnarch.x.y`` when that is a module, else ``dnarch.x``)."""
+    graph: dict[str, set[str]] = {}
+    for module, found in _import_statements().items():
+        names: set[str] = set()
+        for target, imported in found:
+            if target is None:
+                names |= set(imported)
+            else:
+                names |= {target, *(f"{target}.{n}" for n in imported)}
         graph[module] = {n for n in names if n.startswith("dnarch")}
     return {m: {n for n in deps if n in graph and n != m} for m, deps in graph.items()}
 
@@ -56,22 +71,14 @@ def _unit(module: str) -> str:
 def _imports() -> list[tuple[str, str]]:
     """(importer, imported) units of every dnarch-internal import in the package."""
     edges = []
-    for path in PACKAGE.rglob("*.py"):
-        rel = path.relative_to(PACKAGE.parent).with_suffix("")
-        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-        package = module if rel.name == "__init__" else module.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    target = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    target = node.module or ""
-                names = [target] if target != "dnarch" else [f"dnarch.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
+    for module, found in _import_statements().items():
+        for target, imported in found:
+            if target is None:
+                names = imported
+            elif target == "dnarch":
+                names = [f"dnarch.{n}" for n in imported]
             else:
-                continue
+                names = [target]
             edges += [(_unit(module), _unit(n)) for n in names if n.startswith("dnarch.")]
     return edges
 
