@@ -99,10 +99,10 @@ class DepthwiseConv3d(nn.Conv3d):
 
 class PointwiseConv1d(nn.Conv1d):
     """A 1x1 ``nn.Conv1d`` (same parameters and state keys) that runs, ungrouped, as one batched
-    matrix product (``functional.channels.conv1x1``, as the masked network's 1x1 layers do): on a
-    CPU 1.5-2.5x faster forward and backward than PyTorch's convolution kernel (METHOD-NOTES,
-    Speed). Traced or under a dispatch mode, and with ``backend`` "direct", it is the plain
-    convolution. x: (B, C_in, L) -> (B, C_out, L)."""
+    matrix product (``functional.channels.conv1x1``, as the masked network's 1x1 layers do): the
+    learned networks of speed.md train 9-12% faster so on a CPU (faster at large maps, slower at
+    the last few positions; METHOD-NOTES, Speed). Traced or under a dispatch mode, and with
+    ``backend`` "direct", it is the plain convolution. x: (B, C_in, L) -> (B, C_out, L)."""
 
     backend = "auto"
 
