@@ -99,6 +99,12 @@ class NetConfig:
             stage's blocks with its first block always kept (so the depth never removes a stage or
             a halving). 1 (the default): every block is a stage, one depth mask over all of them
             (METHOD.md), which on a pyramid can only remove the last stages.
+        stage_widths: learn the residual width per stage (one width mask per stage of stage_blocks
+            blocks; the stem's is the first stage's), so the stream may be narrower at full
+            resolution than where it falls, as a plain CNN's is. Where a stage is narrower than the
+            one before, its first block keeps the stream's first channels and drops the rest; where
+            it is wider, zero channels are appended. False (the default): METHOD.md's one residual
+            width mask, shared by every block (stretched where widen > 1). Not with learn_groups.
     """
 
     width: int = 32
@@ -128,6 +134,7 @@ class NetConfig:
     stem_kernel: int = 1
     downsample: str = "fourier"
     stage_blocks: int = 1
+    stage_widths: bool = False
 
     def __post_init__(self) -> None:
         _finite("net", self)
@@ -162,6 +169,10 @@ class NetConfig:
         _require(
             0 < self.init_resolution <= 1,
             f"net.init_resolution must lie in (0, 1], got {self.init_resolution}",
+        )
+        _require(
+            not (self.stage_widths and self.learn_groups),
+            "net.stage_widths does not combine with net.learn_groups",
         )
         _require(
             self.widen == 1 or not self.learn_groups,

@@ -31,6 +31,7 @@ def shrunk_model(
     stem_kernel: int = 1,
     downsample: str = "fourier",
     stage_blocks: int = 1,
+    stage_widths: bool = False,
 ) -> DNArchNet:
     """A small model with random mask settings on the chosen axes and trained BN statistics.
     task: 'classify', or 'segment' / 'regress' for a dense head (with the stem skip if ``skip``).
@@ -41,7 +42,8 @@ def shrunk_model(
     downsample: ``NetConfig.downsample``; 'strided' halves at every block from resolution_from on,
     through perturbed filters (no resolution masks); ``stage_blocks`` > 1 groups the blocks in
     stages with a depth mask each (``NetConfig.stage_blocks``), on a fixed Fourier pyramid that
-    halves the cut-off per stage where not strided."""
+    halves the cut-off per stage where not strided. ``stage_widths``: a residual width mask per
+    stage (``NetConfig.stage_widths``), each at its own random cut-off."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     # even seeds let block 0 downsample too (net.resolution_from=0); odd seeds keep the default (1)
@@ -49,7 +51,7 @@ def shrunk_model(
         width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct",
         resolution_from=seed % 2, dense_skip=skip, learn_groups="groups" in axes,
         widen=widen, direct_kernel=direct_kernel, stem_kernel=stem_kernel,
-        downsample=downsample, stage_blocks=stage_blocks,
+        downsample=downsample, stage_blocks=stage_blocks, stage_widths=stage_widths,
         # stages need a fixed pyramid: a Fourier one halves each stage's cut-off
         learn_resolution=downsample == "fourier" and stage_blocks == 1,
         init_resolution=0.5 if downsample == "fourier" and stage_blocks > 1 else 1.0,
@@ -61,7 +63,8 @@ def shrunk_model(
 
     with torch.no_grad():
         if "width" in axes:
-            m.residual_mask.mu.fill_(r(0.2, 0.8))
+            for rm in m.residual_masks():
+                rm.mu.fill_(r(0.2, 0.8))
         if "depth" in axes:
             if stage_blocks == 1:
                 m.depth_mask.mu.fill_(r(0.1, 0.4))  # keeps 2 or 3 of 4 blocks

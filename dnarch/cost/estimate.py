@@ -198,7 +198,7 @@ def floor_copy(model: DNArchNet, metric: str = "macs") -> DNArchNet:
     small = copy.deepcopy(model)
     masks: list[Any] = []
     if "width" in model.learned_axes:
-        masks += [small.residual_mask, *(b.width_mask for b in small.block_list())]
+        masks += [*small.residual_masks(), *(b.width_mask for b in small.block_list())]
     if "depth" in model.learned_axes:
         masks += small.depth_masks()
     for b in small.block_list():

@@ -46,7 +46,8 @@ class ArchSpec:
 
     @property
     def widens(self) -> bool:
-        """Whether some kept block runs wider than the stem (``NetConfig.widen``)."""
+        """Whether some kept block runs at another width than the stem (``NetConfig.widen``,
+        ``NetConfig.stage_widths``)."""
         return any(self.block_width(b) != self.residual_width for b in self.kept_blocks)
 
     def widths_text(self) -> str:

@@ -8,6 +8,7 @@ Folding (all exact in eval mode):
 - resolution: a band-limited crop (the kept band passes unchanged), one fixed matrix per axis;
 - the dense head's return to the input resolution: spectral zero-padding, one fixed matrix per axis;
 - a block wider than the stream before it (``NetConfig.widen``): zero channels appended to the stream;
+  narrower (``NetConfig.stage_widths``): the stream's first channels;
 - learned grouping: the grouping relation into the pointwise weights, which become grouped convolutions
   (``functional.groups``): the residual channels are stored in bit-reversed order, where every layer's
   groups are contiguous; a group count that does not divide the channels pads each group with a zero
@@ -29,7 +30,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from dnarch.export.spec import ArchSpec, BlockSpec
 from dnarch.files import atomic_path, atomic_write_text
 from dnarch.functional import fourier
-from dnarch.functional.channels import conv1x1, pad_channels
+from dnarch.functional.channels import conv1x1, fit_channels
 from dnarch.functional.conv import CONV, NORM, Verdicts, depthwise_conv
 from dnarch.functional.groups import (
     bit_reversed_order,
@@ -225,8 +226,8 @@ def residual_order(spec: ArchSpec, width: int | None = None) -> list[int]:
 
 
 class StaticBlock(nn.Module):
-    """Resample -> zero channels appended up to the block's width (when it is wider than the stream)
-    -> norm -> depthwise conv -> GELU -> 1x1 -> GELU -> 1x1, added to the residual. With learned
+    """Resample -> zero channels appended up to the block's width (when it is wider than the stream;
+    when narrower, the stream's first channels) -> norm -> depthwise conv -> GELU -> 1x1 -> GELU -> 1x1, added to the residual. With learned
     grouping the 1x1 convolutions are grouped, with fixed gathers where groups are padded."""
 
     in_index: Tensor | None
@@ -236,8 +237,9 @@ class StaticBlock(nn.Module):
         self, spec: BlockSpec, width: int, ndim: int, order: list[int], width_in: int | None = None
     ) -> None:
         super().__init__()
-        # zero channels appended to the stream: a count, not a width, so that a pruner that slices
-        # the stream's channels (benchmarks' prune baseline) leaves the block consistent
+        # zero channels appended to the stream (< 0: channels dropped from its end): a count, not a
+        # width, so that a pruner that slices the stream's channels (benchmarks' prune baseline)
+        # leaves the block consistent
         self.extra = width - (width if width_in is None else width_in)
         conv = CONV[ndim]
         c_in = width - self.extra
@@ -259,7 +261,7 @@ class StaticBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.resample is not None:
             x = self.resample(x)
-        x = pad_channels(x, x.shape[1] + self.extra)
+        x = fit_channels(x, x.shape[1] + self.extra)  # (narrower: the first channels)
         h = self.act(self.conv(self.norm(x)))
         if self.in_index is not None:  # pad each group to the largest with a zero channel
             h = torch.cat([h, torch.zeros_like(h[:, :1])], 1).index_select(1, self.in_index)
@@ -318,7 +320,7 @@ class StaticNet(nn.Module):
         if self.upsample is not None:
             h = self.upsample(h)
         if self.spec.dense_skip:
-            h = h + pad_channels(h0, h.shape[1])  # the stem's output, at the head's width
+            h = h + fit_channels(h0, h.shape[1])  # the stem's output, at the head's width
         return self.head(h)
 
 
@@ -345,8 +347,9 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
         block, pre = model.blocks[b.index], f"blocks.{j}."
         c = spec.block_width(b)
         grid_c, grid_w = model.grids(b.resolution_out)
-        m_c = model.residual_mask.values(grid_c, model.alloc)[:c]
-        assert model.residual_mask.hard_count(grid_c) == c, "spec does not match the model's masks"
+        mask = model.block_residual_mask(b.index)
+        m_c = mask.values(grid_c, model.alloc)[:c]
+        assert mask.hard_count(grid_c) == c, "spec does not match the model's masks"
         order = residual_order(spec, c)
         if block.resolution is not None:
             mu, keep = block.resolution.plan(b.resolution_in, cap)

@@ -14,6 +14,14 @@ def pad_channels(x: Tensor, c: int) -> Tensor:
     return torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], 1)
 
 
+def fit_channels(x: Tensor, c: int) -> Tensor:
+    """x: (B, c', *S) -> (B, c, *S): its first c channels where c < c' (a stream that narrows),
+    zero channels appended where c > c'."""
+    if x.shape[1] > c:
+        return x[:, :c]
+    return pad_channels(x, c)
+
+
 def conv1x1(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     """A 1x1 convolution. x: (B, cols, *S), w: (rows, cols), b: (rows,) or None -> (B, rows, *S).
 

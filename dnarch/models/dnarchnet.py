@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from dnarch.config import AXES, NetConfig
 from dnarch.functional import fourier
 from dnarch.functional import masks as fm
-from dnarch.functional.channels import pad_channels
+from dnarch.functional.channels import fit_channels, pad_channels
 from dnarch.functional.conv import CONV, Verdicts, conv_nd
 from dnarch.functional.memo import made_once
 from dnarch.nn.block import (
@@ -34,6 +34,7 @@ from dnarch.nn.block import (
     DNArchBlock,
     allocated,
     batch_norm,
+    channel_scale,
     pointwise,
 )
 from dnarch.nn.masks import LowpassMask, SigmoidStepMask
@@ -139,7 +140,14 @@ class DNArchNet(nn.Module):
             else CONV[self.ndim](in_channels, cfg.width, cfg.stem_kernel)
         )
         self.stem_norm = nn.BatchNorm1d(cfg.width) if cfg.stem_kernel > 1 else None
+        # the residual width: one mask for every block (METHOD.md), or with ``NetConfig.stage_widths``
+        # one per stage, the first one also the stem's (``residual_masks``)
         self.residual_mask = SigmoidStepMask(cfg.width, cfg.width_span, cfg.threshold)
+        self.stage_blocks = cfg.stage_blocks
+        self.stage_residual = nn.ModuleList(
+            SigmoidStepMask(cfg.width, cfg.width_span, cfg.threshold)
+            for _ in range(cfg.blocks // cfg.stage_blocks - 1 if cfg.stage_widths else 0)
+        )
         # depth: one step mask over every block (METHOD.md), or with ``NetConfig.stage_blocks`` > 1
         # one per stage over its blocks, the first of each always kept (``depth_masks``)
         n = cfg.stage_blocks
@@ -210,7 +218,7 @@ class DNArchNet(nn.Module):
     ) -> list[nn.Parameter]:
         out: list[nn.Parameter] = []
         if width:
-            out.append(self.residual_mask.mu)
+            out += [m.mu for m in self.residual_masks()]
         if depth:
             out += [m.mu for m in self.depth_masks()]
         for b in self.blocks:
@@ -250,7 +258,7 @@ class DNArchNet(nn.Module):
         where it falls. No network the search can reach costs more MACs; with a learned resolution
         and ``widen`` > 1 one can hold more parameters (the blocks widen as the resolution falls)."""
         big = copy.deepcopy(self)
-        masks: list[Any] = [big.residual_mask, *big.depth_masks()]
+        masks: list[Any] = [*big.residual_masks(), *big.depth_masks()]
         for b in big.block_list():
             masks += [b.conv.mask, b.width_mask, *b.group_masks()]
             if "resolution" in self.learned_axes and b.resolution is not None:
@@ -262,7 +270,7 @@ class DNArchNet(nn.Module):
     def gates(self) -> list[SigmoidStepMask | LowpassMask]:
         """The sigmoid masks (residual width, depth, each block's hidden width, resolution and
         groupings): the decisions annealed gates make binary. The kernel's Gaussian mask is not one."""
-        out: list[SigmoidStepMask | LowpassMask] = [self.residual_mask, *self.depth_masks()]
+        out: list[SigmoidStepMask | LowpassMask] = [*self.residual_masks(), *self.depth_masks()]
         for b in self.block_list():
             out += [b.width_mask, *b.group_masks()]
             if b.resolution is not None:
@@ -281,7 +289,8 @@ class DNArchNet(nn.Module):
         midway between its last kept entry and the next, and its sharpness becomes binary, so every
         mask value is 0 or 1 to within exp(-20) (kept values are exactly 1 in float32)."""
         plan = self.hard_plan()
-        self.residual_mask.snap_()
+        for r in self.residual_masks():
+            r.snap_()
         for m in self.depth_masks():
             m.snap_()
         for b, p in zip(self.block_list(), plan, strict=True):
@@ -294,11 +303,28 @@ class DNArchNet(nn.Module):
     @torch.no_grad()
     def project_arch_(self) -> None:
         """Keep mask parameters inside their floors and ceilings; call after each optimiser step."""
-        self.residual_mask.project_()
+        for r in self.residual_masks():
+            r.project_()
         for m in self.depth_masks():
             m.project_()
         for b in self.block_list():
             b.project_()
+
+    @property
+    def stage_widths(self) -> bool:
+        """Is the residual width learned per stage (``NetConfig.stage_widths``)?"""
+        return len(self.stage_residual) > 0
+
+    def residual_masks(self) -> list[SigmoidStepMask]:
+        """The residual width masks: one shared by every block, or one per stage (the first the
+        stem's)."""
+        return [self.residual_mask, *self.stage_residual]  # type: ignore[list-item]
+
+    def block_residual_mask(self, index: int) -> SigmoidStepMask:
+        """The residual width mask of block ``index`` (its stage's)."""
+        if not self.stage_residual:
+            return self.residual_mask
+        return self.residual_masks()[index // self.stage_blocks]
 
     def depth_masks(self) -> list[SigmoidStepMask]:
         """The depth masks, each over a run of consecutive blocks: one over all of them, or one per
@@ -334,25 +360,44 @@ class DNArchNet(nn.Module):
         depth = self.depth_values()
         kept_blocks = self.depth_kept()
         cap: Tensor | None = None
-        residual: dict[int, tuple[Tensor, int]] = {}  # the residual mask per grid, made once
+        # the residual mask per (mask, grid), made once
+        residual: dict[tuple[int, int], tuple[Tensor, int]] = {}
+        head_c, head_m = c, m_res  # the last kept block's width and mask: the head's
         for index, block in enumerate(self.block_list()):
             if not kept_blocks[index] and crop:
                 continue
             if kept_blocks[index]:  # (the reference path runs a removed block without resampling)
                 h, cap = block.resample(h, cap)
             grid_c, grid_w = self.grids(h.shape[2:])
-            if grid_c not in residual:
-                residual[grid_c] = self.residual_mask.values_and_count(grid_c, self.alloc)
-            m_res, kept = residual[grid_c]
+            mask = self.block_residual_mask(index)
+            key = (index // self.stage_blocks if self.stage_widths else 0, grid_c)
+            if key not in residual:
+                residual[key] = mask.values_and_count(grid_c, self.alloc)
+            m_res, kept = residual[key]
             c = kept if crop else self.alloc
             m_res = m_res[:c]
-            h = pad_channels(h, c)  # a wider block: the new residual channels start at zero
+            # the stream at the block's width: new residual channels start at zero; a narrower
+            # stage (``stage_widths``) drops the last ones (the reference path: zeroes them)
+            if crop:
+                h = fit_channels(h, c)
+            else:
+                h = pad_channels(h, c)
+                if self.stage_widths and kept_blocks[index]:
+                    h = channel_scale(h, (m_res > 0).to(h.dtype))
             h = block(h, m_res, depth[index], cap, crop=crop, resample=False, hidden_grid=grid_w)[0]
+            if kept_blocks[index]:
+                head_c, head_m = c, m_res
+        c, m_res = head_c, head_m
         h = batch_norm(h, self.head_norm, c, self.training, m_res)
         if not self.dense:
             pooled = h.flatten(2).mean(-1)  # (B, c)
             return F.linear(pooled, self.head.weight[:, :c], self.head.bias)
-        return self._dense_head(h, pad_channels(h0, c))
+        if crop:
+            return self._dense_head(h, fit_channels(h0, c))
+        h0 = pad_channels(h0, c)
+        if self.stage_widths:
+            h0 = channel_scale(h0, (m_res > 0).to(h0.dtype))
+        return self._dense_head(h, h0)
 
     def _stem(self, x: Tensor, c: int, m_res: Tensor) -> Tensor:
         """The stem's first ``c`` output channels, each times its residual mask value m_res (c,):
@@ -432,7 +477,7 @@ class DNArchNet(nn.Module):
                     hidden=b.width_mask.hard_count(grid_w),
                     keep_bins=tuple(keep),
                     groups=b.hard_groups(),
-                    width=self.residual_mask.hard_count(grid_c),
+                    width=self.block_residual_mask(index).hard_count(grid_c),
                     strided=kept and b.halve_filter is not None,
                 )
             )
@@ -491,7 +536,12 @@ class DNArchNet(nn.Module):
         else:
             groups = torch.ones(len(blocks), 2, device=dev)
         last = _last_kept(plan)
-        width = residual * stretch if self.widen != 1 else residual.expand(len(blocks))
+        if self.stage_widths:  # each block at its stage's width
+            stage = torch.tensor([i // self.stage_blocks for i in range(len(blocks))], device=dev)
+            per_block = _soft_counts(self.residual_masks())[stage]  # (L,)
+        else:
+            per_block = residual.expand(len(blocks))
+        width = per_block * stretch if self.widen != 1 else per_block
         return ArchSizes(
             residual=residual,
             depth=torch.cat([m.raw() for m in self.depth_masks()]),

@@ -34,7 +34,7 @@ def arch_columns(model: DNArchNet) -> dict[str, Any]:
         row[f"b{i}_kept"] = int(p.kept)
         row[f"b{i}_kernel"] = "x".join(map(str, p.kernel))
         row[f"b{i}_hidden"] = p.hidden
-        if model.widen != 1:
+        if model.widen != 1 or model.stage_widths:
             row[f"b{i}_width"] = p.width
         row[f"b{i}_res_out"] = "x".join(map(str, p.resolution_out))
         if model.learn_groups:
@@ -47,7 +47,8 @@ def soft_sizes(model: Any) -> dict[str, float]:
     """The differentiable architecture as flat scalars: ``residual_width`` and, per block ``l``,
     ``block{l}/depth`` (the mask value), ``block{l}/kernel_axis{a}``, ``block{l}/hidden`` and
     ``block{l}/resolution_axis{a}`` (sizes in taps, channels and samples); with learned grouping
-    ``block{l}/groups_pw1`` and ``block{l}/groups_pw2``; with ``net.widen`` > 1 ``block{l}/width``
+    ``block{l}/groups_pw1`` and ``block{l}/groups_pw2``; with ``net.widen`` > 1 or
+    ``net.stage_widths`` ``block{l}/width``
     (the block's residual width)."""
     sizes = model.arch_sizes(hard=False)
     out = {"residual_width": float(sizes.residual)}
@@ -56,7 +57,7 @@ def soft_sizes(model: Any) -> dict[str, float]:
     ):
         out[f"block{i}/depth"] = float(d)
         out[f"block{i}/hidden"] = float(h)
-        if model.widen != 1:
+        if model.widen != 1 or model.stage_widths:
             out[f"block{i}/width"] = float(sizes.width[i])
         for a, v in enumerate(k.reshape(-1).tolist()):
             out[f"block{i}/kernel_axis{a}"] = v
