@@ -8,8 +8,8 @@ a fixed Fourier pyramid in stages of two blocks with the depth learned per stage
 strided in stages) x widths that stretch where the resolution falls (widen 1 or 2), with the
 directly learned kernel term and the k-tap stem alternating across cases; and, where the config
 allows them (widen 1), learned grouping and annealed gates (mid-anneal, and snapped binary); and
-a residual width per stage (widen 2), each stage's at its own cut-off, so the stream narrows and
-widens between stages.
+a residual width per stage (widen 2, and widen 1 with annealed gates), each stage's at its own
+cut-off, so the stream narrows and widens between stages.
 Feature-specific behaviour lives in each feature's own test file.
 """
 
@@ -53,6 +53,7 @@ CASES = [  # the case's index seeds its masks and picks its direct kernel and st
                     (1.0, "groups"),
                     (1.0, "gates"),
                     (2.0, "stage-widths"),
+                    (1.0, "stage-widths-gates"),
                 ],  # fmt: skip
             ),
             *itertools.product(SHAPES, ["regress"], ["learned", "strided"], [(2.0, "plain")]),
@@ -81,10 +82,10 @@ def test_every_buildable_network_keeps_the_contract(
     m = shrunk_model(
         shape, seed=case, task=task, axes=axes, widen=widen, downsample=downsample,
         stage_blocks=stage_blocks, direct_kernel=3 * (case % 2), stem_kernel=1 + 2 * (case // 2 % 2),
-        classes=1 if task == "regress" else 5, stage_widths=extra == "stage-widths",
+        classes=1 if task == "regress" else 5, stage_widths=extra.startswith("stage-widths"),
     )  # fmt: skip
     x = torch.randn(5, 2, *shape)
-    if extra == "gates":
+    if extra.endswith("gates"):
         m.anneal_gates_(0.6)  # partly sharpened
         check_crop_export_and_cost(m, x)
         m.snap_gates_()  # binary: the cropped network is unchanged
