@@ -456,6 +456,8 @@ def main() -> None:
                 )  # fmt: skip
 
     datasets = {name: load(args, name) for name in args.datasets}  # all up front: meta is complete
+    if args.table_only:
+        check_samples(merged, {d: (len(b.x_train), len(b.x_test)) for d, b in datasets.items()})
     for seed in (
         [] if args.table_only else args.seeds
     ):  # seed-major: an interrupted run holds whole seeds of every dataset
@@ -519,6 +521,22 @@ def budget_changes(changes: list[str]) -> dict[str, Any]:
         raise SystemExit("compare.py: error: --budget-config sets no budget; give --budgets")
     budget = changed("budget", changes).budget
     return {k: getattr(budget, k) for k, _, _ in (c.partition("=") for c in changes)}
+
+
+def check_samples(paths: list[Path], samples: dict[str, tuple[int, int]]) -> None:
+    """A table states each dataset's training and test sizes from the flags (``--limit-train``,
+    ``--limit-test``): a table-only rewrite must give the sizes its runs were made on (as saved in
+    their files), or it exits with one line."""
+    for path in paths:
+        meta = json.loads(path.read_text())["meta"]
+        for d, sizes in samples.items():
+            made = (meta.get("n_train", {}).get(d), meta.get("n_test", {}).get(d))
+            if None not in made and made != sizes:
+                raise SystemExit(
+                    f"compare.py: error: {path} holds {d} runs made on {made[0]:,} training / "
+                    f"{made[1]:,} test samples, the flags give {sizes[0]:,} / {sizes[1]:,}: pass "
+                    "the runs' --limit-train and --limit-test"
+                )
 
 
 def maximal_net(data: DataBundle, changes: list[str], preset: str = "auto") -> NetConfig:

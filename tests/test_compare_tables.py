@@ -212,3 +212,28 @@ def test_the_commit_of_this_checkout() -> None:
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     assert git_commit().split("+")[0] == (head or "unknown")
+
+
+def test_a_table_only_rewrite_must_give_the_runs_sample_counts(tmp_path: Path) -> None:
+    """A rewrite without the runs' --limit-train once titled 1,000-sample runs "60,000 training"."""
+    path = tmp_path / "a.json"
+    saved(path, ["cmd-A"], [run_row("dnarch", 0.9)])
+    part = json.loads(path.read_text())
+    part["meta"].update(n_train={"mnist1d": 1000}, n_test={"mnist1d": 500})
+    path.write_text(json.dumps(part))
+    argv = ["--datasets", "mnist1d", "--threads", "1", "--table-only", "--merge", str(path)]
+    argv += ["--out", str(tmp_path / "out"), "--name", "t"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), *argv],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode != 0 and not (tmp_path / "out" / "t.md").exists()
+    assert "1,000 training / 500 test samples, the flags give 4,000 / 1,000" in done.stderr
+    argv += ["--limit-train", "1000", "--limit-test", "500"]
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), *argv],
+        check=True, capture_output=True, cwd=ROOT,
+    )  # fmt: skip
+    assert (
+        "**mnist1d**: 1,000 training / 500 test samples" in (tmp_path / "out" / "t.md").read_text()
+    )
