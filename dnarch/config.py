@@ -52,6 +52,12 @@ class NetConfig:
         depth_span: blocks over which the depth mask's step rises from T to 1-T.
         resolution_span: frequency bins over which a resolution mask's step rises from T to 1-T.
         init_kernel_cutoff: initial relative half-extent of the kernels (1: the whole input).
+        init_kernel_gain: the kernel network's initial output scale: its last layer's weights start
+            at this times SIREN's (1, the default: unit-variance kernel values over the whole
+            kernel). 0: the continuous kernel starts at zero, so a depthwise kernel starts as its
+            directly learned centre (direct_kernel) and grows long only as training makes it;
+            kernels over whole maps (the maximal network) then train as well as short ones
+            (METHOD-NOTES, "The continuous kernel starts at zero").
         learn_kernel: learn each block's kernel size.
         learn_width: learn the residual width and each block's hidden width.
         learn_resolution: learn where the network downsamples and by how much.
@@ -119,6 +125,7 @@ class NetConfig:
     depth_span: float = 1.5
     resolution_span: float = 2.5
     init_kernel_cutoff: float = 1.0
+    init_kernel_gain: float = 1.0
     learn_kernel: bool = True
     learn_width: bool = True
     learn_resolution: bool = True
@@ -166,6 +173,10 @@ class NetConfig:
             f"net.direct_kernel must be 0 or odd and positive, got {self.direct_kernel}",
         )
         _require(self.widen >= 1, f"net.widen must be >= 1, got {self.widen}")
+        _require(
+            self.init_kernel_gain >= 0,
+            f"net.init_kernel_gain must be >= 0, got {self.init_kernel_gain}",
+        )
         _require(
             0 < self.init_resolution <= 1,
             f"net.init_resolution must lie in (0, 1], got {self.init_resolution}",

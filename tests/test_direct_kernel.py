@@ -113,3 +113,32 @@ def test_the_seq_dense_preset_is_seq_with_the_measured_term() -> None:
     from dnarch.models import PRESETS
 
     assert PRESETS["seq-dense"] == replace(PRESETS["seq"], direct_kernel=3)
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_a_kernel_net_started_at_zero_gives_the_direct_term_and_learns(ndim) -> None:
+    """``net.init_kernel_gain=0``: at the start the kernel is exactly its centred direct term, even
+    over a whole map; the kernel net's last layer gets a gradient, so the long part can grow."""
+    torch.manual_seed(0)
+    conv = DepthwiseCKConv(ndim, 6, (16,) * ndim, 8, 3, 20.0, 1.0, 0.1, "direct", 3, gain=0.0)
+    assert conv.mask.hard_sizes((16,) * ndim) == (15,) * ndim  # the whole map
+    w = conv.kernel((16,) * ndim, 6)
+    assert torch.equal(w, centred(conv.direct, (15,) * ndim))
+    x = torch.randn(2, 6, *(16,) * ndim)
+    conv(x).square().sum().backward()
+    assert conv.kernel_net.out.weight.grad is not None
+    assert conv.kernel_net.out.weight.grad.abs().sum() > 0
+    # the default keeps SIREN's unit-variance kernel values
+    one = DepthwiseCKConv(ndim, 6, (16,) * ndim, 8, 3, 20.0, 1.0, 0.1, "direct", 3)
+    assert one.kernel_net.out.weight.abs().max() > 0.1
+
+
+def test_the_kernel_gain_changes_no_cost_and_no_architecture() -> None:
+    cfg = NetConfig(width=8, hidden=8, blocks=2, direct_kernel=3, dropout=0.0)
+    zero = build_model(NetConfig(**{**cfg.__dict__, "init_kernel_gain": 0.0}), 1, 3, (24,))
+    one = build_model(cfg, 1, 3, (24,))
+    assert harden(zero) == harden(one)
+    assert float(model_cost(zero, "hard").macs) == float(model_cost(one, "hard").macs)
+    assert all(b.conv.kernel_net.out.weight.abs().max() == 0 for b in zero.block_list())
+    with pytest.raises(ConfigError, match="init_kernel_gain"):
+        NetConfig(init_kernel_gain=-1.0)

@@ -44,6 +44,8 @@ class DepthwiseCKConv(nn.Module):
         kernel_hidden, kernel_layers, omega0: KernelNet settings.
         init_cutoff, threshold: kernel mask settings; backend: 'auto' | 'direct' | 'fft'.
         direct: size of the directly learned central term (0: none; else odd).
+        gain: the kernel net's initial output scale (``KernelNet``; 0: the kernel starts as its
+            direct term).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class DepthwiseCKConv(nn.Module):
         threshold: float,
         backend: str,
         direct: int = 0,
+        gain: float = 1.0,
     ) -> None:
         super().__init__()
         if backend not in fconv.BACKENDS:
@@ -65,7 +68,7 @@ class DepthwiseCKConv(nn.Module):
         if direct < 0 or (direct and direct % 2 == 0):
             raise ValueError(f"direct kernel size must be 0 or odd, got {direct}")
         self.ndim, self.base, self.backend = ndim, tuple(base), backend
-        self.kernel_net = KernelNet(ndim, channels, kernel_hidden, kernel_layers, omega0)
+        self.kernel_net = KernelNet(ndim, channels, kernel_hidden, kernel_layers, omega0, gain)
         # the floor (one sample of the longest axis) may lie above a short starting cut-off on
         # small inputs: the kernel then starts at the floor (3 taps either way)
         floor = 1.0 / max(self.base)

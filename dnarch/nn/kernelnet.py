@@ -21,9 +21,13 @@ class KernelNet(nn.Module):
         hidden: hidden units.
         layers: number of linear layers (>= 2).
         omega0: SIREN frequency of the sine activations.
+        gain: scale of the last layer's initial weights (1: unit-variance outputs, SIREN's; 0: the
+            network starts at zero, and its last layer learns from there).
     """
 
-    def __init__(self, ndim: int, channels: int, hidden: int, layers: int, omega0: float) -> None:
+    def __init__(
+        self, ndim: int, channels: int, hidden: int, layers: int, omega0: float, gain: float = 1.0
+    ) -> None:
         super().__init__()
         if layers < 2 or hidden < 1:
             raise ValueError(
@@ -41,7 +45,7 @@ class KernelNet(nn.Module):
                 assert isinstance(lin, nn.Linear)
                 lin.weight.uniform_(-bound, bound)
             bound = math.sqrt(6 / hidden)  # sin(.) has variance 1/2: unit-variance outputs
-            self.out.weight.uniform_(-bound, bound)
+            self.out.weight.uniform_(-bound, bound).mul_(gain)
             self.out.bias.zero_()
 
     def forward(self, pos: Tensor, channels: int | None = None) -> Tensor:
