@@ -106,6 +106,10 @@ def test_preset_net_follows_the_input() -> None:
         m = build_model(cfg, 1, 10, shape)
         assert [max(p.kernel) for p in m.hard_plan()][0] == 3
     assert preset_net("seq-stages", (40,)) == dataclasses_replace(PRESETS["seq-stages"], blocks=4)
+    # long sequences start their continuous kernels at zero; MNIST-1D's 40 samples and images do not
+    assert preset_net("seq-stages", (784,)).init_kernel_gain == 0.0
+    assert preset_net("seq-stages", (40,)).init_kernel_gain == 1.0
+    assert preset_net("image-stages", (28, 28)).init_kernel_gain == 1.0
     assert preset_net("image", (28, 28)) == PRESETS["image"]
 
 

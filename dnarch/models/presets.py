@@ -54,8 +54,7 @@ PRESETS: dict[str, NetConfig] = {
     # sequences: four stages
     # no dropout: on sequences it cost 1.4-2.1 points in the 1,000-sample regime and nothing on
     # MNIST-1D or on 10,000 sequences (METHOD-NOTES, "Dropout on the sequence preset"); the
-    # continuous kernel starts at zero, the kernels at their direct 3-tap term: 2.4-3 points on
-    # sequences of 784 (METHOD-NOTES, "The continuous kernel starts at zero")
+    # continuous kernel starts at zero on long inputs (``preset_net``)
     "seq-stages": replace(
         _SEQ,
         width=24,
@@ -63,13 +62,16 @@ PRESETS: dict[str, NetConfig] = {
         blocks=4,
         downsample="strided",
         dropout=0.0,
-        init_kernel_gain=0.0,
         **_STAGES,  # type: ignore[arg-type]
     ),
 }
 
 
 STAGED = ("image-stages", "seq-stages")  # presets whose depth follows the input (``preset_net``)
+# ``seq-stages`` on inputs longer than this starts its continuous kernels at zero
+# (``NetConfig.init_kernel_gain`` 0): 2.4-3 points better on sequences of 784, 0.2-0.6 worse on
+# MNIST-1D's 40 samples (METHOD-NOTES, "The continuous kernel starts at zero")
+LONG_SEQUENCE = 64
 
 
 def preset_net(
@@ -78,7 +80,8 @@ def preset_net(
     """The preset ``name`` for data of ``input_shape``: the ``*-stages`` presets get one block per
     stage of the plain CNN for that input (``plain_cnn.stage_count``: halvings until the smallest
     axis would fall below 5 samples; 28 px: 3, 40 samples: 4, 784: 8) and kernels that start at 3
-    taps whatever the input's length; the others as they are. ``overrides``: the run's dotted
+    taps whatever the input's length (``seq-stages`` on inputs longer than ``LONG_SEQUENCE``:
+    continuous kernels that start at zero); the others as they are. ``overrides``: the run's dotted
     config overrides ('net.stage_blocks' sets the blocks per stage here, unless 'net.blocks' is
     given; the caller applies them all afterwards)."""
     cfg = PRESETS[name]
@@ -96,7 +99,10 @@ def preset_net(
         # a bad value is refused, with its own message, where the override is applied
         with contextlib.suppress(ValueError):
             per_stage = max(1, int(str(given)))
-    return replace(cfg, blocks=stage_count(shape) * per_stage, init_kernel_cutoff=cutoff)
+    gain = 0.0 if name == "seq-stages" and max(shape) > LONG_SEQUENCE else cfg.init_kernel_gain
+    return replace(
+        cfg, blocks=stage_count(shape) * per_stage, init_kernel_cutoff=cutoff, init_kernel_gain=gain
+    )
 
 
 def preset_for(ndim: int, task: str = "classify") -> str:
