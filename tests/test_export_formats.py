@@ -14,9 +14,19 @@ from dnarch.export.summary import before_after
 from tests.conftest import shrunk_model
 
 
-@pytest.fixture(params=[(40,), (12, 9)], ids=["1d", "2d"])
+def _narrowing(shape: tuple[int, ...]):
+    """A network with a residual width per stage whose stream narrows somewhere."""
+    for seed in range(20):
+        m = shrunk_model(shape, seed, widen=2.0, stage_widths=True)
+        widths = [m.residual_mask.hard_count()] + [p.width for p in m.hard_plan() if p.kept]
+        if any(b < a for a, b in zip(widths, widths[1:], strict=False)):
+            return m.eval()
+    raise AssertionError("no seed narrows")
+
+
+@pytest.fixture(params=[(40,), (12, 9), "narrowing"], ids=["1d", "2d", "1d-stage-widths"])
 def saved(request, tmp_path):
-    m = shrunk_model(request.param, 2)
+    m = _narrowing((40,)) if request.param == "narrowing" else shrunk_model(request.param, 2)
     spec = harden(m)
     save_static(tmp_path, spec, export_state(m, spec))
     return m, tmp_path
