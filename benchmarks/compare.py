@@ -456,8 +456,8 @@ def main() -> None:
                 )  # fmt: skip
 
     datasets = {name: load(args, name) for name in args.datasets}  # all up front: meta is complete
-    if args.table_only:
-        check_samples(merged, {d: (len(b.x_train), len(b.x_test)) for d, b in datasets.items()})
+    # a table titles each dataset with the flags' sample counts: every run it takes over must match
+    check_samples(merged, {d: (len(b.x_train), len(b.x_test)) for d, b in datasets.items()})
     for seed in (
         [] if args.table_only else args.seeds
     ):  # seed-major: an interrupted run holds whole seeds of every dataset
@@ -525,8 +525,9 @@ def budget_changes(changes: list[str]) -> dict[str, Any]:
 
 def check_samples(paths: list[Path], samples: dict[str, tuple[int, int]]) -> None:
     """A table states each dataset's training and test sizes from the flags (``--limit-train``,
-    ``--limit-test``): a table-only rewrite must give the sizes its runs were made on (as saved in
-    their files), or it exits with one line."""
+    ``--limit-test``): runs taken over from saved files (``--resume``, ``--merge``, a table-only
+    rewrite) must have been made on those sizes (as saved in their files), or it exits with one
+    line."""
     for path in paths:
         meta = json.loads(path.read_text())["meta"]
         for d, sizes in samples.items():

@@ -57,7 +57,9 @@ class NetConfig:
             kernel). 0: the continuous kernel starts at zero, so a depthwise kernel starts as its
             directly learned centre (direct_kernel) and grows long only as training makes it;
             kernels over whole maps (the maximal network) then train as well as short ones
-            (METHOD-NOTES, "The continuous kernel starts at zero").
+            (METHOD-NOTES, "The continuous kernel starts at zero"). Without a direct term
+            (direct_kernel 0) a zero start leaves each depthwise layer at its bias until the
+            kernel net's last layer has learned.
         learn_kernel: learn each block's kernel size.
         learn_width: learn the residual width and each block's hidden width.
         learn_resolution: learn where the network downsamples and by how much.
