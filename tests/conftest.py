@@ -92,6 +92,12 @@ def shrunk_model(
     return m.eval()
 
 
+def stream_narrows(m: DNArchNet) -> bool:
+    """Does some kept block run narrower than the stream before it (``NetConfig.stage_widths``)?"""
+    widths = [m.residual_mask.hard_count()] + [p.width for p in m.hard_plan() if p.kept]
+    return any(b < a for a, b in zip(widths, widths[1:], strict=False))
+
+
 def check_crop_export_and_cost(m: DNArchNet, x: torch.Tensor) -> ArchSpec:
     """The contract on ``m`` (eval mode) and a batch ``x``: cropped equals masked (1e-5), the exported
     network equals the cropped one (1e-4), the hard cost equals the FLOP counter's MACs and the

@@ -2,6 +2,8 @@
 against its closed form (kernel net part plus the centred term), the cropped network against the
 masked one, the exported network against both, and the cost estimate against the FLOP counter."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -135,7 +137,7 @@ def test_a_kernel_net_started_at_zero_gives_the_direct_term_and_learns(ndim) -> 
 
 def test_the_kernel_gain_changes_no_cost_and_no_architecture() -> None:
     cfg = NetConfig(width=8, hidden=8, blocks=2, direct_kernel=3, dropout=0.0)
-    zero = build_model(NetConfig(**{**cfg.__dict__, "init_kernel_gain": 0.0}), 1, 3, (24,))
+    zero = build_model(dataclasses.replace(cfg, init_kernel_gain=0.0), 1, 3, (24,))
     one = build_model(cfg, 1, 3, (24,))
     assert harden(zero) == harden(one)
     assert float(model_cost(zero, "hard").macs) == float(model_cost(one, "hard").macs)

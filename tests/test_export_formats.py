@@ -11,15 +11,14 @@ from dnarch.cost import model_cost
 from dnarch.export import export_run, export_state, harden, load_static, save_static
 from dnarch.export.static import ExportError
 from dnarch.export.summary import before_after
-from tests.conftest import shrunk_model
+from tests.conftest import shrunk_model, stream_narrows
 
 
 def _narrowing(shape: tuple[int, ...]):
     """A network with a residual width per stage whose stream narrows somewhere."""
     for seed in range(20):
         m = shrunk_model(shape, seed, widen=2.0, stage_widths=True)
-        widths = [m.residual_mask.hard_count()] + [p.width for p in m.hard_plan() if p.kept]
-        if any(b < a for a, b in zip(widths, widths[1:], strict=False)):
+        if stream_narrows(m):
             return m.eval()
     raise AssertionError("no seed narrows")
 

@@ -3,6 +3,8 @@ cropped, cost = FLOP counter) on networks whose stream really narrows and widens
 the straight-through cost against the hard one, gradients that reach every stage's mask, and a
 default that leaves the network as it was (no new parameters, the same state keys)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from dnarch.cost import model_cost
 from dnarch.export import harden
 from dnarch.models import build_model
 from dnarch.train.callbacks import arch_columns, soft_sizes
-from tests.conftest import check_crop_export_and_cost, shrunk_model
+from tests.conftest import check_crop_export_and_cost, shrunk_model, stream_narrows
 
 PYRAMIDS = [("fourier", 1), ("fourier", 2), ("strided", 1), ("strided", 2)]
 
@@ -31,8 +33,7 @@ def test_a_stream_that_narrows_keeps_the_contract(shape, task, downsample, stage
             shape, seed, task=task, widen=2.0, downsample=downsample,
             stage_blocks=stage_blocks, stage_widths=True,
         )  # fmt: skip
-        w = _widths(m)
-        if not any(b < a for a, b in zip(w, w[1:], strict=False)):
+        if not stream_narrows(m):
             continue  # only networks whose stream narrows somewhere
         narrowed += 1
         m.eval()
@@ -70,7 +71,7 @@ def test_off_by_default_and_the_network_is_unchanged() -> None:
     torch.manual_seed(0)
     old = build_model(cfg, 1, 3, (32,))
     torch.manual_seed(0)
-    on = build_model(NetConfig(**{**cfg.__dict__, "stage_widths": True}), 1, 3, (32,))
+    on = build_model(dataclasses.replace(cfg, stage_widths=True), 1, 3, (32,))
     assert not old.stage_widths and len(old.residual_masks()) == 1
     extra = set(on.state_dict()) - set(old.state_dict())
     assert extra and all(k.startswith("stage_residual.") for k in extra)

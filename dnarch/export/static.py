@@ -227,8 +227,9 @@ def residual_order(spec: ArchSpec, width: int | None = None) -> list[int]:
 
 class StaticBlock(nn.Module):
     """Resample -> zero channels appended up to the block's width (when it is wider than the stream;
-    when narrower, the stream's first channels) -> norm -> depthwise conv -> GELU -> 1x1 -> GELU -> 1x1, added to the residual. With learned
-    grouping the 1x1 convolutions are grouped, with fixed gathers where groups are padded."""
+    when narrower, the stream's first channels) -> norm -> depthwise conv -> GELU -> 1x1 -> GELU ->
+    1x1, added to the residual. With learned grouping the 1x1 convolutions are grouped, with fixed
+    gathers where groups are padded."""
 
     in_index: Tensor | None
     out_index: Tensor | None

@@ -361,7 +361,7 @@ class DNArchNet(nn.Module):
         depth = self.depth_values()
         kept_blocks = self.depth_kept()
         cap: Tensor | None = None
-        # the residual mask per (mask, grid), made once
+        # each residual mask's values per grid, made once
         residual: dict[tuple[int, int], tuple[Tensor, int]] = {}
         head_c, head_m = c, m_res  # the last kept block's width and mask: the head's
         for index, block in enumerate(self.block_list()):
@@ -371,7 +371,7 @@ class DNArchNet(nn.Module):
                 h, cap = block.resample(h, cap)
             grid_c, grid_w = self.grids(h.shape[2:])
             mask = self.block_residual_mask(index)
-            key = (index // self.stage_blocks if self.stage_widths else 0, grid_c)
+            key = (id(mask), grid_c)
             if key not in residual:
                 residual[key] = mask.values_and_count(grid_c, self.alloc)
             m_res, kept = residual[key]
@@ -537,9 +537,8 @@ class DNArchNet(nn.Module):
         else:
             groups = torch.ones(len(blocks), 2, device=dev)
         last = _last_kept(plan)
-        if self.stage_widths:  # each block at its stage's width
-            stage = torch.tensor([i // self.stage_blocks for i in range(len(blocks))], device=dev)
-            per_block = _soft_counts(self.residual_masks())[stage]  # (L,)
+        if self.stage_widths:  # each block at its stage's width: (S,) -> (L,)
+            per_block = _soft_counts(self.residual_masks()).repeat_interleave(self.stage_blocks)
         else:
             per_block = residual.expand(len(blocks))
         width = per_block * stretch if self.widen != 1 else per_block
