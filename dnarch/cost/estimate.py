@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,7 @@ import torch
 from torch import Tensor
 
 from dnarch.models.dnarchnet import ArchSizes, DNArchNet
+from dnarch.plan import BlockSpec
 
 
 @dataclass
@@ -138,11 +140,14 @@ def resample_macs(
     return total
 
 
-def model_cost(model: DNArchNet, kind: str = "straight_through") -> Cost:
+def model_cost(
+    model: DNArchNet, kind: str = "straight_through", plan: Sequence[BlockSpec] | None = None
+) -> Cost:
     """Cost of ``model``'s current architecture (its head, pooled or dense, included).
 
     kind: 'soft' (differentiable), 'hard' (the cropped network, exact), 'max' (the maximal network), or
     'straight_through': the hard value with the soft gradient, so the penalty sees the real network.
+    plan: the model's ``hard_plan()`` of this step, if the caller has it already.
     """
     args = (
         model.in_channels,
@@ -154,12 +159,12 @@ def model_cost(model: DNArchNet, kind: str = "straight_through") -> Cost:
     if kind == "max":
         return estimate_cost(model.max_sizes(), *args)
     if kind == "hard":
-        return estimate_cost(model.arch_sizes(hard=True), *args)
+        return estimate_cost(model.arch_sizes(True, plan), *args)
     if kind == "soft":
-        return estimate_cost(model.arch_sizes(hard=False), *args)
+        return estimate_cost(model.arch_sizes(False, plan), *args)
     if kind != "straight_through":
         raise ValueError(f"unknown cost kind {kind!r}")
-    plan = model.hard_plan()
+    plan = model.hard_plan() if plan is None else plan
     soft, hard = model.arch_sizes(False, plan), model.arch_sizes(True, plan)
     return estimate_cost(straight_through(soft, hard), *args)
 

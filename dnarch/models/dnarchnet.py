@@ -345,48 +345,55 @@ class DNArchNet(nn.Module):
         return [b for b in self.blocks if isinstance(b, DNArchBlock)]
 
     # ---- forward -------------------------------------------------------------------------------
-    def forward(self, x: Tensor, crop: bool = True) -> Tensor:
+    def forward(
+        self, x: Tensor, crop: bool = True, plan: Sequence[BlockSpec] | None = None
+    ) -> Tensor:
         """x: (B, in_channels, *input_shape) -> logits (B, num_classes), or (B, num_classes,
-        *input_shape) for a per-position task."""
+        *input_shape) for a per-position task.
+
+        ``plan``: this step's ``hard_plan()``, if the caller has it already (``LossAndCost`` makes
+        it once a step for the cost and the forward). The network runs what it says: which blocks
+        it keeps, each block's residual and hidden width, kernel size and kept Fourier bins; the
+        masks give the values."""
         if tuple(x.shape[2:]) != self.input_shape or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"expected input (B, {self.in_channels}, {', '.join(map(str, self.input_shape))}), "
                 f"got {tuple(x.shape)}"
             )
+        plan = self.hard_plan() if plan is None else plan
         m_res, kept = self.residual_mask.values_and_count()  # (C,)
         c = kept if crop else m_res.numel()
         m_res = m_res[:c]
         h = self._stem(x, c, m_res)  # (B, c, *S0)
         h0 = h
         depth = self.depth_values()
-        kept_blocks = self.depth_kept()
         cap: Tensor | None = None
         # each residual mask's values per grid, made once
-        residual: dict[tuple[int, int], tuple[Tensor, int]] = {}
+        residual: dict[tuple[int, int], Tensor] = {}
         head_c, head_m = c, m_res  # the last kept block's width and mask: the head's
-        for index, block in enumerate(self.block_list()):
-            if not kept_blocks[index] and crop:
+        for block, spec in zip(self.block_list(), plan, strict=True):
+            if not spec.kept and crop:
                 continue
-            if kept_blocks[index]:  # (the reference path runs a removed block without resampling)
-                h, cap = block.resample(h, cap)
+            if spec.kept:  # (the reference path runs a removed block without resampling)
+                h, cap = block.resample(h, cap, spec.keep_bins)
             grid_c, grid_w = self.grids(h.shape[2:])
-            mask = self.block_residual_mask(index)
+            mask = self.block_residual_mask(spec.index)
             key = (id(mask), grid_c)
-            if key not in residual:
-                residual[key] = mask.values_and_count(grid_c, self.alloc)
-            m_res, kept = residual[key]
-            c = kept if crop else self.alloc
-            m_res = m_res[:c]
+            if key not in residual:  # zero beyond the plan's width
+                residual[key] = mask.values(grid_c, self.alloc)
+            c = spec.width if crop else self.alloc
+            m_res = residual[key][:c]
             # the stream at the block's width: new residual channels start at zero; a narrower
             # stage (``stage_widths``) drops the last ones (the reference path: zeroes them)
             if crop:
                 h = fit_channels(h, c)
             else:
                 h = pad_channels(h, c)
-                if self.stage_widths and kept_blocks[index]:
+                if self.stage_widths and spec.kept:
                     h = channel_scale(h, (m_res > 0).to(h.dtype))
-            h = block(h, m_res, depth[index], cap, crop=crop, resample=False, hidden_grid=grid_w)[0]
-            if kept_blocks[index]:
+            d = depth[spec.index]
+            h = block(h, m_res, d, cap, crop=crop, resample=False, hidden_grid=grid_w, spec=spec)[0]
+            if spec.kept:
                 head_c, head_m = c, m_res
         c, m_res = head_c, head_m
         h = batch_norm(h, self.head_norm, c, self.training, m_res)
@@ -486,7 +493,7 @@ class DNArchNet(nn.Module):
                 lengths = out
         return plan
 
-    def arch_sizes(self, hard: bool, plan: list[BlockSpec] | None = None) -> ArchSizes:
+    def arch_sizes(self, hard: bool, plan: Sequence[BlockSpec] | None = None) -> ArchSizes:
         """Soft (differentiable) or hard (as cropped) sizes; see ``ArchSizes``. ``plan``: this model's
         ``hard_plan()``, if the caller has it already. Every per-block size is one tensor over the
         blocks, computed for all of them at once (the cost is evaluated at every training step)."""
@@ -562,7 +569,7 @@ class DNArchNet(nn.Module):
         """Sizes of the maximal network: ``ceiling_copy``'s, as cropped."""
         return self.ceiling_copy().arch_sizes(hard=True)
 
-    def _head_upsampled(self, plan: list[BlockSpec]) -> tuple[bool, ...]:
+    def _head_upsampled(self, plan: Sequence[BlockSpec]) -> tuple[bool, ...]:
         return tuple(o != n for o, n in zip(plan[-1].resolution_out, self.input_shape, strict=True))
 
 
@@ -577,7 +584,7 @@ def _soft_counts(masks: list[SigmoidStepMask]) -> Tensor:
     return fm.sigmoid_step(u, mu[:, None], first.tau).sum(1)
 
 
-def _last_kept(plan: list[BlockSpec]) -> int:
+def _last_kept(plan: Sequence[BlockSpec]) -> int:
     """Index of the last block the plan keeps (the first block is always kept)."""
     return max(i for i, p in enumerate(plan) if p.kept)
 
@@ -587,7 +594,7 @@ def _grid(n: int, stretch: float) -> int:
     return max(n, math.floor(n * stretch + 1e-6))
 
 
-def _resampled(plan: list[BlockSpec]) -> list[tuple[bool, ...]]:
+def _resampled(plan: Sequence[BlockSpec]) -> list[tuple[bool, ...]]:
     """Per block and axis: does a Fourier crop downsample it (a strided filter is not one)."""
     return [
         tuple(

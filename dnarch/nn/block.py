@@ -14,6 +14,7 @@ residual channels are exactly zero everywhere and cropping them changes nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ from dnarch.nn.ckconv import DepthwiseCKConv
 from dnarch.nn.masks import GroupMask, SigmoidStepMask
 from dnarch.nn.resolution import FourierResolution
 from dnarch.nn.sync_norm import sync_batch_norm, sync_group
+from dnarch.plan import BlockSpec
 
 
 @dataclass(frozen=True)
@@ -184,13 +186,16 @@ class DNArchBlock(nn.Module):
         """The backend verdicts its layers keep (its conv's: the model's one)."""
         return self.conv.verdicts
 
-    def resample(self, x: Tensor, cap: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """Apply R_l. Returns the resampled x and the cap for the next block."""
+    def resample(
+        self, x: Tensor, cap: Tensor | None, keep: Sequence[int] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Apply R_l. Returns the resampled x and the cap for the next block. ``keep``: the kept
+        Fourier bins per axis from the step's plan (None: the resolution mask's own)."""
         if self.halve_filter is not None:
             return halve(x, self.halve_filter), cap
         if self.resolution is None:
             return x, cap
-        return self.resolution(x, cap)
+        return self.resolution(x, cap, keep)
 
     def forward(
         self,
@@ -201,27 +206,33 @@ class DNArchBlock(nn.Module):
         crop: bool = True,
         resample: bool = True,
         hidden_grid: int | None = None,
+        spec: BlockSpec | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """x: (B, c, *S) residual stream (c = kept residual channels, or all when not cropping);
         m_res: (c,) thresholded residual width mask; depth: scalar D_l; cap: previous effective mu.
 
         ``resample=False`` skips R_l (the model resampled already, or the reference path of a removed
         block, whose depth value is 0). ``hidden_grid``: entries of the stretched hidden-width mask
-        (``NetConfig.widen``); None: the mask's own.
+        (``NetConfig.widen``); None: the mask's own. ``spec``: the block's entry in the step's
+        plan (``DNArchNet.hard_plan``), whose kept bins, kernel size and hidden width the block
+        runs at; None: the masks' own (the same numbers, worked out here).
 
         Returns the new residual stream (B, c, *S') and this block's effective resolution mu.
         """
         if resample:
-            x, cap = self.resample(x, cap)
+            x, cap = self.resample(x, cap, None if spec is None else spec.keep_bins)
         c = x.shape[1]
         # the masks multiply per channel: folded into the norm's affine and pw2's weight (exact)
         h = batch_norm(x, self.norm, c, self.training, m_res)
-        h = self.conv(h, full=not crop)  # (B, c, *S')
+        h = self.conv(h, full=not crop, sizes=None if spec is None else spec.kernel)  # (B, c, *S')
         if not crop:
             # reference path: a cropped residual channel must stay zero despite the conv bias
             h = channel_scale(h, (m_res > 0).to(h.dtype))
         h = F.gelu(h)
-        m_w, kept = self.width_mask.values_and_count(hidden_grid, self.pw1.out_features)
+        if spec is None:
+            m_w, kept = self.width_mask.values_and_count(hidden_grid, self.pw1.out_features)
+        else:  # the values are zero beyond the plan's count
+            m_w, kept = self.width_mask.values(hidden_grid, self.pw1.out_features), spec.hidden
         w = kept if crop else m_w.numel()
         h = F.gelu(mixing(h, self.pw1, w, c, self.pw1_groups, crop, self.verdicts))  # (B, w, *S')
         # dropout commutes with pw2's per-channel output scale (one mask value per element)

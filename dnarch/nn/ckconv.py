@@ -84,11 +84,18 @@ class DepthwiseCKConv(nn.Module):
                 torch.empty(channels, *[direct] * ndim).uniform_(-bound, bound)
             )
 
-    def kernel(self, lengths: Sequence[int], channels: int, full: bool = False) -> Tensor:
+    def kernel(
+        self,
+        lengths: Sequence[int],
+        channels: int,
+        full: bool = False,
+        sizes: Sequence[int] | None = None,
+    ) -> Tensor:
         """Masked kernel for a map of ``lengths``: (channels, *K). ``full`` samples the maximal grid
-        with zeros beyond the hard size (the uncropped reference)."""
+        with zeros beyond the hard size (the uncropped reference). ``sizes``: the hard size per axis
+        as the step's plan gives it (``BlockSpec.kernel``); None: the mask's own."""
         lengths = tuple(int(n) for n in lengths)
-        sizes = self.mask.hard_sizes(lengths)
+        sizes = self.mask.hard_sizes(lengths) if sizes is None else tuple(sizes)
         grid = tuple(fm.max_kernel_size(n) for n in lengths) if full else sizes
         values = self.kernel_net(self._positions(grid, lengths), channels)  # (P, c)
         gain = math.sqrt(math.prod(self.base)) / math.prod(lengths)
@@ -109,8 +116,8 @@ class DepthwiseCKConv(nn.Module):
         pos = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, self.ndim)
         return pos.to(self.bias.device, self.bias.dtype)
 
-    def forward(self, x: Tensor, full: bool = False) -> Tensor:
-        """x: (B, c, *S) with c <= channels. Returns (B, c, *S)."""
+    def forward(self, x: Tensor, full: bool = False, sizes: Sequence[int] | None = None) -> Tensor:
+        """x: (B, c, *S) with c <= channels. Returns (B, c, *S). ``sizes``: as in ``kernel``."""
         c, lengths = x.shape[1], tuple(x.shape[2:])
-        w = self.kernel(lengths, c, full)
+        w = self.kernel(lengths, c, full, sizes)
         return fconv.depthwise_conv(x, w, self.bias[:c], self.backend, self.verdicts)

@@ -64,8 +64,12 @@ class FourierResolution(nn.Module):
             out.append(self.mask.axis_values(mu, axis, n).index_select(0, idx))
         return out
 
-    def forward(self, x: Tensor, cap: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, cap: Tensor | None, keep: Sequence[int] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """x: (B, C, *S). Returns the resampled (B, C, *S') and this block's effective mu (the next cap).
+        ``keep``: the highest kept bin per axis as the step's plan gives it (``BlockSpec.keep_bins``);
+        None: the mask's own.
 
         The kept band passes with value exactly 1 and the mask enters straight-through (its gradient
         reaches mu as if it multiplied the spectrum). So the learned downsampling is a pure band-limited
@@ -73,7 +77,10 @@ class FourierResolution(nn.Module):
         that does not downsample exports with no resampling at all.
         """
         sizes = tuple(x.shape[2:])
-        mu, keep = self.plan(sizes, cap)
+        if keep is None:
+            mu, keep = self.plan(sizes, cap)
+        else:
+            mu, keep = self.mask.effective_mu(cap), tuple(keep)
         cropped = tuple(fourier.output_length(n, k) for n, k in zip(sizes, keep, strict=True))
         if not (torch.is_grad_enabled() and mu.requires_grad):
             # no gradient wanted for the cut-off (a fixed pyramid, or evaluation): the crop is a

@@ -106,8 +106,9 @@ class LossAndCost(nn.Module):
         """x: (B, C, *S) -> (the model's output, the cost as a 0-d tensor; 0 for a fixed network)."""
         if not isinstance(self.model, DNArchNet):
             return self.model(x), torch.zeros((), device=x.device)
-        cost = model_cost(self.model, "straight_through").get(self.metric)
-        return self.model(x), torch.as_tensor(cost)
+        plan = self.model.hard_plan()  # one plan a step: the cost and the forward read it
+        cost = model_cost(self.model, "straight_through", plan).get(self.metric)
+        return self.model(x, plan=plan), torch.as_tensor(cost)
 
 
 class Trainer:
