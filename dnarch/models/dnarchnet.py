@@ -316,6 +316,11 @@ class DNArchNet(nn.Module):
         """Is the residual width learned per stage (``NetConfig.stage_widths``)?"""
         return len(self.stage_residual) > 0
 
+    @property
+    def widths_vary(self) -> bool:
+        """May blocks differ in residual width (``NetConfig.widen`` > 1 or ``stage_widths``)?"""
+        return self.widen != 1 or self.stage_widths
+
     def residual_masks(self) -> list[SigmoidStepMask]:
         """The residual width masks: one shared by every block, or one per stage (the first the
         stem's)."""

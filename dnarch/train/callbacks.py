@@ -22,19 +22,20 @@ from dnarch.train.trainer import TrainState
 
 def arch_columns(model: DNArchNet) -> dict[str, Any]:
     """The learned (hard) architecture as flat CSV columns."""
-    hard = model_cost(model, "hard")
+    plan = model.hard_plan()
+    hard = model_cost(model, "hard", plan)
     row: dict[str, Any] = {
         "macs": int(hard.macs),
         "params": int(hard.params),
         "residual_width": model.residual_mask.hard_count(),
         "blocks_kept": sum(model.depth_kept()),
     }
-    for p in model.hard_plan():
+    for p in plan:
         i = p.index
         row[f"b{i}_kept"] = int(p.kept)
         row[f"b{i}_kernel"] = "x".join(map(str, p.kernel))
         row[f"b{i}_hidden"] = p.hidden
-        if model.widen != 1 or model.stage_widths:
+        if model.widths_vary:
             row[f"b{i}_width"] = p.width
         row[f"b{i}_res_out"] = "x".join(map(str, p.resolution_out))
         if model.learn_groups:
@@ -57,7 +58,7 @@ def soft_sizes(model: Any) -> dict[str, float]:
     ):
         out[f"block{i}/depth"] = float(d)
         out[f"block{i}/hidden"] = float(h)
-        if model.widen != 1 or model.stage_widths:
+        if model.widths_vary:
             out[f"block{i}/width"] = float(sizes.width[i])
         for a, v in enumerate(k.reshape(-1).tolist()):
             out[f"block{i}/kernel_axis{a}"] = v
