@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from dnarch.data import load_data
+from dnarch.provenance import git_commit
 from dnarch.train.distributed import World
 from dnarch.train.loader import batch_loader
 
@@ -124,7 +125,7 @@ def main() -> None:
 
     base = runs[0]["samples_per_s"]
     lines = [
-        f"Made by: `{command}`",
+        f"Made by: `{command}` at commit {git_commit()}",
         f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; data "
         f"{data.name}, {len(data.x_train):,} training samples of shape "
         f"{tuple(data.x_train.shape[1:])}, global batch {args.batch_size}, budget {args.budget}, "

@@ -26,6 +26,7 @@ from dnarch.config import BudgetConfig, DataConfig, RunConfig, TrainConfig
 from dnarch.export import ArchSpec, StaticNet
 from dnarch.export.summary import count
 from dnarch.functional.fourier import resample_matrix
+from dnarch.provenance import git_commit
 
 
 class HandWritten(nn.Module):
@@ -144,7 +145,7 @@ def main() -> None:
         [
             f"Inference throughput (samples/s, batch {args.batch}, eval, no grad), "
             f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.",
-            f"Made by: `{command.strip()}`",
+            f"Made by: `{command.strip()}` at commit {git_commit()}",
             "",
             "| learned network | MACs/sample | parameters | masked (samples/s) | exported | hand-written "
             "| exported / hand-written | exported / masked |",

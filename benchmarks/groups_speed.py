@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from dnarch.export import ArchSpec, StaticNet
 from dnarch.export.summary import count
+from dnarch.provenance import git_commit
 
 
 def paired_seconds(
@@ -126,7 +127,7 @@ def main() -> None:
     text = [
         "# Learned grouping: MACs against speed",
         "",
-        f"Made by: `{command.strip()}`",
+        f"Made by: `{command.strip()}` at commit {git_commit()}",
         f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.",
         "",
         "## A grouped 1x1 convolution, 32 -> 64 channels, batch 64",

@@ -3,11 +3,15 @@ document and section) and the command that made it (its first "Made by" command 
 
 Usage: ``python benchmarks/index_results.py`` (after adding or citing a result). A result no
 document cites is listed at the end: cite it or remove it.
+
+Its code's commit: the commits the .md names (every script records them now), or for files written
+before they did, the git commit that last wrote the file (its runs were made with the code up to it).
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +50,27 @@ def command(stem: str) -> str:
     return "-"
 
 
+def commits(stem: str) -> str:
+    """The commits the result's .md names, or 'written in H' (the last git commit that changed its
+    files), or '-' outside a git checkout."""
+    md = RESULTS / f"{stem}.md"
+    if md.exists():
+        head = "\n".join(md.read_text().splitlines()[:15])
+        named = re.search(r"\bcommits? ((?:[0-9a-f]{7,40}(?:\+dirty)?(?:, )?)+)", head)
+        if named:
+            return named.group(1).rstrip(", ")
+    files = [str(p.relative_to(ROOT)) for p in sorted(RESULTS.glob(f"{stem}.*"))]
+    try:
+        done = subprocess.run(
+            ["git", "log", "-1", "--format=%h", "--", *files],
+            cwd=ROOT, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "-"
+    last = done.stdout.strip() if done.returncode == 0 else ""
+    return f"written in {last}" if last else "-"
+
+
 def main() -> None:
     stems = sorted({p.name.split(".")[0] for p in RESULTS.iterdir() if p.name != "README.md"})
     rows, orphans = [], []
@@ -55,15 +80,17 @@ def main() -> None:
         if not cited:
             orphans.append(files)
             continue
-        rows.append(f"| {files} | {'; '.join(cited)} | {command(stem)} |")
+        rows.append(f"| {files} | {'; '.join(cited)} | {command(stem)} | {commits(stem)} |")
     lines = [
         "# Published results",
         "",
-        "Each file, where it is cited, and the first command that made it (the .md holds every",
-        "command and the commit). Written by `python benchmarks/index_results.py`.",
+        "Each file, where it is cited, the first command that made it (the .md holds every",
+        "command) and its code's commit: the commits the .md names, or for files written before",
+        "the scripts recorded them, the commit that last wrote the file (its runs were made with",
+        "the code up to it). Written by `python benchmarks/index_results.py`.",
         "",
-        "| files | cited in | made by |",
-        "|---|---|---|",
+        "| files | cited in | made by | commit |",
+        "|---|---|---|---|",
         *rows,
     ]
     if orphans:

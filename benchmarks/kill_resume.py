@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from dnarch.provenance import git_commit
+
 RUN = [
     "--data", "mnist1d", "--data.limit_train=1024", "--data.limit_test=256", "--epochs", "6",
     "--net.blocks=3", "--net.width=16", "--net.hidden=32", "--train.deterministic=true",
@@ -108,7 +110,8 @@ def main() -> None:
             and all(torch.equal(got[3][k], want[3][k]) for k in got[3]),
         }
     lines = [
-        f"Made by: `{' '.join(['python', 'benchmarks/kill_resume.py', *sys.argv[1:]])}`",
+        f"Made by: `{' '.join(['python', 'benchmarks/kill_resume.py', *sys.argv[1:]])}` "
+        f"at commit {git_commit()}",
         "",
         f"Run: `dnarch train {' '.join(RUN)}` (uninterrupted: {full:.0f} s).",
         "",
