@@ -160,7 +160,7 @@ def test_auto_presets_by_data_kind() -> None:
     from dnarch.models import preset_for
 
     assert preset_for(2, "segment") == "image-pyramid"
-    assert [preset_for(2, t) for t in ("classify", "regress")] == ["image-stages", "image"]
+    assert [preset_for(2, t) for t in ("classify", "regress")] == ["image-stages", "image-dense"]
     assert [preset_for(1, t) for t in ("classify", "segment", "regress")] == [
         "seq-stages",
         *["seq-dense"] * 2,

@@ -34,6 +34,10 @@ PRESETS: dict[str, NetConfig] = {
     # depthwise kernel. Measured on mnist1d-steps and mnist1d-denoise (README, Dense prediction).
     "seq-dense": replace(_SEQ, direct_kernel=3),
     "image": _IMAGE,
+    # 2D regression (the auto choice): "image" with a directly learned 3x3 centre in every
+    # depthwise kernel; measured on fashion-denoise against "image" and "image-pyramid"
+    # (METHOD-NOTES, "A directly learned centre")
+    "image-dense": replace(_IMAGE, direct_kernel=3),
     # 2D segmentation (the auto choice): "image" on a fixed pyramid (each block halves the cut-off)
     # whose widths grow as the resolution falls (up to 4x), and a directly learned 3x3 centre in
     # every depthwise kernel; kernels, widths and depth are learned, the resolution is not.
@@ -110,10 +114,10 @@ def preset_for(ndim: int, task: str = "classify") -> str:
     ``seq-stages`` (1D) and ``image-stages`` (2D and 3D), which match or beat the plain CNN at equal
     MACs where ``seq`` and ``image`` lost to it by 2-17 points (README, Results); per position,
     ``seq-dense`` for 1D, ``image-pyramid`` to segment 2D (where it beats ``image``: README, Dense
-    prediction) and ``image`` otherwise. Each choice is the one measured best where it was
-    measured."""
+    prediction) and ``image-dense`` to regress 2D (where it beats ``image`` and ``image-pyramid``:
+    docs/results.md). Each choice is the one measured best where it was measured."""
     if task == "classify":
         return "seq-stages" if ndim == 1 else "image-stages"
     if ndim == 1:
         return "seq-dense"
-    return "image-pyramid" if task == "segment" else "image"
+    return "image-pyramid" if task == "segment" else "image-dense"
