@@ -396,8 +396,7 @@ class DNArchNet(nn.Module):
                 h = pad_channels(h, c)
                 if self.stage_widths and spec.kept:
                     h = channel_scale(h, (m_res > 0).to(h.dtype))
-            d = depth[spec.index]
-            h = block(h, m_res, d, cap, crop=crop, resample=False, hidden_grid=grid_w, spec=spec)[0]
+            h = block(h, m_res, depth[spec.index], spec, grid_w, crop=crop)
             if spec.kept:
                 head_c, head_m = c, m_res
         c, m_res = head_c, head_m

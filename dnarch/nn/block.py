@@ -202,42 +202,31 @@ class DNArchBlock(nn.Module):
         x: Tensor,
         m_res: Tensor,
         depth: Tensor,
-        cap: Tensor | None,
+        spec: BlockSpec,
+        hidden_grid: int,
         crop: bool = True,
-        resample: bool = True,
-        hidden_grid: int | None = None,
-        spec: BlockSpec | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
-        """x: (B, c, *S) residual stream (c = kept residual channels, or all when not cropping);
-        m_res: (c,) thresholded residual width mask; depth: scalar D_l; cap: previous effective mu.
-
-        ``resample=False`` skips R_l (the model resampled already, or the reference path of a removed
-        block, whose depth value is 0). ``hidden_grid``: entries of the stretched hidden-width mask
-        (``NetConfig.widen``); None: the mask's own. ``spec``: the block's entry in the step's
-        plan (``DNArchNet.hard_plan``), whose kept bins, kernel size and hidden width the block
-        runs at; None: the masks' own (the same numbers, worked out here).
-
-        Returns the new residual stream (B, c, *S') and this block's effective resolution mu.
+    ) -> Tensor:
+        """x: (B, c, *S) the residual stream, already resampled by the model (``resample``), with
+        c = kept residual channels, or all when not cropping; m_res: (c,) thresholded residual
+        width mask; depth: scalar D_l. ``spec``: the block's entry in the step's plan
+        (``DNArchNet.hard_plan``), whose kernel size and hidden width the block runs at (the
+        masks give the values); ``hidden_grid``: entries of the stretched hidden-width mask
+        (``NetConfig.widen``). Returns the new residual stream (B, c, *S).
         """
-        if resample:
-            x, cap = self.resample(x, cap, None if spec is None else spec.keep_bins)
         c = x.shape[1]
         # the masks multiply per channel: folded into the norm's affine and pw2's weight (exact)
         h = batch_norm(x, self.norm, c, self.training, m_res)
-        h = self.conv(h, full=not crop, sizes=None if spec is None else spec.kernel)  # (B, c, *S')
+        h = self.conv(h, full=not crop, sizes=spec.kernel)  # (B, c, *S)
         if not crop:
             # reference path: a cropped residual channel must stay zero despite the conv bias
             h = channel_scale(h, (m_res > 0).to(h.dtype))
         h = F.gelu(h)
-        if spec is None:
-            m_w, kept = self.width_mask.values_and_count(hidden_grid, self.pw1.out_features)
-        else:  # the values are zero beyond the plan's count
-            m_w, kept = self.width_mask.values(hidden_grid, self.pw1.out_features), spec.hidden
-        w = kept if crop else m_w.numel()
-        h = F.gelu(mixing(h, self.pw1, w, c, self.pw1_groups, crop, self.verdicts))  # (B, w, *S')
+        m_w = self.width_mask.values(hidden_grid, self.pw1.out_features)  # zero beyond the plan's
+        w = spec.hidden if crop else m_w.numel()
+        h = F.gelu(mixing(h, self.pw1, w, c, self.pw1_groups, crop, self.verdicts))  # (B, w, *S)
         # dropout commutes with pw2's per-channel output scale (one mask value per element)
         h = mixing(h, self.pw2, c, w, self.pw2_groups, crop, self.verdicts, m_res * depth, m_w[:w])
-        return x + self.dropout(h), cap  # (B, c, *S')
+        return x + self.dropout(h)  # (B, c, *S)
 
     def soft_hidden(self) -> Tensor:
         return self.width_mask.soft_count()

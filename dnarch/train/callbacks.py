@@ -28,7 +28,7 @@ def arch_columns(model: DNArchNet) -> dict[str, Any]:
         "macs": int(hard.macs),
         "params": int(hard.params),
         "residual_width": model.residual_mask.hard_count(),
-        "blocks_kept": sum(model.depth_kept()),
+        "blocks_kept": sum(p.kept for p in plan),
     }
     for p in plan:
         i = p.index
