@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from dnarch.config import AXES, NetConfig
 from dnarch.functional import fourier
 from dnarch.functional import masks as fm
-from dnarch.functional.channels import fit_channels, pad_channels
+from dnarch.functional.channels import fit_channels, leading, pad_channels
 from dnarch.functional.conv import CONV, Verdicts, conv_nd
 from dnarch.functional.memo import made_once
 from dnarch.nn.block import (
@@ -368,7 +368,7 @@ class DNArchNet(nn.Module):
         plan = self.hard_plan() if plan is None else plan
         m_res, kept = self.residual_mask.values_and_count()  # (C,)
         c = kept if crop else m_res.numel()
-        m_res = m_res[:c]
+        m_res = leading(m_res, c)
         h = self._stem(x, c, m_res)  # (B, c, *S0)
         h0 = h
         depth = self.depth_values()
@@ -387,7 +387,7 @@ class DNArchNet(nn.Module):
             if key not in residual:  # zero beyond the plan's width
                 residual[key] = mask.values(grid_c, self.alloc)
             c = spec.width if crop else self.alloc
-            m_res = residual[key][:c]
+            m_res = leading(residual[key], c)
             # the stream at the block's width: new residual channels start at zero; a narrower
             # stage (``stage_widths``) drops the last ones (the reference path: zeroes them)
             if crop:
@@ -403,7 +403,7 @@ class DNArchNet(nn.Module):
         h = batch_norm(h, self.head_norm, c, self.training, m_res)
         if not self.dense:
             pooled = h.flatten(2).mean(-1)  # (B, c)
-            return F.linear(pooled, self.head.weight[:, :c], self.head.bias)
+            return F.linear(pooled, leading(self.head.weight, None, c), self.head.bias)
         if crop:
             return self._dense_head(h, fit_channels(h0, c))
         h0 = pad_channels(h0, c)
@@ -418,7 +418,7 @@ class DNArchNet(nn.Module):
         if isinstance(self.stem, nn.Linear):
             return pointwise(x, self.stem, c, self.in_channels, row_scale=m_res)
         assert self.stem.bias is not None and self.stem_norm is not None
-        h = conv_nd(x, self.stem.weight[:c], self.stem.bias[:c])
+        h = conv_nd(x, leading(self.stem.weight, c), leading(self.stem.bias, c))
         return F.relu(batch_norm(h, self.stem_norm, c, self.training, m_res))
 
     def stretch(self, lengths: Sequence[int]) -> float:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnarch.functional.channels import conv1x1
+from dnarch.functional.channels import conv1x1, leading
 from dnarch.functional.conv import Verdicts, halve, halving_filter
 from dnarch.functional.dropout import Dropout
 from dnarch.functional.groups import choose_mixing, grouped_pointwise, relation
@@ -75,16 +75,15 @@ def batch_norm(
     """
     assert norm.running_mean is not None and norm.running_var is not None
     momentum = norm.momentum if norm.momentum is not None else 0.1
-    weight, bias = norm.weight[:c], norm.bias[:c]
+    weight, bias = leading(norm.weight, c), leading(norm.bias, c)
     if scale is not None:
         weight, bias = weight * scale, bias * scale
+    mean, var = leading(norm.running_mean, c), leading(norm.running_var, c)
     synced, group = sync_group()
     if training and synced:  # data-parallel training: statistics over every rank's batch
-        args = (norm.running_mean[:c], norm.running_var[:c], weight, bias)
+        args = (mean, var, weight, bias)
         return sync_batch_norm(x, *args, momentum, norm.eps, group)
-    return F.batch_norm(
-        x, norm.running_mean[:c], norm.running_var[:c], weight, bias, training, momentum, norm.eps
-    )
+    return F.batch_norm(x, mean, var, weight, bias, training, momentum, norm.eps)
 
 
 def pointwise(
@@ -114,7 +113,7 @@ def layer_weights(
     """A 1x1 layer's weight (rows, cols) and bias (rows,): the top-left corner of ``lin``, times its
     grouping relation when ``groups`` is given, its inputs scaled by ``col_scale`` and its outputs
     by ``row_scale`` (either None: unscaled)."""
-    w, b = lin.weight[:rows, :cols], lin.bias[:rows]
+    w, b = leading(lin.weight, rows, cols), leading(lin.bias, rows)
     if groups is not None:
         w = w * relation(rows, cols, groups.factors())
     if col_scale is not None:
@@ -225,7 +224,9 @@ class DNArchBlock(nn.Module):
         w = spec.hidden if crop else m_w.numel()
         h = F.gelu(mixing(h, self.pw1, w, c, self.pw1_groups, crop, self.verdicts))  # (B, w, *S)
         # dropout commutes with pw2's per-channel output scale (one mask value per element)
-        h = mixing(h, self.pw2, c, w, self.pw2_groups, crop, self.verdicts, m_res * depth, m_w[:w])
+        h = mixing(
+            h, self.pw2, c, w, self.pw2_groups, crop, self.verdicts, m_res * depth, leading(m_w, w)
+        )
         return x + self.dropout(h)  # (B, c, *S)
 
     def soft_hidden(self) -> Tensor:

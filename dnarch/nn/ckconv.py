@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from dnarch.functional import conv as fconv
 from dnarch.functional import masks as fm
+from dnarch.functional.channels import leading
 from dnarch.functional.memo import made_once
 from dnarch.nn.kernelnet import KernelNet
 from dnarch.nn.masks import GaussianKernelMask
@@ -103,7 +104,7 @@ class DepthwiseCKConv(nn.Module):
         w = values.T.reshape(channels, *grid) * mask
         if self.direct is not None:
             # cropped to the hard size first: the full grid is zero beyond it
-            w = w + centred(centred(self.direct[:channels], sizes), grid)
+            w = w + centred(centred(leading(self.direct, channels), sizes), grid)
         return w
 
     def _positions(self, grid: tuple[int, ...], lengths: tuple[int, ...]) -> Tensor:
@@ -120,4 +121,4 @@ class DepthwiseCKConv(nn.Module):
         """x: (B, c, *S) with c <= channels. Returns (B, c, *S). ``sizes``: as in ``kernel``."""
         c, lengths = x.shape[1], tuple(x.shape[2:])
         w = self.kernel(lengths, c, full, sizes)
-        return fconv.depthwise_conv(x, w, self.bias[:c], self.backend, self.verdicts)
+        return fconv.depthwise_conv(x, w, leading(self.bias, c), self.backend, self.verdicts)

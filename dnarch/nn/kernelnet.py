@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dnarch.functional.channels import leading
+
 
 class KernelNet(nn.Module):
     """SIREN ``pos (P, d) -> values (P, C)``.
@@ -54,4 +56,4 @@ class KernelNet(nn.Module):
         for lin in self.hidden:
             h = torch.sin(self.omega0 * lin(h))
         c = self.out.out_features if channels is None else channels
-        return F.linear(h, self.out.weight[:c], self.out.bias[:c])
+        return F.linear(h, leading(self.out.weight, c), leading(self.out.bias, c))

@@ -224,6 +224,8 @@ class SigmoidStepMask(_Sharpness, nn.Module):
         raw = self.raw(grid)
         kept = self.hard_count(grid)
         total = max(raw.numel(), size or 0)
+        if kept >= total:
+            return raw, kept
         return torch.nn.functional.pad(raw[:kept], (0, total - kept)), kept
 
     @torch.no_grad()

@@ -1,0 +1,50 @@
+"""The channel-axis helpers: 1x1 layers by both of their products against the convolution, and
+``leading`` slices."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dnarch.functional.channels import FEW_POSITIONS, conv1x1, leading
+
+
+@pytest.mark.parametrize(
+    "spatial",
+    [(5,), (FEW_POSITIONS - 1,), (FEW_POSITIONS,), (100,), (7, 7), (8, 8), (2, 3, 4)],
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv1x1_equals_the_convolution_forward_and_backward(spatial, bias) -> None:
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(spatial)]
+    x = torch.randn(3, 4, *spatial, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True) if bias else None
+    grad = torch.randn(3, 6, *spatial, dtype=torch.float64)
+    ours = conv1x1(x, w, b)
+    ref = conv(x, w.reshape(6, 4, *([1] * len(spatial))), b)
+    assert ours.shape == ref.shape and ours.is_contiguous()
+    assert torch.allclose(ours, ref, atol=1e-12)
+    inputs = (x, w) if b is None else (x, w, b)
+    got = torch.autograd.grad(ours, inputs, grad)
+    want = torch.autograd.grad(ref, inputs, grad)
+    for g, r in zip(got, want, strict=True):
+        assert torch.allclose(g, r, atol=1e-12)
+    # the layers below get a gradient in the ordinary layout, not a transposed one
+    assert got[0].is_contiguous()
+
+
+def test_conv1x1_on_few_positions_passes_gradcheck() -> None:
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(conv1x1, (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w: conv1x1(x, w, None), (x, w))
+
+
+def test_leading_is_the_slice_and_the_tensor_itself_when_whole() -> None:
+    t = torch.arange(12.0).reshape(3, 4)
+    assert leading(t, 3, 4) is t
+    assert leading(t, 5) is t
+    assert leading(t, None, 4) is t
+    assert torch.equal(leading(t, 2), t[:2])
+    assert torch.equal(leading(t, 2, 3), t[:2, :3])
+    assert torch.equal(leading(t, None, 1), t[:, :1])
