@@ -11,8 +11,7 @@ from torch import Tensor
 def leading(t: Tensor, *sizes: int | None) -> Tensor:
     """``t``'s first ``sizes[i]`` entries along its axis ``i`` (None: all of that axis), e.g.
     ``leading(w, rows, cols)`` is ``w[:rows, :cols]``. Where that is all of ``t``, ``t`` itself: no
-    slice is recorded, and its backward (a zero tensor of t's size and a copy) is not run; at the
-    maximal architecture every slice of a parameter is of this kind."""
+    slice is recorded, and its backward (a zero tensor of t's size and a copy) is not run."""
     index = tuple(
         slice(None) if n is None or n >= size else slice(0, n)
         for n, size in zip(sizes, t.shape, strict=False)
