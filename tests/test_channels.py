@@ -44,6 +44,7 @@ def test_leading_is_the_slice_and_the_tensor_itself_when_whole() -> None:
     t = torch.arange(12.0).reshape(3, 4)
     assert leading(t, 3, 4) is t
     assert leading(t, 5) is t
+    assert leading(t, None) is t
     assert leading(t, None, 4) is t
     assert torch.equal(leading(t, 2), t[:2])
     assert torch.equal(leading(t, 2, 3), t[:2, :3])
