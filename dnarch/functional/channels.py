@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from dnarch.functional.conv import Verdicts, time_both
 
 
 def leading(t: Tensor, rows: int | None, cols: int | None = None) -> Tensor:
@@ -40,8 +43,13 @@ def fit_channels(x: Tensor, c: int) -> Tensor:
 
 
 FEW_POSITIONS = 64
-"""Below this many positions per sample a 1x1 layer runs as one matrix product over the batch's
-positions (``_PositionsProduct``); from it, as one product per sample (``conv1x1``)."""
+"""Where no verdict is kept (or algorithms must be deterministic), a 1x1 layer on fewer positions
+per sample than this runs as one matrix product over the batch's positions (``_PositionsProduct``),
+and on more as one product per sample."""
+
+TIMED_POSITIONS = 256
+"""Up to this many positions per sample, ``choose_product`` times the two products; above it the
+per-sample product is taken untimed."""
 
 
 class _PositionsProduct(torch.autograd.Function):
@@ -82,22 +90,66 @@ class _PositionsProduct(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-def conv1x1(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+def conv1x1(x: Tensor, w: Tensor, b: Tensor | None, verdicts: Verdicts | None = None) -> Tensor:
     """A 1x1 convolution. x: (B, cols, *S), w: (rows, cols), b: (rows,) or None -> (B, rows, *S).
 
-    On large maps, one batched matrix product (the weight broadcast over the batch): forward and
-    backward it runs 2-4x faster on a CPU than the same 1x1 convolution through ``F.conv2d``. On few
-    positions (fewer than ``FEW_POSITIONS``) those per-sample products are too small to run fast, and
-    one product of the weight with every position of the batch, (rows, cols) x (cols, B * P), runs up
-    to 4x faster than them, the two layout copies included (``benchmarks/speed.py``).
+    Either one matrix product per sample (``torch.baddbmm``, the weight broadcast over the batch:
+    2-4x faster on a CPU than ``F.conv2d`` on large maps) or one product of the weight with every
+    position of the batch, (rows, cols) x (cols, B * P) (up to 5x faster than the first on a few
+    positions, the layout copies included). Which is faster depends on the CPU's matrix library
+    as much as on the shapes: ``choose_product`` times them once per shape class and keeps the
+    verdict in ``verdicts``; with none, fewer than ``FEW_POSITIONS`` positions take the second.
     """
     batch = x.shape[0]
     flat = x.reshape(batch, x.shape[1], -1)  # (B, cols, P)
-    if flat.shape[2] < FEW_POSITIONS:
-        out = _PositionsProduct.apply(flat, w, b)
+    if verdicts is None:
+        positions = flat.shape[2] < FEW_POSITIONS
     else:
-        weight = w.expand(batch, *w.shape)
-        out = (
-            torch.bmm(weight, flat) if b is None else torch.baddbmm(b[None, :, None], weight, flat)
-        )
-    return out.reshape(batch, w.shape[0], *x.shape[2:])
+        positions = choose_product(flat, w, verdicts) == "positions"
+    return _product(flat, w, b, positions).reshape(batch, w.shape[0], *x.shape[2:])
+
+
+def _product(flat: Tensor, w: Tensor, b: Tensor | None, positions: bool) -> Tensor:
+    """flat (B, cols, P) -> (B, rows, P) by the named product."""
+    if positions:
+        out: Tensor = _PositionsProduct.apply(flat, w, b)
+        return out
+    weight = w.expand(flat.shape[0], *w.shape)
+    return torch.bmm(weight, flat) if b is None else torch.baddbmm(b[None, :, None], weight, flat)
+
+
+def choose_product(flat: Tensor, w: Tensor, verdicts: Verdicts) -> str:
+    """'positions' or 'batched': the faster product for a 1x1 layer of these shapes on this device
+    (``conv1x1``), kept in ``verdicts``. flat: (B, cols, P), w: (rows, cols).
+
+    Timed once per shape class (alternated, best of 5), forward and backward where a gradient is
+    wanted, on the layer's own batch: positions are bucketed by quarter octaves, the weight's size
+    by octaves (the widths move all through training, and every timing costs time). Above
+    ``TIMED_POSITIONS`` positions, or under deterministic algorithms (so that runs repeat
+    exactly), the rule of ``FEW_POSITIONS`` decides untimed.
+    """
+    positions = flat.shape[2]
+    rows, cols = w.shape
+    if torch.are_deterministic_algorithms_enabled() or positions > TIMED_POSITIONS:
+        return "positions" if positions < FEW_POSITIONS else "batched"
+    train = torch.is_grad_enabled() and (flat.requires_grad or w.requires_grad)
+    buckets = ("product", round(math.log2(rows * cols)), train)
+    key = (flat.device.type, flat.dtype, (round(4 * math.log2(positions)), flat.shape[0]), buckets)
+
+    def decide() -> str:
+        xs, ws = flat.detach(), w.detach()
+        if train:
+            xs, ws = xs.requires_grad_(), ws.requires_grad_()
+            grad = torch.ones(flat.shape[0], rows, positions, device=flat.device, dtype=flat.dtype)
+
+        def run(by_positions: bool) -> None:
+            if train:
+                torch.autograd.grad(_product(xs, ws, None, by_positions), (xs, ws), grad)
+            else:
+                with torch.no_grad():
+                    _product(xs, ws, None, by_positions)
+
+        t_positions, t_batched = time_both(lambda: run(True), lambda: run(False), flat.device)
+        return "positions" if t_positions < t_batched else "batched"
+
+    return verdicts.remember(key, decide)
