@@ -47,9 +47,12 @@ FEW_POSITIONS = 64
 per sample than this runs as one matrix product over the batch's positions (``_PositionsProduct``),
 and on more as one product per sample."""
 
-TIMED_POSITIONS = 256
+TIMED_POSITIONS = 128
 """Up to this many positions per sample, ``choose_product`` times the two products; above it the
 per-sample product is taken untimed."""
+
+TIMED_SAMPLES = 32
+"""``choose_product`` times the two products on at most this many samples of the batch."""
 
 
 class _PositionsProduct(torch.autograd.Function):
@@ -122,9 +125,10 @@ def choose_product(flat: Tensor, w: Tensor, verdicts: Verdicts) -> str:
     """'positions' or 'batched': the faster product for a 1x1 layer of these shapes on this device
     (``conv1x1``), kept in ``verdicts``. flat: (B, cols, P), w: (rows, cols).
 
-    Timed once per shape class (alternated, best of 5), forward and backward where a gradient is
-    wanted, on the layer's own batch: positions are bucketed by quarter octaves, the weight's size
-    by octaves (the widths move all through training, and every timing costs time). Above
+    Timed once per shape class (alternated, best of 3), forward and backward where a gradient is
+    wanted, on up to ``TIMED_SAMPLES`` samples of the batch: positions are bucketed by quarter
+    octaves, the weight's size by octaves (the widths move all through training, and every timing
+    costs time; timed on a whole evaluation batch of 512, they once took a sixth of a run). Above
     ``TIMED_POSITIONS`` positions, or under deterministic algorithms (so that runs repeat
     exactly), the rule of ``FEW_POSITIONS`` decides untimed.
     """
@@ -133,14 +137,15 @@ def choose_product(flat: Tensor, w: Tensor, verdicts: Verdicts) -> str:
     if torch.are_deterministic_algorithms_enabled() or positions > TIMED_POSITIONS:
         return "positions" if positions < FEW_POSITIONS else "batched"
     train = torch.is_grad_enabled() and (flat.requires_grad or w.requires_grad)
+    samples = min(flat.shape[0], TIMED_SAMPLES)
     buckets = ("product", round(math.log2(rows * cols)), train)
-    key = (flat.device.type, flat.dtype, (round(4 * math.log2(positions)), flat.shape[0]), buckets)
+    key = (flat.device.type, flat.dtype, (round(4 * math.log2(positions)), samples), buckets)
 
     def decide() -> str:
-        xs, ws = flat.detach(), w.detach()
+        xs, ws = flat[:samples].detach(), w.detach()
         if train:
             xs, ws = xs.requires_grad_(), ws.requires_grad_()
-            grad = torch.ones(flat.shape[0], rows, positions, device=flat.device, dtype=flat.dtype)
+            grad = torch.ones(samples, rows, positions, device=flat.device, dtype=flat.dtype)
 
         def run(by_positions: bool) -> None:
             if train:
@@ -149,7 +154,9 @@ def choose_product(flat: Tensor, w: Tensor, verdicts: Verdicts) -> str:
                 with torch.no_grad():
                     _product(xs, ws, None, by_positions)
 
-        t_positions, t_batched = time_both(lambda: run(True), lambda: run(False), flat.device)
+        t_positions, t_batched = time_both(
+            lambda: run(True), lambda: run(False), flat.device, repeats=3
+        )
         return "positions" if t_positions < t_batched else "batched"
 
     return verdicts.remember(key, decide)
