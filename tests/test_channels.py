@@ -1,20 +1,11 @@
 """The channel-axis helpers: 1x1 layers by both of their products against the convolution, and
 ``leading`` slices."""
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dnarch.functional.channels import (
-    FEW_POSITIONS,
-    TIMED_POSITIONS,
-    choose_product,
-    conv1x1,
-    leading,
-)
-from dnarch.functional.conv import Verdicts
+from dnarch.functional.channels import FEW_POSITIONS, conv1x1, leading
 
 
 @pytest.mark.parametrize(
@@ -58,34 +49,3 @@ def test_leading_is_the_slice_and_the_tensor_itself_when_whole() -> None:
     assert torch.equal(leading(t, 2), t[:2])
     assert torch.equal(leading(t, 2, 3), t[:2, :3])
     assert torch.equal(leading(t, None, 1), t[:, :1])
-
-
-@pytest.mark.parametrize("spatial", [(5,), (7, 7), (300,)])
-def test_conv1x1_with_verdicts_keeps_one_timed_choice_and_the_same_function(spatial) -> None:
-    verdicts = Verdicts()
-    x = torch.randn(4, 6, *spatial, requires_grad=True)
-    w = torch.randn(5, 6, requires_grad=True)
-    out = conv1x1(x, w, None, verdicts)
-    ref = conv1x1(x, w, None)
-    assert torch.allclose(out, ref, atol=1e-5)
-    # a product was chosen for the shape class (timed where it has few positions), and kept
-    positions = math.prod(spatial)
-    kept = [v for k, v in verdicts.cache.items() if k[3][0] == "product"]
-    assert kept == ([] if positions > TIMED_POSITIONS else [kept[0]])
-    assert all(v in ("positions", "batched") for v in kept)
-    conv1x1(x, w, None, verdicts)
-    assert len(verdicts.cache) == len(kept)
-
-
-def test_choose_product_under_deterministic_algorithms_is_the_rule() -> None:
-    verdicts = Verdicts()
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        few = torch.randn(2, 3, FEW_POSITIONS - 1)
-        many = torch.randn(2, 3, FEW_POSITIONS)
-        w = torch.randn(4, 3)
-        assert choose_product(few, w, verdicts) == "positions"
-        assert choose_product(many, w, verdicts) == "batched"
-    finally:
-        torch.use_deterministic_algorithms(previous)

@@ -87,7 +87,7 @@ def test_auto_backend_picks_the_measured_faster_one(monkeypatch) -> None:
             calls.append(fn)
             return 1.0 if (len(calls) == 1) == (fast == "direct") else 2.0  # direct is timed first
 
-        monkeypatch.setattr(fconv, "time_best", fake_time)
+        monkeypatch.setattr(fconv, "_time", fake_time)
         assert fconv.choose_backend(x, w, v) == fast and len(calls) == 2
         assert fconv.choose_backend(torch.randn(7, 4, 30), w, v) == fast and len(calls) == 2  # kept
     assert fconv.choose_backend(x, torch.randn(4, 3), fconv.Verdicts()) == "direct"  # 3 taps
@@ -117,7 +117,7 @@ def test_fast_length_is_the_next_3_smooth_number() -> None:
 
 def test_auto_backend_skips_timing_when_the_count_decides(monkeypatch) -> None:
     calls = []
-    monkeypatch.setattr(fconv, "time_best", lambda *a, **k: calls.append(1) or 1.0)
+    monkeypatch.setattr(fconv, "_time", lambda *a, **k: calls.append(1) or 1.0)
     v = fconv.Verdicts()
     assert fconv.choose_backend(torch.randn(2, 4, 1500), torch.randn(4, 1499), v) == "fft"
     assert fconv.choose_backend(torch.randn(2, 4, 28, 28), torch.randn(4, 3, 3), v) == "direct"
@@ -199,7 +199,7 @@ def test_training_times_forward_and_backward_with_its_own_verdict(monkeypatch) -
         calls.append(fn())
         return 1.0 if len(calls) % 2 == 0 else 2.0  # the second timed (fft) wins
 
-    monkeypatch.setattr(fconv, "time_best", fake_time)
+    monkeypatch.setattr(fconv, "_time", fake_time)
     v = fconv.Verdicts()
     x, w = torch.randn(2, 4, 30, requires_grad=True), torch.randn(4, 9, requires_grad=True)
     assert fconv.choose_backend(x, w, v) == "fft" and len(calls) == 2

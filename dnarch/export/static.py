@@ -60,7 +60,7 @@ def _depthwise_forward(conv: Any, x: Tensor) -> Tensor:
 def _pointwise_forward(conv: Any, x: Tensor) -> Tensor:
     if conv.backend != "auto" or conv.groups != 1 or _watched():
         return conv._conv_forward(x, conv.weight, conv.bias)
-    return conv1x1(x, conv.weight.flatten(1), conv.bias, conv.verdicts)
+    return conv1x1(x, conv.weight.flatten(1), conv.bias)
 
 
 class DepthwiseConv1d(nn.Conv1d):
@@ -99,15 +99,13 @@ class DepthwiseConv3d(nn.Conv3d):
 
 
 class PointwiseConv1d(nn.Conv1d):
-    """A 1x1 ``nn.Conv1d`` (same parameters and state keys) that runs, ungrouped, by matrix products
-    (``functional.channels.conv1x1``, as the masked network's 1x1 layers do: one per sample, or one
-    over all the batch's positions where that was timed faster): the learned networks of speed.md
-    train 9-12% faster so on a CPU than through mkldnn's convolution (METHOD-NOTES, Speed). Traced
-    or under a dispatch mode, and with ``backend`` "direct", it is the plain convolution.
-    x: (B, C_in, L) -> (B, C_out, L)."""
+    """A 1x1 ``nn.Conv1d`` (same parameters and state keys) that runs, ungrouped, as one batched
+    matrix product (``functional.channels.conv1x1``, as the masked network's 1x1 layers do): the
+    learned networks of speed.md train 9-12% faster so on a CPU (faster at large maps, slower at
+    the last few positions; METHOD-NOTES, Speed). Traced or under a dispatch mode, and with
+    ``backend`` "direct", it is the plain convolution. x: (B, C_in, L) -> (B, C_out, L)."""
 
     backend = "auto"
-    verdicts: Verdicts | None = None  # the network's store of timed choices (``StaticNet``)
 
     def forward(self, x: Tensor) -> Tensor:
         return _pointwise_forward(self, x)
@@ -117,7 +115,6 @@ class PointwiseConv2d(nn.Conv2d):
     """``PointwiseConv1d`` for maps. x: (B, C_in, H, W) -> (B, C_out, H, W)."""
 
     backend = "auto"
-    verdicts: Verdicts | None = None  # the network's store of timed choices (``StaticNet``)
 
     def forward(self, x: Tensor) -> Tensor:
         return _pointwise_forward(self, x)
@@ -127,7 +124,6 @@ class PointwiseConv3d(nn.Conv3d):
     """``PointwiseConv1d`` for volumes. x: (B, C_in, D, H, W) -> (B, C_out, D, H, W)."""
 
     backend = "auto"
-    verdicts: Verdicts | None = None  # the network's store of timed choices (``StaticNet``)
 
     def forward(self, x: Tensor) -> Tensor:
         return _pointwise_forward(self, x)
@@ -305,10 +301,10 @@ class StaticNet(nn.Module):
         self.head: nn.Module = (
             _POINTWISE[nd](c, spec.num_classes, 1) if spec.dense else nn.Linear(c, spec.num_classes)
         )
-        # the timed choices of its depthwise and 1x1 layers, one store for the network
+        # the timed backend choices of its depthwise convolutions, one store for the network
         self.verdicts = Verdicts()
         for m in self.modules():
-            if isinstance(m, _DEPTHWISE_TYPES + _POINTWISE_TYPES):
+            if isinstance(m, _DEPTHWISE_TYPES):
                 m.verdicts = self.verdicts
 
     def forward(self, x: Tensor) -> Tensor:

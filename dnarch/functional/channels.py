@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
-
-from dnarch.functional.conv import Verdicts, time_both
 
 
 def leading(t: Tensor, rows: int | None, cols: int | None = None) -> Tensor:
@@ -43,16 +40,8 @@ def fit_channels(x: Tensor, c: int) -> Tensor:
 
 
 FEW_POSITIONS = 64
-"""Where no verdict is kept (or algorithms must be deterministic), a 1x1 layer on fewer positions
-per sample than this runs as one matrix product over the batch's positions (``_PositionsProduct``),
-and on more as one product per sample."""
-
-TIMED_POSITIONS = 128
-"""Up to this many positions per sample, ``choose_product`` times the two products; above it the
-per-sample product is taken untimed."""
-
-TIMED_SAMPLES = 32
-"""``choose_product`` times the two products on at most this many samples of the batch."""
+"""Below this many positions per sample a 1x1 layer runs as one matrix product over the batch's
+positions (``_PositionsProduct``); from it, as one product per sample (``conv1x1``)."""
 
 
 class _PositionsProduct(torch.autograd.Function):
@@ -93,70 +82,23 @@ class _PositionsProduct(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-def conv1x1(x: Tensor, w: Tensor, b: Tensor | None, verdicts: Verdicts | None = None) -> Tensor:
+def conv1x1(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     """A 1x1 convolution. x: (B, cols, *S), w: (rows, cols), b: (rows,) or None -> (B, rows, *S).
 
-    Either one matrix product per sample (``torch.baddbmm``, the weight broadcast over the batch:
-    2-4x faster on a CPU than ``F.conv2d`` on large maps) or one product of the weight with every
-    position of the batch, (rows, cols) x (cols, B * P) (up to 5x faster than the first on a few
-    positions, the layout copies included). Which is faster depends on the CPU's matrix library
-    as much as on the shapes: ``choose_product`` times them once per shape class and keeps the
-    verdict in ``verdicts``; with none, fewer than ``FEW_POSITIONS`` positions take the second.
+    On large maps, one matrix product per sample (``torch.baddbmm``, the weight broadcast over the
+    batch): forward and backward 2-4x faster on a CPU than ``F.conv2d``. On fewer than
+    ``FEW_POSITIONS`` positions those products are too small to run fast, and one product of the
+    weight with every position of the batch, (rows, cols) x (cols, B * P), ran up to 5x faster,
+    the two layout copies included (METHOD-NOTES, Speed: a choice timed per shape class instead
+    made whole runs slower, its verdicts swayed by noise).
     """
     batch = x.shape[0]
     flat = x.reshape(batch, x.shape[1], -1)  # (B, cols, P)
-    if verdicts is None:
-        positions = flat.shape[2] < FEW_POSITIONS
+    if flat.shape[2] < FEW_POSITIONS:
+        out = _PositionsProduct.apply(flat, w, b)
     else:
-        positions = choose_product(flat, w, verdicts) == "positions"
-    return _product(flat, w, b, positions).reshape(batch, w.shape[0], *x.shape[2:])
-
-
-def _product(flat: Tensor, w: Tensor, b: Tensor | None, positions: bool) -> Tensor:
-    """flat (B, cols, P) -> (B, rows, P) by the named product."""
-    if positions:
-        out: Tensor = _PositionsProduct.apply(flat, w, b)
-        return out
-    weight = w.expand(flat.shape[0], *w.shape)
-    return torch.bmm(weight, flat) if b is None else torch.baddbmm(b[None, :, None], weight, flat)
-
-
-def choose_product(flat: Tensor, w: Tensor, verdicts: Verdicts) -> str:
-    """'positions' or 'batched': the faster product for a 1x1 layer of these shapes on this device
-    (``conv1x1``), kept in ``verdicts``. flat: (B, cols, P), w: (rows, cols).
-
-    Timed once per shape class (alternated, best of 3), forward and backward where a gradient is
-    wanted, on up to ``TIMED_SAMPLES`` samples of the batch: positions are bucketed by quarter
-    octaves, the weight's size by octaves (the widths move all through training, and every timing
-    costs time; timed on a whole evaluation batch of 512, they once took a sixth of a run). Above
-    ``TIMED_POSITIONS`` positions, or under deterministic algorithms (so that runs repeat
-    exactly), the rule of ``FEW_POSITIONS`` decides untimed.
-    """
-    positions = flat.shape[2]
-    rows, cols = w.shape
-    if torch.are_deterministic_algorithms_enabled() or positions > TIMED_POSITIONS:
-        return "positions" if positions < FEW_POSITIONS else "batched"
-    train = torch.is_grad_enabled() and (flat.requires_grad or w.requires_grad)
-    samples = min(flat.shape[0], TIMED_SAMPLES)
-    buckets = ("product", round(math.log2(rows * cols)), train)
-    key = (flat.device.type, flat.dtype, (round(4 * math.log2(positions)), samples), buckets)
-
-    def decide() -> str:
-        xs, ws = flat[:samples].detach(), w.detach()
-        if train:
-            xs, ws = xs.requires_grad_(), ws.requires_grad_()
-            grad = torch.ones(samples, rows, positions, device=flat.device, dtype=flat.dtype)
-
-        def run(by_positions: bool) -> None:
-            if train:
-                torch.autograd.grad(_product(xs, ws, None, by_positions), (xs, ws), grad)
-            else:
-                with torch.no_grad():
-                    _product(xs, ws, None, by_positions)
-
-        t_positions, t_batched = time_both(
-            lambda: run(True), lambda: run(False), flat.device, repeats=3
+        weight = w.expand(batch, *w.shape)
+        out = (
+            torch.bmm(weight, flat) if b is None else torch.baddbmm(b[None, :, None], weight, flat)
         )
-        return "positions" if t_positions < t_batched else "batched"
-
-    return verdicts.remember(key, decide)
+    return out.reshape(batch, w.shape[0], *x.shape[2:])

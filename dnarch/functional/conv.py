@@ -268,37 +268,18 @@ def choose_backend(x: Tensor, weight: Tensor, verdicts: Verdicts) -> str:
                 def fft() -> Any:
                     return torch.autograd.grad(depthwise_fft(xd, wd), (xd, wd), grad)
 
-                t_direct, t_fft = time_best(direct, x.device), time_best(fft, x.device)
+                t_direct, t_fft = _time(direct, x.device), _time(fft, x.device)
             else:
                 with torch.no_grad():
-                    t_direct = time_best(lambda: depthwise_direct(xd, wd), x.device)
-                    t_fft = time_best(lambda: depthwise_fft(xd, wd), x.device)
+                    t_direct = _time(lambda: depthwise_direct(xd, wd), x.device)
+                    t_fft = _time(lambda: depthwise_fft(xd, wd), x.device)
             return "fft" if t_fft < t_direct else "direct"
 
     return verdicts.remember(key, decide)
 
 
-def time_both(
-    first: Callable[[], Any], second: Callable[[], Any], device: torch.device, repeats: int = 5
-) -> tuple[float, float]:
-    """The best wall times (seconds) of ``first()`` and ``second()`` over ``repeats`` rounds that
-    alternate them, after a warm-up call of each, so that a busy machine slows both alike."""
-    first()
-    second()
-    best = [float("inf"), float("inf")]
-    for _ in range(repeats):
-        for i, fn in enumerate((first, second)):
-            best[i] = min(best[i], time_best(fn, device, repeats=1, warm_up=False))
-    return best[0], best[1]
-
-
-def time_best(
-    fn: Callable[[], Any], device: torch.device, repeats: int = 3, warm_up: bool = True
-) -> float:
-    """The best of ``repeats`` wall times of ``fn()`` (seconds), after one warm-up call (unless
-    ``warm_up`` is False); on CUDA the device is synchronised around each."""
-    if warm_up:
-        fn()  # first calls pay for allocation and kernel selection
+def _time(fn: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
+    fn()  # warm-up: first calls pay for allocation and kernel selection
     best = float("inf")
     for _ in range(repeats):
         if device.type == "cuda":

@@ -164,8 +164,8 @@ def choose_mixing(x: Tensor, weight: Tensor, groups: int, verdicts: fconv.Verdic
             grouped_pointwise(xs, w, b, groups).sum().backward()
 
         with torch.enable_grad():  # the layer may first be met under no_grad (evaluation)
-            t_dense = fconv.time_best(dense, x.device)
-            t_grouped = fconv.time_best(grouped, x.device)
+            t_dense = fconv._time(dense, x.device)
+            t_grouped = fconv._time(grouped, x.device)
         return "grouped" if t_grouped < t_dense else "dense"
 
     return verdicts.remember(key, decide)

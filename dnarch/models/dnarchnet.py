@@ -416,9 +416,7 @@ class DNArchNet(nn.Module):
         folded into the weight of the pointwise stem, into the norm's affine parameters of the
         k-tap one (ReLU commutes with a scale >= 0). x: (B, in_channels, *S0) -> (B, c, *S0)."""
         if isinstance(self.stem, nn.Linear):
-            return pointwise(
-                x, self.stem, c, self.in_channels, row_scale=m_res, verdicts=self.verdicts
-            )
+            return pointwise(x, self.stem, c, self.in_channels, row_scale=m_res)
         assert self.stem.bias is not None and self.stem_norm is not None
         h = conv_nd(x, leading(self.stem.weight, c), leading(self.stem.bias, c))
         return F.relu(batch_norm(h, self.stem_norm, c, self.training, m_res))

@@ -94,15 +94,12 @@ def pointwise(
     groups: GroupMask | None = None,
     row_scale: Tensor | None = None,
     col_scale: Tensor | None = None,
-    verdicts: Verdicts | None = None,
 ) -> Tensor:
     """1x1 convolution with the top-left (rows, cols) corner of ``lin``, times its grouping relation
     when ``groups`` is given. ``col_scale`` (cols,) scales its input channels and ``row_scale``
     (rows,) its output channels, folded into the weight and bias (a per-channel mask costs no pass
-    over the activations). ``verdicts``: where the timed choice of product is kept
-    (``functional.channels.conv1x1``). x: (B, cols, *S) -> (B, rows, *S)."""
-    w, b = layer_weights(lin, rows, cols, groups, row_scale, col_scale)
-    return conv1x1(x, w, b, verdicts)
+    over the activations). x: (B, cols, *S) -> (B, rows, *S)."""
+    return conv1x1(x, *layer_weights(lin, rows, cols, groups, row_scale, col_scale))
 
 
 def layer_weights(
@@ -141,10 +138,10 @@ def mixing(
     was measured faster here (``functional.groups.choose_mixing``). x: (B, cols, *S) -> (B, rows, *S)."""
     g = groups.hard_groups() if groups is not None and crop else 1
     if groups is None or g == 1:
-        return pointwise(x, lin, rows, cols, groups, row_scale, col_scale, verdicts)
+        return pointwise(x, lin, rows, cols, groups, row_scale, col_scale)
     w, b = layer_weights(lin, rows, cols, groups, row_scale, col_scale)
     if choose_mixing(x, w, g, verdicts) == "dense":
-        return conv1x1(x, w, b, verdicts)
+        return conv1x1(x, w, b)
     return grouped_pointwise(x, w, b, g)
 
 
