@@ -49,3 +49,17 @@ def test_leading_is_the_slice_and_the_tensor_itself_when_whole() -> None:
     assert torch.equal(leading(t, 2), t[:2])
     assert torch.equal(leading(t, 2, 3), t[:2, :3])
     assert torch.equal(leading(t, None, 1), t[:, :1])
+
+
+def test_conv1x1_on_few_positions_under_bfloat16_autocast() -> None:
+    x = torch.randn(3, 4, 5, requires_grad=True)
+    w = torch.randn(6, 4, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv1x1(x, w, b)
+    assert out.dtype == torch.bfloat16
+    ref = F.conv1d(x, w[:, :, None], b)
+    assert torch.allclose(out.float(), ref, atol=0.1, rtol=0.05)
+    out.float().sum().backward()
+    assert x.grad is not None and w.grad is not None and b.grad is not None
+    assert (x.grad.dtype, w.grad.dtype, b.grad.dtype) == (torch.float32,) * 3

@@ -58,15 +58,17 @@ class _PositionsProduct(torch.autograd.Function):
         batch, cols, positions = x.shape
         cols_by_pos = x.transpose(0, 1).reshape(cols, batch * positions)
         prod = torch.mm(w, cols_by_pos) if b is None else torch.addmm(b[:, None], w, cols_by_pos)
-        ctx.save_for_backward(cols_by_pos, w)
-        ctx.has_bias = b is not None
+        # under autocast the product ran in its own precision: the backward pass computes in it too
+        ctx.save_for_backward(cols_by_pos.to(prod.dtype), w.to(prod.dtype))
+        ctx.dtypes = (x.dtype, w.dtype, None if b is None else b.dtype)
         return prod.view(w.shape[0], batch, positions).transpose(0, 1).contiguous()
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         cols_by_pos, w = ctx.saved_tensors
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
         batch, rows, positions = grad.shape
-        rows_by_pos = grad.transpose(0, 1).reshape(rows, batch * positions)
+        rows_by_pos = grad.transpose(0, 1).reshape(rows, batch * positions).to(w.dtype)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = (
@@ -74,11 +76,12 @@ class _PositionsProduct(torch.autograd.Function):
                 .view(w.shape[1], batch, positions)
                 .transpose(0, 1)
                 .contiguous()
+                .to(x_dtype)
             )
         if ctx.needs_input_grad[1]:
-            grad_w = torch.mm(rows_by_pos, cols_by_pos.t())
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = rows_by_pos.sum(1)
+            grad_w = torch.mm(rows_by_pos, cols_by_pos.t()).to(w_dtype)
+        if b_dtype is not None and ctx.needs_input_grad[2]:
+            grad_b = rows_by_pos.sum(1).to(b_dtype)
         return grad_x, grad_w, grad_b
 
 
