@@ -52,6 +52,10 @@ class NetConfig:
         depth_span: blocks over which the depth mask's step rises from T to 1-T.
         resolution_span: frequency bins over which a resolution mask's step rises from T to 1-T.
         init_kernel_cutoff: initial relative half-extent of the kernels (1: the whole input).
+        kernel_ceiling: the largest relative extent a kernel may reach, and the maximal network's
+            kernels (1: the whole map, METHOD.md; 0.25: a quarter of each block's map). At 1 the
+            maximal network of a sequence preset spent most of its MACs on kernels over whole
+            maps (METHOD-NOTES, "The kernel's ceiling").
         init_kernel_gain: the kernel network's initial output scale: its last layer's weights start
             at this times SIREN's (1, the default: unit-variance kernel values over the whole
             kernel). 0: the continuous kernel starts at zero, so a depthwise kernel starts as its
@@ -127,6 +131,7 @@ class NetConfig:
     depth_span: float = 1.5
     resolution_span: float = 2.5
     init_kernel_cutoff: float = 1.0
+    kernel_ceiling: float = 1.0
     init_kernel_gain: float = 1.0
     learn_kernel: bool = True
     learn_width: bool = True
@@ -215,6 +220,10 @@ class NetConfig:
             f"net.init_kernel_cutoff must lie in (0, 1], got {self.init_kernel_cutoff}",
         )
         _require(
+            0 < self.kernel_ceiling <= 1,
+            f"net.kernel_ceiling must lie in (0, 1], got {self.kernel_ceiling}",
+        )
+        _require(
             self.backend in ("auto", "direct", "fft"),
             f"net.backend must be one of auto, direct, fft; got {self.backend!r}",
         )
@@ -254,8 +263,8 @@ class BudgetConfig:
             (METHOD.md), or 'start', the cost of the network the masks start at (below the maximal
             one when kernels start short; from 'max' the two-sided penalty first pushes such a
             network up, growing its kernels, before it shrinks it). 'auto' (the default): 'start'
-            when the kernels start short (net.init_kernel_cutoff < 1, the *-stages presets), else
-            'max'.
+            when the kernels start short (net.init_kernel_cutoff < net.kernel_ceiling, the
+            *-stages presets), else 'max'.
     """
 
     budget: float | None = 0.5

@@ -32,6 +32,7 @@ def shrunk_model(
     downsample: str = "fourier",
     stage_blocks: int = 1,
     stage_widths: bool = False,
+    kernel_ceiling: float = 1.0,
 ) -> DNArchNet:
     """A small model with random mask settings on the chosen axes and trained BN statistics.
     task: 'classify', or 'segment' / 'regress' for a dense head (with the stem skip if ``skip``).
@@ -43,7 +44,8 @@ def shrunk_model(
     through perturbed filters (no resolution masks); ``stage_blocks`` > 1 groups the blocks in
     stages with a depth mask each (``NetConfig.stage_blocks``), on a fixed Fourier pyramid that
     halves the cut-off per stage where not strided. ``stage_widths``: a residual width mask per
-    stage (``NetConfig.stage_widths``), each at its own random cut-off."""
+    stage (``NetConfig.stage_widths``), each at its own random cut-off. ``kernel_ceiling``:
+    ``NetConfig.kernel_ceiling`` (the kernels' largest relative extent)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     # even seeds let block 0 downsample too (net.resolution_from=0); odd seeds keep the default (1)
@@ -52,6 +54,7 @@ def shrunk_model(
         resolution_from=seed % 2, dense_skip=skip, learn_groups="groups" in axes,
         widen=widen, direct_kernel=direct_kernel, stem_kernel=stem_kernel,
         downsample=downsample, stage_blocks=stage_blocks, stage_widths=stage_widths,
+        kernel_ceiling=kernel_ceiling,
         # stages need a fixed pyramid: a Fourier one halves each stage's cut-off
         learn_resolution=downsample == "fourier" and stage_blocks == 1,
         init_resolution=0.5 if downsample == "fourier" and stage_blocks > 1 else 1.0,

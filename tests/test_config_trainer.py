@@ -28,6 +28,9 @@ def test_the_model_keeps_what_it_reads_of_its_settings_not_the_config() -> None:
     assert build_model(NetConfig(learn_groups=True), 1, 10, (40,)).learn_groups
     assert not m.kernels_start_small
     assert build_model(NetConfig(init_kernel_cutoff=0.5), 1, 10, (40,)).kernels_start_small
+    assert not build_model(
+        NetConfig(kernel_ceiling=0.25, init_kernel_cutoff=0.25), 1, 10, (40,)
+    ).kernels_start_small
 
 
 def test_overrides_are_typed() -> None:
@@ -58,6 +61,7 @@ def test_overrides_are_typed() -> None:
         ({"budget.budget": "-0.5"}, "budget must be > 0"),
         ({"net.learn_depth": "maybe"}, "expects bool"),
         ({"net.threshold": "0.7"}, "net.threshold must lie in (0, 0.5)"),
+        ({"net.kernel_ceiling": "0"}, "net.kernel_ceiling must lie in (0, 1]"),
         ({"train.device": "tpu"}, "train.device"),
         ({"train.device": "cuda:x"}, "train.device"),
         ({"budget.budget": "inf"}, "budget.budget must be finite"),

@@ -124,3 +124,18 @@ def test_lowpass_cap_makes_resolution_non_increasing() -> None:
     cap = torch.tensor([0.3])
     assert torch.equal(m.effective_mu(cap), cap)
     assert m.hard_keep(m.effective_mu(cap), (40,)) <= m.hard_keep(m.mu, (40,))
+
+
+def test_gaussian_kernel_mask_ceiling() -> None:
+    """``max_cutoff`` bounds the cut-off from above (``project_``) and is the maximal kernel."""
+    m = GaussianKernelMask(ndim=1, init_cutoff=0.1, min_cutoff=0.05, threshold=T, max_cutoff=0.25)
+    with torch.no_grad():
+        m.sigma.mul_(20.0)
+    m.project_()
+    assert math.isclose(float(m.cutoff().detach()), 0.25, rel_tol=1e-6)
+    assert m.hard_sizes((40,)) == (11,)  # 2 * floor(0.25 * 40 / 2) + 1, not the whole map's 39
+    m.to_floor_()
+    m.to_ceiling_()
+    assert math.isclose(float(m.cutoff().detach()), 0.25, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="max_cutoff"):
+        GaussianKernelMask(ndim=1, init_cutoff=0.5, min_cutoff=0.05, threshold=T, max_cutoff=0.25)

@@ -80,11 +80,13 @@ def test_learned_resolution_maximal_is_the_full_resolution_network() -> None:
 
 
 def test_fixed_pyramid_maximal_keeps_the_pyramid_and_its_stretched_widths() -> None:
-    """MNIST-1D's seq-stages: blocks at 40, 20, 10, 5 samples, widths up to 4x, kernels over each map."""
+    """MNIST-1D's seq-stages: blocks at 40, 20, 10, 5 samples, widths up to 4x, kernels over a
+    quarter of each map (``net.kernel_ceiling``)."""
     m = build_model(preset_net("seq-stages", (40,)), 1, 10, (40,))
     plan = m.ceiling_copy().hard_plan()
     assert [p.resolution_out for p in plan] == [(40,), (20,), (10,), (5,)]
-    assert [p.kernel for p in plan] == [(fm.max_kernel_size(n),) for n in (40, 20, 10, 5)]
+    assert [p.kernel for p in plan] == [(11,), (5,), (3,), (3,)]
+    assert [p.kernel for p in plan] == [(fm.hard_kernel_size(0.25, n),) for n in (40, 20, 10, 5)]
     # 24 and 48 channels times min(4, sqrt(40 / n)), rounded down
     assert [p.width for p in plan] == [24, 33, 48, 67]
     assert [p.hidden for p in plan] == [48, 67, 96, 135]
@@ -97,4 +99,30 @@ def test_the_report_s_ceiling_per_panel_is_the_largest_block_of_the_maximal_netw
 
     m = build_model(preset_net("seq-stages", (40,)), 1, 10, (40,))
     sizes = maximal_sizes(harden(m.ceiling_copy()))
-    assert sizes == {"kernel": [39.0], "res_out": [40.0], "hidden": [135.0], "depth": [1.0]}
+    assert sizes == {"kernel": [11.0], "res_out": [40.0], "hidden": [135.0], "depth": [1.0]}
+
+
+@pytest.mark.parametrize("down, stages", [("strided", 1), ("fourier", 2)])
+def test_kernel_ceiling_bounds_every_kernel_and_the_maximal_network(down: str, stages: int) -> None:
+    """With ``net.kernel_ceiling`` = 0.25 the maximal network's kernels span a quarter of their
+    maps (``hard_kernel_size(0.25, n)``), no reachable kernel is longer, and the maximal network's
+    estimate still equals the FLOP counter on its export."""
+    kw = {"axes": ("kernel", "width", "depth"), "downsample": down, "stage_blocks": stages}
+    m = shrunk_model((40,), 2, widen=2.0, kernel_ceiling=0.25, **kw)  # type: ignore[arg-type]
+    whole = shrunk_model((40,), 2, widen=2.0, **kw)  # type: ignore[arg-type]
+    big = m.ceiling_copy()
+    plan = big.hard_plan()
+    for p in plan:
+        assert p.kernel == (fm.hard_kernel_size(0.25, p.resolution_out[0]),)
+    assert plan[0].kernel[0] < fm.max_kernel_size(plan[0].resolution_out[0])
+    assert float(model_cost(m, "max").macs) < float(model_cost(whole, "max").macs)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(10):
+        _random_state(m, g)
+        for p, top in zip(m.hard_plan(), big.hard_plan(), strict=True):
+            assert p.kernel[0] <= top.kernel[0]
+    spec = harden(big)
+    static = build_static(spec, export_state(big, spec))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        static(torch.randn(1, spec.in_channels, *spec.input_shape))
+    assert counter.get_total_flops() / 2 == float(model_cost(m, "max").macs)

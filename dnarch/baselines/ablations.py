@@ -9,12 +9,13 @@ from dnarch.config import AXES, NetConfig
 
 def frozen_net(net: NetConfig) -> NetConfig:
     """``net`` with no axis learned, at its maximal network (``DNArchNet.ceiling_copy``), trained as
-    a fixed architecture: every kernel over its whole map, every width and block kept, a learned
+    a fixed architecture: every kernel at its ceiling (``NetConfig.kernel_ceiling``; 1: its whole
+    map), every width and block kept, a learned
     resolution at full resolution and a fixed pyramid as it is."""
     return replace(
         net,
         init_resolution=1.0 if net.learn_resolution else net.init_resolution,
-        init_kernel_cutoff=1.0,
+        init_kernel_cutoff=net.kernel_ceiling,
         learn_kernel=False,
         learn_width=False,
         learn_resolution=False,

@@ -117,7 +117,7 @@ class DNArchNet(nn.Module):
         )
         # do the kernels start below their ceiling (the budget's target then starts at the network
         # as built: ``budget.anneal_from=auto``)
-        self.kernels_start_small = cfg.init_kernel_cutoff < 1
+        self.kernels_start_small = cfg.init_kernel_cutoff < cfg.kernel_ceiling
         self.dense = task != "classify"
         self.dense_skip = self.dense and cfg.dense_skip
         self.in_channels, self.num_classes = in_channels, num_classes
@@ -130,7 +130,7 @@ class DNArchNet(nn.Module):
             resolution_span=cfg.resolution_span, dropout=cfg.dropout, backend=cfg.backend,
             learn_resolution=cfg.learn_resolution, group_bits=cfg.group_bits,
             group_span=cfg.group_span, widen=cfg.widen, direct_kernel=cfg.direct_kernel,
-            kernel_gain=cfg.init_kernel_gain,
+            kernel_gain=cfg.init_kernel_gain, kernel_ceiling=cfg.kernel_ceiling,
         )  # fmt: skip
         self.alloc = allocated(cfg.width, cfg.widen)  # residual channels of the widest block
         # the stem: pointwise (METHOD.md), or a full k^ndim convolution (``NetConfig.stem_kernel``)
@@ -252,11 +252,11 @@ class DNArchNet(nn.Module):
     @torch.no_grad()
     def ceiling_copy(self) -> DNArchNet:
         """A copy with every mask at its ceiling: the largest network this architecture holds, the
-        "maximal network" that budget fractions and reports refer to. Every kernel spans its whole
-        map, every width mask keeps every entry of its (stretched) grid, every block is kept and
-        ungrouped, whether or not the axis is learned; a learned resolution is full, while a fixed
-        pyramid (a fixed Fourier crop or a strided halving) stays as it is, so the widths stretch
-        where it falls. No network the search can reach costs more MACs; with a learned resolution
+        "maximal network" that budget fractions and reports refer to. Every kernel spans its ceiling
+        (``NetConfig.kernel_ceiling`` of its map; 1: the whole map), every width mask keeps every
+        entry of its (stretched) grid, every block is kept and ungrouped, whether or not the axis
+        is learned; a learned resolution is full, while a fixed pyramid (a fixed Fourier crop or a
+        strided halving) stays as it is, so the widths stretch where it falls. No network the search can reach costs more MACs; with a learned resolution
         and ``widen`` > 1 one can hold more parameters (the blocks widen as the resolution falls)."""
         big = copy.deepcopy(self)
         masks: list[Any] = [*big.residual_masks(), *big.depth_masks()]

@@ -58,7 +58,8 @@ PRESETS: dict[str, NetConfig] = {
     # sequences: four stages
     # no dropout: on sequences it cost 1.4-2.1 points in the 1,000-sample regime and nothing on
     # MNIST-1D or on 10,000 sequences (METHOD-NOTES, "Dropout on the sequence preset"); the
-    # continuous kernel starts at zero on long inputs (``preset_net``)
+    # continuous kernel starts at zero on long inputs (``preset_net``); a kernel spans at most a
+    # quarter of its map (METHOD-NOTES, "The kernel's ceiling")
     "seq-stages": replace(
         _SEQ,
         width=24,
@@ -66,6 +67,7 @@ PRESETS: dict[str, NetConfig] = {
         blocks=4,
         downsample="strided",
         dropout=0.0,
+        kernel_ceiling=0.25,
         **_STAGES,  # type: ignore[arg-type]
     ),
 }

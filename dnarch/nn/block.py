@@ -57,6 +57,7 @@ class BlockSettings:
     direct_kernel: int = 0  # size of the depthwise kernel's directly learned central term (0: none)
     halve: bool = False  # halve each axis at the block's input by a learned strided filter
     kernel_gain: float = 1.0  # the kernel net's initial output scale (``KernelNet``)
+    kernel_ceiling: float = 1.0  # the largest relative extent of the kernel (1: the whole map)
 
 
 def allocated(n: int, widen: float) -> int:
@@ -164,7 +165,7 @@ class DNArchBlock(nn.Module):
         self.norm = nn.BatchNorm1d(width)  # used through F.batch_norm: any spatial rank
         self.conv = DepthwiseCKConv(
             s.ndim, width, s.base, s.kernel_hidden, s.kernel_layers, s.omega0,
-            s.init_cutoff, s.threshold, s.backend, s.direct_kernel, s.kernel_gain,
+            s.init_cutoff, s.threshold, s.backend, s.direct_kernel, s.kernel_gain, s.kernel_ceiling,
         )  # fmt: skip
         self.width_mask = SigmoidStepMask(s.hidden, s.width_span, s.threshold)
         self.pw1 = nn.Linear(width, hidden)

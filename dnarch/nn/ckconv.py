@@ -47,6 +47,7 @@ class DepthwiseCKConv(nn.Module):
         direct: size of the directly learned central term (0: none; else odd).
         gain: the kernel net's initial output scale (``KernelNet``; 0: the kernel starts as its
             direct term).
+        ceiling: the largest relative extent the kernel may reach (1: the whole map).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class DepthwiseCKConv(nn.Module):
         backend: str,
         direct: int = 0,
         gain: float = 1.0,
+        ceiling: float = 1.0,
     ) -> None:
         super().__init__()
         if backend not in fconv.BACKENDS:
@@ -71,9 +73,13 @@ class DepthwiseCKConv(nn.Module):
         self.ndim, self.base, self.backend = ndim, tuple(base), backend
         self.kernel_net = KernelNet(ndim, channels, kernel_hidden, kernel_layers, omega0, gain)
         # the floor (one sample of the longest axis) may lie above a short starting cut-off on
-        # small inputs: the kernel then starts at the floor (3 taps either way)
+        # small inputs: the kernel then starts at the floor (3 taps either way); a ceiling below the
+        # floor is the floor, and no kernel starts above its ceiling
         floor = 1.0 / max(self.base)
-        self.mask = GaussianKernelMask(ndim, max(init_cutoff, floor), floor, threshold)
+        top = max(ceiling, floor)
+        self.mask = GaussianKernelMask(
+            ndim, min(max(init_cutoff, floor), top), floor, threshold, top
+        )
         self.bias = nn.Parameter(torch.zeros(channels))
         self._grids: dict[Hashable, Tensor] = {}  # kernel positions per grid (``_positions``)
         # the backend verdicts: its own until the model hands every layer the model's one

@@ -70,15 +70,27 @@ class GaussianKernelMask(nn.Module):
         init_cutoff: initial relative half-extent where the mask equals T (1 = the whole input).
         min_cutoff: lower bound kept by ``project_``; the kernel never falls below 3 taps anyway.
         threshold: T.
+        max_cutoff: upper bound kept by ``project_``, and the maximal network's cut-off
+            (``to_ceiling_``); 1: the whole map.
     """
 
-    def __init__(self, ndim: int, init_cutoff: float, min_cutoff: float, threshold: float) -> None:
+    def __init__(
+        self,
+        ndim: int,
+        init_cutoff: float,
+        min_cutoff: float,
+        threshold: float,
+        max_cutoff: float = 1.0,
+    ) -> None:
         super().__init__()
-        if not 0 < min_cutoff <= init_cutoff:
-            raise ValueError(f"need 0 < min_cutoff <= init_cutoff, got {min_cutoff}, {init_cutoff}")
+        if not 0 < min_cutoff <= init_cutoff <= max_cutoff <= 1:
+            raise ValueError(
+                "need 0 < min_cutoff <= init_cutoff <= max_cutoff <= 1, got "
+                f"{min_cutoff}, {init_cutoff}, {max_cutoff}"
+            )
         self.threshold = threshold
         self.scale = math.sqrt(-2.0 * math.log(threshold))  # cutoff = sigma * scale
-        self.min_cutoff = min_cutoff
+        self.min_cutoff, self.max_cutoff = min_cutoff, max_cutoff
         self.sigma = nn.Parameter(torch.full((ndim,), init_cutoff / self.scale))
         self._axes: dict[Hashable, tuple[Tensor, Tensor | None]] = {}  # per ``_axis``
         self._cut: tuple[tuple[int, ...], list[float]] | None = None  # (state_key, cut-offs)
@@ -127,8 +139,8 @@ class GaussianKernelMask(nn.Module):
 
     @torch.no_grad()
     def project_(self) -> None:
-        """Keep the cut-off inside [min_cutoff, 1] so that no gradient path dies."""
-        self.sigma.clamp_(self.min_cutoff / self.scale, 1.0 / self.scale)
+        """Keep the cut-off inside [min_cutoff, max_cutoff] so that no gradient path dies."""
+        self.sigma.clamp_(self.min_cutoff / self.scale, self.max_cutoff / self.scale)
 
     @torch.no_grad()
     def to_floor_(self) -> None:
@@ -137,8 +149,8 @@ class GaussianKernelMask(nn.Module):
 
     @torch.no_grad()
     def to_ceiling_(self) -> None:
-        """The largest kernel ``project_`` allows: the whole map (for the maximal network)."""
-        self.sigma.fill_(1.0 / self.scale)
+        """The largest kernel ``project_`` allows: ``max_cutoff`` (for the maximal network)."""
+        self.sigma.fill_(self.max_cutoff / self.scale)
 
     def extra_repr(self) -> str:
         return f"cutoff={[round(c, 3) for c in self.cutoff().tolist()]}"
