@@ -10,8 +10,8 @@ from dnarch.config import AXES, NetConfig
 def frozen_net(net: NetConfig) -> NetConfig:
     """``net`` with no axis learned, at its maximal network (``DNArchNet.ceiling_copy``), trained as
     a fixed architecture: every kernel at its ceiling (``NetConfig.kernel_ceiling``; 1: its whole
-    map), every width and block kept, a learned
-    resolution at full resolution and a fixed pyramid as it is."""
+    map), every width and block kept, a learned resolution at full resolution and a fixed pyramid
+    as it is."""
     return replace(
         net,
         init_resolution=1.0 if net.learn_resolution else net.init_resolution,

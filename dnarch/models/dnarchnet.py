@@ -256,8 +256,9 @@ class DNArchNet(nn.Module):
         (``NetConfig.kernel_ceiling`` of its map; 1: the whole map), every width mask keeps every
         entry of its (stretched) grid, every block is kept and ungrouped, whether or not the axis
         is learned; a learned resolution is full, while a fixed pyramid (a fixed Fourier crop or a
-        strided halving) stays as it is, so the widths stretch where it falls. No network the search can reach costs more MACs; with a learned resolution
-        and ``widen`` > 1 one can hold more parameters (the blocks widen as the resolution falls)."""
+        strided halving) stays as it is, so the widths stretch where it falls. No network the
+        search can reach costs more MACs; with a learned resolution and ``widen`` > 1 one can hold
+        more parameters (the blocks widen as the resolution falls)."""
         big = copy.deepcopy(self)
         masks: list[Any] = [*big.residual_masks(), *big.depth_masks()]
         for b in big.block_list():
