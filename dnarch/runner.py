@@ -12,7 +12,7 @@ import io
 import json
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,10 +143,8 @@ def run(
     if cfg.data.task not in ("auto", data.task):
         raise ConfigError(f"data.task is {cfg.data.task} but the data are a {data.task} task")
     model = build_model(cfg.net, data.in_channels, data.num_classes, data.input_shape, data.task)
-    budget = cfg.budget
-    if resume and out_dir is not None:
-        budget = _saved_budget(Path(out_dir), budget)
-    objective = Objective(model, budget)  # checks the budget: before any folder is made
+    target = _saved_target(Path(out_dir), cfg.budget) if resume and out_dir is not None else None
+    objective = Objective(model, cfg.budget, target)  # checks the budget: before any folder is made
     with ExitStack() as stack:
         path = None if out_dir is None else Path(out_dir)
 
@@ -165,17 +163,18 @@ def run(
         return _run(cfg, data, model, objective, path, world, progress, resume)
 
 
-def _saved_budget(path: Path, budget: BudgetConfig) -> BudgetConfig:
-    """A resumed run keeps the absolute budget it started with (``resolved.budget_absolute`` in its
-    config.json), though a newer dnarch may measure the maximal network differently."""
+def _saved_target(path: Path, budget: BudgetConfig) -> float | None:
+    """The absolute budget a resumed run started with (``resolved.budget_absolute`` in its
+    config.json), kept exactly (a fraction of the maximal cost need not be a whole number), though
+    a newer dnarch may measure the maximal network differently. None: the config's budget."""
     try:
         saved = json.loads((path / "config.json").read_text()).get("resolved", {})
     except (OSError, ValueError, AttributeError):
-        return budget  # resume_config has said what is wrong with it
+        return None  # resume_config has said what is wrong with it
     target = saved.get("budget_absolute") if isinstance(saved, dict) else None
     if budget.budget is None or not isinstance(target, int | float) or target <= 1:
-        return budget
-    return replace(budget, budget=float(target))
+        return None
+    return float(target)
 
 
 def _reason(err: BaseException) -> str:
@@ -212,7 +211,7 @@ def _run(
             on_disk = upgrade_saved(json.loads((path / "config.json").read_text()))
             saved = dict(on_disk.get("resolved") or {})
             # the maximal network as the run measured it at its start (a newer dnarch may measure
-            # it otherwise; the run keeps its absolute budget, ``_saved_budget``)
+            # it otherwise; the run keeps its absolute budget, ``_saved_target``)
             resolved["resolved"]["max_cost"] = saved.pop("max_cost", objective.max_cost)
             # on the keys the run saved: one from before data fingerprints resumes unchecked by them
             if not same_config(saved, comparable(resolved["resolved"])):

@@ -300,3 +300,18 @@ def test_a_run_resumed_under_another_maximal_network_keeps_its_budget(
     assert summary["budget"] == pytest.approx(saved["budget_absolute"])
     after = json.loads((folder / "config.json").read_text())["resolved"]
     assert after["max_cost"] == saved["max_cost"]
+
+
+def test_a_resumed_run_keeps_a_budget_that_is_not_a_whole_number(tmp_path, monkeypatch, capsys):
+    """A fraction of the maximal cost is rarely a whole number of MACs: the run resumes at that
+    absolute budget exactly (it was once refused as an ambiguous absolute budget)."""
+    folder = tmp_path / "run"
+    flags = [*FLAGS[: FLAGS.index("--budget")], "--budget", "0.377", "--quiet"]
+    _stop_after(monkeypatch, 5)
+    assert main(["train", *flags, "--out", str(folder)]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    target = json.loads((folder / "config.json").read_text())["resolved"]["budget_absolute"]
+    assert not float(target).is_integer()
+    assert main(["train", "--resume", str(folder), "--quiet"]) == 0, capsys.readouterr().err
+    assert json.loads((folder / "summary.json").read_text())["budget"] == target

@@ -25,10 +25,12 @@ def resolve_budget(cfg: BudgetConfig, max_cost: float) -> float | None:
 class Objective:
     """``{"task", "cost", "penalty", "total", "target"}`` for a batch. Knows nothing of the loop."""
 
-    def __init__(self, model: DNArchNet, cfg: BudgetConfig) -> None:
+    def __init__(self, model: DNArchNet, cfg: BudgetConfig, target: float | None = None) -> None:
+        """``target``: the absolute budget, in place of the one ``cfg`` gives (a resumed run keeps
+        the one it started with, whole or not)."""
         self.metric, self.weight, self.mode = cfg.metric, cfg.weight, cfg.mode
         self.max_cost = float(model_cost(model, "max").get(cfg.metric))
-        budget = resolve_budget(cfg, self.max_cost)
+        budget = resolve_budget(cfg, self.max_cost) if target is None else target
         self.budget = budget
         self.floor_cost = float(model_cost(floor_copy(model, cfg.metric), "hard").get(cfg.metric))
         unit = "MACs" if cfg.metric == "macs" else "parameters"
