@@ -252,7 +252,8 @@ def _run(
     static = build_static(spec, state)
     peak = target_peak(data.y_test) if data.task == "regress" else 1.0
     args = (data.x_test, data.y_test)
-    test = evaluate_task(
+    # the last epoch evaluated this very model (no fit after it): not again
+    test = trainer.last_test or evaluate_task(
         model, *args, trainer.device, data.task, data.num_classes, peak, world=world
     )
     static_test = evaluate_task(

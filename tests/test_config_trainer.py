@@ -304,6 +304,7 @@ def test_every_run_with_a_budget_ends_inside_it(
     from dnarch.config import BudgetConfig
     from dnarch.cost import model_cost
     from dnarch.data import load_data
+    from dnarch.train.metrics import evaluate_task
     from dnarch.train.objective import Objective
     from dnarch.train.trainer import Trainer
 
@@ -312,9 +313,19 @@ def test_every_run_with_a_budget_ends_inside_it(
     data = load_data("mnist1d").limited(64, 32)
     m = build_model(NetConfig(width=8, hidden=8, blocks=2, backend="direct"), 1, 10, (40,))
     objective = Objective(m, BudgetConfig(budget=0.25))
-    history = Trainer(m, objective, data, cfg, progress=False).fit()
+    trainer = Trainer(m, objective, data, cfg, progress=False)
+    history = trainer.fit()
     assert objective.budget is not None
     cost = float(model_cost(m, "hard").macs)
     assert 0.98 * objective.budget <= cost <= objective.budget
     assert [r["arch_frozen"] for r in history] == [e >= freeze_epoch(cfg) for e in range(epochs)]
     assert ("never froze" in capsys.readouterr().err) == (frozen_epochs == 0)
+    # the runner takes the last epoch's test metrics only where they are the final model's: not
+    # where the fit after the last step changed it
+    if frozen_epochs:
+        assert trainer.last_test == {"acc": history[-1]["test_acc"]}
+        assert trainer.last_test == evaluate_task(
+            m, data.x_test, data.y_test, trainer.device, "classify", 10
+        )
+    else:
+        assert trainer.last_test is None

@@ -5,7 +5,16 @@ import math
 import pytest
 import torch
 
-from dnarch.train.metrics import Tally, mean_iou, target_peak, task_loss
+from dnarch.train.metrics import (
+    EVAL_BATCHES,
+    EVAL_BYTES,
+    Tally,
+    eval_batch,
+    evaluate_task,
+    mean_iou,
+    target_peak,
+    task_loss,
+)
 
 
 def _onehot(pred: torch.Tensor, k: int) -> torch.Tensor:
@@ -59,3 +68,41 @@ def test_classification_accuracy_and_unknown_task() -> None:
     assert tally.result() == {"acc": pytest.approx(2 / 3)}
     with pytest.raises(ValueError, match="unknown task"):
         Tally("detect", 3)
+
+
+def _net(width: int) -> torch.nn.Module:
+    """(B, 1, 28, 28) -> (B, 10): a conv of ``width`` channels at full resolution, its widest output."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, width, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(width, 10),
+    )
+
+
+@pytest.mark.parametrize(
+    ("width", "want"), [(64, 64), (83, 64), (84, 32), (24, 128), (2, 128), (1024, 16)]
+)
+def test_eval_batch_follows_the_widest_activation(width: int, want: int) -> None:
+    # widest output of one sample: width x 28 x 28 float32; the largest power of two whose batch
+    # of it fits EVAL_BYTES, within EVAL_BATCHES
+    per_sample = width * 28 * 28 * 4
+    assert EVAL_BATCHES == (16, 128)
+    assert want * per_sample <= EVAL_BYTES or want == 16
+    assert want == 128 or 2 * want * per_sample > EVAL_BYTES
+    x = torch.zeros(3, 1, 28, 28)
+    assert eval_batch(_net(width), x, torch.device("cpu")) == want
+
+
+def test_evaluation_does_not_depend_on_its_batch() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(_net(8), torch.nn.BatchNorm1d(10))
+    x, y = torch.randn(70, 1, 28, 28), torch.randint(0, 10, (70,))
+    net.train()
+    chosen = evaluate_task(net, x, y, torch.device("cpu"), "classify", 10)
+    assert net.training  # its mode is restored
+    for batch in (1, 7, 70):
+        assert evaluate_task(net, x, y, torch.device("cpu"), "classify", 10, batch=batch) == (
+            pytest.approx(chosen)
+        )

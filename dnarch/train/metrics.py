@@ -113,11 +113,40 @@ def target_peak(y: Tensor) -> float:
     return span if span > 0 else 1.0
 
 
-EVAL_BATCH = 128
-"""Samples per forward pass in evaluation. Larger batches run slower per sample once their
-activations outgrow the CPU's caches: a learned Fashion-MNIST network took 3.0 ms a sample in
-batches of 512 against 1.7 in batches of 128 and 1.6 of 64 (2 MiB of L2 cache a core; evaluation
-had taken a third of a 1,000-image run), and MNIST-1D's tiny tensors lose little at 128."""
+EVAL_BYTES = 16 * 2**20
+"""How many bytes the widest activation of one evaluation batch may take (``eval_batch``). Past the
+CPU's caches a larger batch runs slower per sample. Measured (1,000 test samples, 1 thread, two other
+jobs on a 2-core machine, CPU ms in batches of 16 / 32 / 64 / 128): a learned Fashion-MNIST 2D
+network, 64 channels at 28x28 (200 KB a sample), 1,440 / 1,441 / 1,376 / 1,834; on sequences of 784,
+24 channels (75 KB), 786 / 592 / 541 / 494 (and 651 at 256); the plain CNN for them, 9 channels,
+471 / 385 / 354 / 333, 392 at 256 and 540 at 512 (METHOD-NOTES, Speed)."""
+
+EVAL_BATCHES = (16, 128)
+"""The smallest and largest batch ``eval_batch`` picks: MNIST-1D's tiny samples would run a little
+faster in larger batches still (its masked network 54 ms at 128, 39 at 256 or 512), and other
+networks slower."""
+
+
+def eval_batch(model: nn.Module, x: Tensor, device: torch.device) -> int:
+    """The evaluation batch for ``model`` on samples like x (N, C, *S): the largest power of two
+    within ``EVAL_BATCHES`` whose widest activation (the largest output of any of the model's
+    modules, found by one sample's forward pass in its current mode) fits ``EVAL_BYTES``."""
+    widest = 0
+
+    def hook(_module: nn.Module, _inputs: Any, out: Any) -> None:
+        nonlocal widest
+        if isinstance(out, Tensor) and out.dim() > 0:
+            widest = max(widest, out[0].numel() * out.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        model(x[:1].to(device))
+    finally:
+        for h in handles:
+            h.remove()
+    lo, hi = EVAL_BATCHES
+    fits = EVAL_BYTES // max(widest, 1)
+    return int(min(hi, max(lo, 2 ** math.floor(math.log2(max(fits, 1))))))
 
 
 @torch.no_grad()
@@ -129,11 +158,12 @@ def evaluate_task(
     task: str,
     num_classes: int,
     peak: float = 1.0,
-    batch: int = EVAL_BATCH,
+    batch: int | None = None,
     world: World | None = None,
 ) -> dict[str, float]:
     """The task's metrics of ``model`` on x (N, C, *S) and y (N,), (N, *S) or (N, K, *S) as the task
     wants (``task_loss``), in eval mode (its mode is restored after); see ``Tally.result``.
+    batch: samples per forward pass (default: ``eval_batch``'s choice for the model).
     world: data-parallel ranks, if any; each evaluates its contiguous share of x and the tallies are
     summed (every rank must call this together)."""
     was = model.training
@@ -141,6 +171,8 @@ def evaluate_task(
     tally = Tally(task, num_classes, peak)
     rank, size = (world.rank, world.size) if world is not None else (0, 1)
     lo, hi = rank * len(x) // size, (rank + 1) * len(x) // size
+    if batch is None:
+        batch = eval_batch(model, x, device) if hi > lo else 1
     for i in range(lo, hi, batch):
         j = min(i + batch, hi)
         tally.add(model(x[i:j].to(device)).cpu(), y[i:j])

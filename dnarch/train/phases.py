@@ -77,7 +77,8 @@ class Events:
     a resume: the sums come from the checkpoint);
     ``on_step_start`` before the forward pass; ``on_before_optimizer_step`` after the backward pass
     of a step with finite gradients; ``on_step_end`` after the optimiser and scheduler steps (skipped
-    ones included); ``on_fit_end`` after the last epoch; ``on_fit_exit`` whenever ``fit`` returns or
+    ones included); ``on_fit_end`` after the last epoch (True: it changed the model, so the last
+    epoch's evaluation no longer holds); ``on_fit_exit`` whenever ``fit`` returns or
     raises."""
 
     def on_epoch_start(self, trainer: Loop, epoch: int, resumed: bool) -> dict[str, float]:
@@ -92,8 +93,8 @@ class Events:
     def on_step_end(self, trainer: Loop) -> None:
         pass
 
-    def on_fit_end(self, trainer: Loop) -> None:
-        pass
+    def on_fit_end(self, trainer: Loop) -> bool:
+        return False
 
     def on_fit_exit(self, trainer: Loop) -> None:
         pass
@@ -163,12 +164,13 @@ class ArchitecturePhases(Events):
         model: Searched = trainer.model  # type: ignore[assignment]
         model.project_arch_()
 
-    def on_fit_end(self, trainer: Loop) -> None:
+    def on_fit_end(self, trainer: Loop) -> bool:
         """No frozen phase (``train.freeze_arch_fraction=0`` or one epoch): the architecture is fit
         into the budget (and annealed gates snap) after the last step, so the exported network still
-        meets the budget; its weights were not trained after the fit, which the user is told."""
+        meets the budget; its weights were not trained after the fit, which the user is told.
+        True where it did so (the model changed after the last epoch's evaluation)."""
         if trainer.freeze_epoch < trainer.cfg.epochs:
-            return
+            return False
         steps = self._finalise(trainer)
         if steps and trainer.world.main:
             tqdm.write(
@@ -178,6 +180,7 @@ class ArchitecturePhases(Events):
                 "the fit",
                 file=sys.stderr,
             )
+        return True
 
     def on_fit_exit(self, trainer: Loop) -> None:
         """Frozen for the last epochs only: the masks stay learnable for whatever comes next."""

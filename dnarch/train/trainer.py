@@ -177,6 +177,9 @@ class Trainer:
         self.epoch_order = self.generator.get_state()
         self._stop_requested = False
         self.desc = desc  # the progress bar's label
+        # the test metrics of the model as ``fit`` left it, where its last epoch evaluated them in
+        # this process and nothing changed the model after (None otherwise)
+        self.last_test: dict[str, float] | None = None
         # the model's backend verdicts, saved with the checkpoint (a fixed network's net may have one)
         self.verdicts: Verdicts = getattr(model, "verdicts", None) or Verdicts()
         self.peak = target_peak(data.y_test) if model.task == "regress" else 1.0
@@ -256,8 +259,9 @@ class Trainer:
                         cb.on_epoch_end(st)
                     if self._stop_requested and epoch + 1 < self.cfg.epochs:
                         self._interrupt()
-                for ph in self.phases:
-                    ph.on_fit_end(self)
+                changed = [ph.on_fit_end(self) for ph in self.phases]
+                if any(changed):
+                    self.last_test = None
             finally:
                 torch.use_deterministic_algorithms(deterministic)
                 bar.close()
@@ -380,6 +384,7 @@ class Trainer:
             model, self.data.x_test, self.data.y_test, dev, model.task, model.num_classes,
             self.peak, world=world,
         )  # fmt: skip
+        self.last_test = dict(test)
         positions = max(sums.get("positions", sums["n"]), 1)
         train = {} if model.task == "regress" else {"train_acc": sums["correct"] / positions}
         return {
