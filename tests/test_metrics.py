@@ -92,7 +92,9 @@ def test_eval_batch_follows_the_widest_activation(width: int, want: int) -> None
     assert want * per_sample <= EVAL_BYTES or want == 16
     assert want == 128 or 2 * want * per_sample > EVAL_BYTES
     x = torch.zeros(3, 1, 28, 28)
-    assert eval_batch(_net(width), x, torch.device("cpu")) == want
+    net = _net(width).train()
+    assert eval_batch(net, x, torch.device("cpu")) == want
+    assert net.training  # its mode is restored
 
 
 def test_evaluation_does_not_depend_on_its_batch() -> None:

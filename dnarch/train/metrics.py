@@ -130,7 +130,8 @@ networks slower."""
 def eval_batch(model: nn.Module, x: Tensor, device: torch.device) -> int:
     """The evaluation batch for ``model`` on samples like x (N, C, *S): the largest power of two
     within ``EVAL_BATCHES`` whose widest activation (the largest output of any of the model's
-    modules, found by one sample's forward pass in its current mode) fits ``EVAL_BYTES``."""
+    modules, found by one sample's forward pass in eval mode, without gradients; the model's mode
+    is restored) fits ``EVAL_BYTES``."""
     widest = 0
 
     def hook(_module: nn.Module, _inputs: Any, out: Any) -> None:
@@ -138,12 +139,16 @@ def eval_batch(model: nn.Module, x: Tensor, device: torch.device) -> int:
         if isinstance(out, Tensor) and out.dim() > 0:
             widest = max(widest, out[0].numel() * out.element_size())
 
+    was = model.training
+    model.eval()
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
-        model(x[:1].to(device))
+        with torch.no_grad():
+            model(x[:1].to(device))
     finally:
         for h in handles:
             h.remove()
+        model.train(was)
     lo, hi = EVAL_BATCHES
     fits = EVAL_BYTES // max(widest, 1)
     return int(min(hi, max(lo, 2 ** math.floor(math.log2(max(fits, 1))))))
