@@ -159,3 +159,57 @@ def test_a_freshly_built_static_net_resamples_as_the_exported_one(shape, task) -
                 resampled += value.shape[0] != value.shape[1]
                 assert torch.allclose(fresh[name], value, atol=1e-6), name
     assert resampled > 0  # the shrunk models downsample somewhere
+
+
+def _composed_straight_through(m, metric: str) -> tuple[float, list]:
+    """The straight-through cost as first defined: the cost formula on sizes that take the hard
+    value with the soft gradient (``straight_through``); its value and every arch gradient."""
+    from dnarch.cost.estimate import estimate_cost, straight_through
+
+    plan = m.hard_plan()
+    sizes = straight_through(m.arch_sizes(False, plan), m.arch_sizes(True, plan))
+    args = (m.in_channels, m.num_classes, m.input_shape, m.dense, m.stem_kernel**m.ndim)
+    cost = estimate_cost(sizes, *args).get(metric)
+    params = m.arch_parameters()
+    grads = torch.autograd.grad(cost, params, allow_unused=True)
+    return float(cost.detach()), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((40,), {}),
+        ((12, 9), {"task": "segment"}),
+        ((40,), {"widen": 2.0, "stage_blocks": 2, "stage_widths": True}),
+        ((40,), {"axes": ("kernel", "width", "depth", "groups")}),
+        ((40,), {"downsample": "strided", "stem_kernel": 3, "direct_kernel": 3}),
+    ],
+)
+@pytest.mark.parametrize("metric", ["macs", "params"])
+def test_linearised_straight_through_cost_equals_the_composed_one(shape, kwargs, metric) -> None:
+    """The cost the trainer differentiates (the hard cost plus its slopes, kept per plan) has the
+    value and the gradient of the cost formula run on straight-through sizes, step after step as
+    the masks move and the plan changes; with the architecture frozen it is the hard cost."""
+    m = shrunk_model(shape, 1, **kwargs)
+    plans = set()
+    for step in range(4):
+        value, expected = _composed_straight_through(m, metric)
+        st = model_cost(m, "straight_through").get(metric)
+        hard = float(model_cost(m, "hard").get(metric))
+        assert float(st.detach()) == pytest.approx(hard, rel=1e-6)
+        assert float(st.detach()) == pytest.approx(value, rel=1e-6)
+        got = torch.autograd.grad(st, m.arch_parameters(), allow_unused=True)
+        for g, e in zip(got, expected, strict=True):
+            g = torch.zeros_like(e) if g is None else g
+            assert torch.allclose(g, e, rtol=1e-4, atol=1e-6 * float(e.abs().max() + 1))
+        plans.add(tuple(m.hard_plan()))
+        with torch.no_grad():  # move every mask: the plan changes, the kept slopes must follow
+            for p in m.arch_parameters():
+                p.sub_(0.07 * (step + 1) * torch.sign(p))
+            m.project_arch_()
+    assert len(plans) > 1
+    for p in m.arch_parameters():
+        p.requires_grad_(False)
+    frozen = model_cost(m, "straight_through").get(metric)
+    assert not frozen.requires_grad
+    assert float(frozen) == pytest.approx(float(model_cost(m, "hard").get(metric)), rel=1e-6)

@@ -34,6 +34,7 @@ Parameters of the exported network: stem C_in*C*S + C (+ 2C for the norm of a k-
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -165,8 +166,83 @@ def model_cost(
     if kind != "straight_through":
         raise ValueError(f"unknown cost kind {kind!r}")
     plan = model.hard_plan() if plan is None else plan
-    soft, hard = model.arch_sizes(False, plan), model.arch_sizes(True, plan)
-    return estimate_cost(straight_through(soft, hard), *args)
+    return linearised_cost(model, plan, args)
+
+
+# the sizes the cost depends on differentiably (the others are discrete facts of the plan)
+_SIZE_FIELDS = (
+    "residual", "depth", "kernel", "hidden", "resolution", "head_in", "groups", "width",
+    "head_width",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Slopes:
+    """The hard network's cost and its gradient with respect to each size, for one plan: the
+    fields with a slope, and per metric the value (0-d) and the slopes (n,) in the order of those
+    fields' entries, flattened."""
+
+    fields: tuple[str, ...]
+    macs: Tensor
+    params: Tensor
+    macs_slopes: Tensor
+    params_slopes: Tensor
+
+
+def linearised_cost(model: DNArchNet, plan: Sequence[BlockSpec], args: tuple[Any, ...]) -> Cost:
+    """The straight-through cost, ``estimate_cost(straight_through(soft, hard))``, in its first-order
+    form at the hard sizes: the hard cost plus its slopes times (soft - soft.detach()). The same value
+    (the hard cost) and the same gradient, but the cost formula and its backward run once per plan
+    instead of every step: the hard cost and its slopes stay on the model until the plan changes,
+    which it does every few dozen steps. ``args``: ``estimate_cost``'s arguments after the sizes."""
+    key = (tuple(plan), model.residual_mask.hard_count(), model.depth_mask.mu.device)
+    cached = model.cost_slopes
+    if cached is None or cached[0] != key:
+        cached = key, _slopes(model.arch_sizes(True, plan), args)
+        model.cost_slopes = cached
+    slopes = cached[1]
+    learning = torch.is_grad_enabled() and any(p.requires_grad for p in model.arch_parameters())
+    if not learning or not slopes.fields:  # a frozen architecture: no gradient to carry
+        return Cost(macs=slopes.macs, params=slopes.params)
+    soft = model.arch_sizes(False, plan)
+    parts = [getattr(soft, f).reshape(-1) for f in slopes.fields]
+    flat = torch.cat(parts) if len(parts) > 1 else parts[0]
+    delta = flat - flat.detach()  # zero, with the soft sizes' gradient
+    return Cost(
+        macs=slopes.macs + torch.dot(slopes.macs_slopes, delta),
+        params=slopes.params + torch.dot(slopes.params_slopes, delta),
+    )
+
+
+def _slopes(hard: ArchSizes, args: tuple[Any, ...]) -> _Slopes:
+    """The cost at the hard sizes and its gradient with respect to each of ``_SIZE_FIELDS``."""
+    with torch.enable_grad():
+        leaves = {f: getattr(hard, f).detach().clone().requires_grad_() for f in _SIZE_FIELDS}
+        cost = estimate_cost(dataclasses.replace(hard, **leaves), *args)
+        inputs = list(leaves.values())
+        grads = [
+            torch.autograd.grad(total, inputs, retain_graph=True, allow_unused=True)
+            if total.requires_grad
+            else (None,) * len(inputs)
+            for total in (cost.macs, cost.params)
+        ]
+    fields = tuple(f for i, f in enumerate(_SIZE_FIELDS) if any(g[i] is not None for g in grads))
+
+    def flat(g: tuple[Tensor | None, ...]) -> Tensor:
+        parts = [
+            (g[i] if g[i] is not None else torch.zeros_like(leaves[f])).reshape(-1)
+            for i, f in enumerate(_SIZE_FIELDS)
+            if f in fields
+        ]
+        return torch.cat(parts) if parts else cost.macs.new_zeros(0)
+
+    return _Slopes(
+        fields=fields,
+        macs=cost.macs.detach(),
+        params=cost.params.detach(),
+        macs_slopes=flat(grads[0]).detach(),
+        params_slopes=flat(grads[1]).detach(),
+    )
 
 
 def straight_through(soft: ArchSizes, hard: ArchSizes) -> ArchSizes:

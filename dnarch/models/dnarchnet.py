@@ -190,6 +190,8 @@ class DNArchNet(nn.Module):
                 + f" (axes of up to {MAX_RESAMPLED_LENGTH:,} samples can learn it)"
             )
         self._upsampling: dict[Hashable, list[Tensor | None]] = {}  # per ``_upsample``
+        # the hard cost and its slopes for the last plan (``cost.estimate.linearised_cost``)
+        self.cost_slopes: tuple[Hashable, Any] | None = None
         self.head_norm = nn.BatchNorm1d(self.alloc)
         self.head = nn.Linear(self.alloc, num_classes)
         for p in self._axis_parameters(True, False, False, False, False):
