@@ -75,3 +75,40 @@ def test_resolution_crop_is_a_band_limited_crop_with_the_masks_gradient(shape) -
         soft_out = torch.fft.irfftn(spec * soft, s=shape, dim=dims, norm="forward")
         (grad_soft,) = torch.autograd.grad((soft_out * g).sum(), layer.mask.mu)
         assert torch.allclose(grad_st[a], grad_soft[a], rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(40,), (12, 9)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kernel_nets_batched_over_blocks_equal_each_blocks_own(shape, seed) -> None:
+    """The kept blocks' kernel networks, run as one batched product on their padded positions, give
+    each block's own kernel net on its own grid, and the same gradients."""
+    from dnarch.nn.kernelnet import batched
+
+    m = shrunk_model(shape, seed, widen=2.0)
+    plan = [p for p in m.hard_plan() if p.kept]
+    assert len(plan) >= 2 and len({p.kernel for p in plan}) > 1  # grids of different sizes
+    values = m.kernel_values(m.hard_plan())
+    assert sorted(values) == [p.index for p in plan]
+    blocks = m.block_list()
+    weights = [p for b in blocks for p in b.conv.kernel_net.parameters()]
+    own = []
+    for p in plan:
+        conv = blocks[p.index].conv
+        own.append(conv.kernel_net(conv.positions(p.kernel, p.resolution_out), p.width))
+        assert values[p.index].shape == own[-1].shape
+        assert torch.allclose(values[p.index], own[-1], atol=1e-5, rtol=1e-5)
+    probes = [torch.randn_like(v) for v in own]
+    got = torch.autograd.grad(
+        sum((values[p.index] * r).sum() for p, r in zip(plan, probes, strict=True)), weights,
+        allow_unused=True,
+    )  # fmt: skip
+    want = torch.autograd.grad(
+        sum((v * r).sum() for v, r in zip(own, probes, strict=True)), weights, allow_unused=True
+    )
+    for g, w in zip(got, want, strict=True):
+        assert (g is None) == (w is None)
+        if g is not None:
+            assert torch.allclose(g, w, atol=1e-4, rtol=1e-4)
+    nets = [blocks[p.index].conv.kernel_net for p in plan]
+    pos = torch.zeros(len(nets), 5, len(shape))
+    assert batched(nets, pos).shape == (len(nets), 5, nets[0].out.out_features)

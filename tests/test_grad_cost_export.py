@@ -172,7 +172,8 @@ def _composed_straight_through(m, metric: str) -> tuple[float, list]:
     cost = estimate_cost(sizes, *args).get(metric)
     params = m.arch_parameters()
     grads = torch.autograd.grad(cost, params, allow_unused=True)
-    return float(cost.detach()), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    return float(cost.detach()), grads
 
 
 @pytest.mark.parametrize(

@@ -230,8 +230,8 @@ def _slopes(hard: ArchSizes, args: tuple[Any, ...]) -> _Slopes:
 
     def flat(g: tuple[Tensor | None, ...]) -> Tensor:
         parts = [
-            (g[i] if g[i] is not None else torch.zeros_like(leaves[f])).reshape(-1)
-            for i, f in enumerate(_SIZE_FIELDS)
+            torch.zeros_like(leaves[f]).reshape(-1) if gi is None else gi.reshape(-1)
+            for gi, f in zip(g, _SIZE_FIELDS, strict=True)
             if f in fields
         ]
         return torch.cat(parts) if parts else cost.macs.new_zeros(0)

@@ -37,6 +37,7 @@ from dnarch.nn.block import (
     channel_scale,
     pointwise,
 )
+from dnarch.nn.kernelnet import batched as batched_kernel_nets
 from dnarch.nn.masks import LowpassMask, SigmoidStepMask
 from dnarch.plan import BlockSpec
 from dnarch.tasks import TASKS
@@ -190,6 +191,7 @@ class DNArchNet(nn.Module):
                 + f" (axes of up to {MAX_RESAMPLED_LENGTH:,} samples can learn it)"
             )
         self._upsampling: dict[Hashable, list[Tensor | None]] = {}  # per ``_upsample``
+        self._kernel_positions: dict[Hashable, Tensor] = {}  # per ``kernel_values``
         # the hard cost and its slopes for the last plan (``cost.estimate.linearised_cost``)
         self.cost_slopes: tuple[Hashable, Any] | None = None
         self.head_norm = nn.BatchNorm1d(self.alloc)
@@ -379,6 +381,7 @@ class DNArchNet(nn.Module):
         # each residual mask's values per grid, made once
         residual: dict[tuple[int, int], Tensor] = {}
         head_c, head_m = c, m_res  # the last kept block's width and mask: the head's
+        values = self.kernel_values(plan) if crop else {}
         for block, spec in zip(self.block_list(), plan, strict=True):
             if not spec.kept and crop:
                 continue
@@ -399,7 +402,7 @@ class DNArchNet(nn.Module):
                 h = pad_channels(h, c)
                 if self.stage_widths and spec.kept:
                     h = channel_scale(h, (m_res > 0).to(h.dtype))
-            h = block(h, m_res, depth[spec.index], spec, grid_w, crop=crop)
+            h = block(h, m_res, depth[spec.index], spec, grid_w, crop, values.get(spec.index))
             if spec.kept:
                 head_c, head_m = c, m_res
         c, m_res = head_c, head_m
@@ -413,6 +416,25 @@ class DNArchNet(nn.Module):
         if self.stage_widths:
             h0 = channel_scale(h0, (m_res > 0).to(h0.dtype))
         return self._dense_head(h, h0)
+
+    def kernel_values(self, plan: Sequence[BlockSpec]) -> dict[int, Tensor]:
+        """Each kept block's kernel net on its kernel grid at its resolution, (P_l, c_l) by block
+        index, from one batched evaluation of every kernel net (``kernelnet.batched``); empty with
+        fewer than two kept blocks (each block then runs its own)."""
+        kept = [(b, p) for b, p in zip(self.block_list(), plan, strict=True) if p.kept]
+        if len(kept) < 2:
+            return {}
+        grids = tuple((p.kernel, p.resolution_out) for _, p in kept)
+        dev, dtype = self.head.weight.device, self.head.weight.dtype
+        pos = made_once(
+            self._kernel_positions,
+            (grids, dev, dtype),
+            lambda: _padded_stack(
+                [b.conv.positions(*g) for (b, _), g in zip(kept, grids, strict=True)]
+            ),
+        )  # (L, P_max, ndim)
+        out = batched_kernel_nets([b.conv.kernel_net for b, _ in kept], pos)  # (L, P_max, C)
+        return {p.index: out[i, : math.prod(p.kernel), : p.width] for i, (_, p) in enumerate(kept)}
 
     def _stem(self, x: Tensor, c: int, m_res: Tensor) -> Tensor:
         """The stem's first ``c`` output channels, each times its residual mask value m_res (c,):
@@ -589,6 +611,12 @@ def _soft_counts(masks: list[SigmoidStepMask]) -> Tensor:
     mu = torch.stack([m.mu for m in masks])  # (L,)
     u = torch.arange(first.n, device=mu.device, dtype=mu.dtype) / first.n
     return fm.sigmoid_step(u, mu[:, None], first.tau).sum(1)
+
+
+def _padded_stack(rows: list[Tensor]) -> Tensor:
+    """Tensors (P_i, d) stacked into (len(rows), max P_i, d), zero rows appended to the shorter."""
+    longest = max(r.shape[0] for r in rows)
+    return torch.stack([F.pad(r, (0, 0, 0, longest - r.shape[0])) for r in rows])
 
 
 def _last_kept(plan: Sequence[BlockSpec]) -> int:

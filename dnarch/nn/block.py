@@ -205,18 +205,21 @@ class DNArchBlock(nn.Module):
         spec: BlockSpec,
         hidden_grid: int,
         crop: bool = True,
+        kernel_values: Tensor | None = None,
     ) -> Tensor:
         """x: (B, c, *S) the residual stream, already resampled by the model (``resample``), with
         c = kept residual channels, or all when not cropping; m_res: (c,) thresholded residual
         width mask; depth: scalar D_l. ``spec``: the block's entry in the step's plan
         (``DNArchNet.hard_plan``), whose kernel size and hidden width the block runs at (the
         masks give the values); ``hidden_grid``: entries of the stretched hidden-width mask
-        (``NetConfig.widen``). Returns the new residual stream (B, c, *S).
+        (``NetConfig.widen``); ``kernel_values``: its kernel net's output on the plan's kernel grid,
+        (P, c), if the model computed every block's at once (``DNArchNet.kernel_values``). Returns
+        the new residual stream (B, c, *S).
         """
         c = x.shape[1]
         # the masks multiply per channel: folded into the norm's affine and pw2's weight (exact)
         h = batch_norm(x, self.norm, c, self.training, m_res)
-        h = self.conv(h, full=not crop, sizes=spec.kernel)  # (B, c, *S)
+        h = self.conv(h, not crop, spec.kernel, kernel_values)  # (B, c, *S)
         if not crop:
             # reference path: a cropped residual channel must stay zero despite the conv bias
             h = channel_scale(h, (m_res > 0).to(h.dtype))

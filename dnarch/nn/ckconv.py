@@ -81,7 +81,7 @@ class DepthwiseCKConv(nn.Module):
             ndim, min(max(init_cutoff, floor), top), floor, threshold, top
         )
         self.bias = nn.Parameter(torch.zeros(channels))
-        self._grids: dict[Hashable, Tensor] = {}  # kernel positions per grid (``_positions``)
+        self._grids: dict[Hashable, Tensor] = {}  # kernel positions per grid (``positions``)
         # the backend verdicts: its own until the model hands every layer the model's one
         self.verdicts = fconv.Verdicts()
         self.direct: nn.Parameter | None = None
@@ -97,14 +97,18 @@ class DepthwiseCKConv(nn.Module):
         channels: int,
         full: bool = False,
         sizes: Sequence[int] | None = None,
+        values: Tensor | None = None,
     ) -> Tensor:
         """Masked kernel for a map of ``lengths``: (channels, *K). ``full`` samples the maximal grid
         with zeros beyond the hard size (the uncropped reference). ``sizes``: the hard size per axis
-        as the step's plan gives it (``BlockSpec.kernel``); None: the mask's own."""
+        as the step's plan gives it (``BlockSpec.kernel``); None: the mask's own. ``values``: the
+        kernel net's output on this grid's ``positions``, (P, channels), if the caller computed it
+        (``kernelnet.batched``)."""
         lengths = tuple(int(n) for n in lengths)
         sizes = self.mask.hard_sizes(lengths) if sizes is None else tuple(sizes)
         grid = tuple(fm.max_kernel_size(n) for n in lengths) if full else sizes
-        values = self.kernel_net(self._positions(grid, lengths), channels)  # (P, c)
+        if values is None:
+            values = self.kernel_net(self.positions(grid, lengths), channels)  # (P, c)
         gain = math.sqrt(math.prod(self.base)) / math.prod(lengths)
         mask = self.mask.values(sizes, lengths, full=full) * gain  # (*K): the gain on the small one
         w = values.T.reshape(channels, *grid) * mask
@@ -113,7 +117,7 @@ class DepthwiseCKConv(nn.Module):
             w = w + centred(centred(leading(self.direct, channels), sizes), grid)
         return w
 
-    def _positions(self, grid: tuple[int, ...], lengths: tuple[int, ...]) -> Tensor:
+    def positions(self, grid: tuple[int, ...], lengths: tuple[int, ...]) -> Tensor:
         """The kernel grid's relative positions (P, ndim), made once per grid, lengths, device."""
         key = (grid, lengths, self.bias.device, self.bias.dtype)
         return made_once(self._grids, key, lambda: self._make_positions(grid, lengths))
@@ -123,8 +127,15 @@ class DepthwiseCKConv(nn.Module):
         pos = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, self.ndim)
         return pos.to(self.bias.device, self.bias.dtype)
 
-    def forward(self, x: Tensor, full: bool = False, sizes: Sequence[int] | None = None) -> Tensor:
-        """x: (B, c, *S) with c <= channels. Returns (B, c, *S). ``sizes``: as in ``kernel``."""
+    def forward(
+        self,
+        x: Tensor,
+        full: bool = False,
+        sizes: Sequence[int] | None = None,
+        values: Tensor | None = None,
+    ) -> Tensor:
+        """x: (B, c, *S) with c <= channels. Returns (B, c, *S). ``sizes``, ``values``: as in
+        ``kernel``."""
         c, lengths = x.shape[1], tuple(x.shape[2:])
-        w = self.kernel(lengths, c, full, sizes)
+        w = self.kernel(lengths, c, full, sizes, values)
         return fconv.depthwise_conv(x, w, leading(self.bias, c), self.backend, self.verdicts)
