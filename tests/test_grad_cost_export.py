@@ -214,3 +214,21 @@ def test_linearised_straight_through_cost_equals_the_composed_one(shape, kwargs,
     frozen = model_cost(m, "straight_through").get(metric)
     assert not frozen.requires_grad
     assert float(frozen) == pytest.approx(float(model_cost(m, "hard").get(metric)), rel=1e-6)
+
+
+def test_linearised_cost_in_double_precision_and_under_autocast() -> None:
+    """A float64 model gets a float64 cost with the composed form's gradient; under CPU autocast
+    (``train.precision=bf16``) the cost stays float32, exact to the MAC."""
+    m = shrunk_model((40,), 2).double()
+    st = model_cost(m, "straight_through").macs
+    assert st.dtype == torch.float64
+    value, expected = _composed_straight_through(m, "macs")
+    assert float(st.detach()) == pytest.approx(value, rel=1e-9)
+    got = torch.autograd.grad(st, m.arch_parameters(), allow_unused=True)
+    for g, e in zip(got, expected, strict=True):
+        assert torch.allclose(torch.zeros_like(e) if g is None else g, e, rtol=1e-6, atol=1e-9)
+    m = shrunk_model((40,), 2)
+    with torch.autocast("cpu", torch.bfloat16):
+        st = model_cost(m, "straight_through").macs
+    assert st.dtype == torch.float32
+    assert float(st.detach()) == float(model_cost(m, "hard").macs)

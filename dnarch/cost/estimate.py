@@ -208,9 +208,10 @@ def linearised_cost(model: DNArchNet, plan: Sequence[BlockSpec], args: tuple[Any
     parts = [getattr(soft, f).reshape(-1) for f in slopes.fields]
     flat = torch.cat(parts) if len(parts) > 1 else parts[0]
     delta = flat - flat.detach()  # zero, with the soft sizes' gradient
+    # products and sums, not ``dot``: no autocast list lowers their precision
     return Cost(
-        macs=slopes.macs + torch.dot(slopes.macs_slopes, delta),
-        params=slopes.params + torch.dot(slopes.params_slopes, delta),
+        macs=slopes.macs + (slopes.macs_slopes.to(delta.dtype) * delta).sum(),
+        params=slopes.params + (slopes.params_slopes.to(delta.dtype) * delta).sum(),
     )
 
 
