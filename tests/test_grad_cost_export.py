@@ -232,3 +232,14 @@ def test_linearised_cost_in_double_precision_and_under_autocast() -> None:
         st = model_cost(m, "straight_through").macs
     assert st.dtype == torch.float32
     assert float(st.detach()) == float(model_cost(m, "hard").macs)
+
+
+def test_linearised_cost_first_asked_in_inference_mode() -> None:
+    """The kept slopes can be made under ``torch.inference_mode`` and serve a later training step."""
+    m = shrunk_model((40,), 3)
+    with torch.inference_mode():
+        st = model_cost(m, "straight_through").macs
+    assert float(st) == float(model_cost(m, "hard").macs)
+    st = model_cost(m, "straight_through").macs
+    st.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.arch_parameters())

@@ -198,7 +198,8 @@ def linearised_cost(model: DNArchNet, plan: Sequence[BlockSpec], args: tuple[Any
     key = (tuple(plan), model.residual_mask.hard_count(), model.depth_mask.mu.device)
     cached = model.cost_slopes
     if cached is None or cached[0] != key:
-        cached = key, _slopes(model.arch_sizes(True, plan), args)
+        with torch.inference_mode(False):  # kept for later steps, which may need its slopes
+            cached = key, _slopes(model.arch_sizes(True, plan), args)
         model.cost_slopes = cached
     slopes = cached[1]
     learning = torch.is_grad_enabled() and any(p.requires_grad for p in model.arch_parameters())
