@@ -202,7 +202,7 @@ def linearised_cost(model: DNArchNet, plan: Sequence[BlockSpec], args: tuple[Any
             cached = key, _slopes(model.arch_sizes(True, plan), args)
         model.cost_slopes = cached
     slopes = cached[1]
-    learning = torch.is_grad_enabled() and any(p.requires_grad for p in model.arch_parameters())
+    learning = torch.is_grad_enabled() and bool(model.arch_parameters())  # only learnable ones
     if not learning or not slopes.fields:  # a frozen architecture: no gradient to carry
         return Cost(macs=slopes.macs, params=slopes.params)
     soft = model.arch_sizes(False, plan)
@@ -250,7 +250,9 @@ def _slopes(hard: ArchSizes, args: tuple[Any, ...]) -> _Slopes:
 def straight_through(soft: ArchSizes, hard: ArchSizes) -> ArchSizes:
     """Each size takes its hard value with its soft gradient. The cost of these sizes is the real
     network's cost, and its gradient is the marginal cost at the real architecture (the soft sums and
-    cut-offs differ from the hard counts by a channel or so, which would bias the other factors)."""
+    cut-offs differ from the hard counts by a channel or so, which would bias the other factors).
+    The training step takes the cost of these sizes in its first-order form (``linearised_cost``);
+    this composed form is its definition, which the tests check it against."""
 
     def st(s: Tensor, h: Tensor) -> Tensor:
         return s + (h.to(s) - s).detach()
