@@ -86,6 +86,10 @@ class Case:
     def infer(self) -> None:
         """One forward pass, in eval mode without grad."""
         self.net.eval()
+        self.forward()
+
+    def forward(self) -> None:
+        """One forward pass without grad, in the mode the network is in."""
         with torch.no_grad():
             self.net(self.x)
 
@@ -230,8 +234,10 @@ def time_groups(groups: list[list[Case]], threads: int, repeats: int) -> None:
             order = group if r % 2 == 0 else group[::-1]
             for kind in ("step", "infer"):
                 for case in order:
+                    # the mode is set outside the clock: a training loop sets it once an epoch
+                    case.net.train(kind == "step")
                     wall, cpu = time.perf_counter(), time.process_time()
-                    (case.train_step if kind == "step" else case.infer)()
+                    (case.step if kind == "step" else case.forward)()
                     case.times[threads][f"{kind}_wall"].append(time.perf_counter() - wall)
                     case.times[threads][f"{kind}_cpu"].append(time.process_time() - cpu)
 

@@ -193,11 +193,13 @@ def test_exported_depthwise_convs_compute_the_same_function_by_every_backend() -
 def test_exported_pointwise_convs_run_as_a_batched_product_with_the_convolutions_function(
     shape,
 ) -> None:
-    from dnarch.export.static import _POINTWISE_TYPES, conv_backend
+    from dnarch.export.static import _POINTWISE_TYPES, StaticBlock, conv_backend
 
     net = _static(shape).train()
     convs = [m for m in net.modules() if isinstance(m, _POINTWISE_TYPES)]
     assert len(convs) >= 2 and all(m.kernel_size == (1,) * len(shape) for m in convs)
+    blocks = [m for m in net.modules() if isinstance(m, StaticBlock)]
+    assert blocks
     x = torch.randn(4, 2, *shape)
     results = {}
     for backend in ("direct", "auto"):
@@ -207,6 +209,9 @@ def test_exported_pointwise_convs_run_as_a_batched_product_with_the_convolutions
             # "auto" is the batched product, "direct" PyTorch's convolution kernel
             fn = convs[0](torch.randn(2, convs[0].in_channels, *shape)).grad_fn
             assert ("Convolution" in type(fn).__name__) == (backend == "direct")
+            # on few positions a block's two 1x1 layers and GELU run as one function by "auto"
+            h = torch.randn(4, blocks[0].pw1.in_channels, *shape)
+            assert [b._fused(h) for b in blocks[:1]] == [backend == "auto"]
             out.square().sum().backward()
         results[backend] = (out.detach(), [m.weight.grad.clone() for m in convs])
     (want, want_grads), (got, grads) = results["direct"], results["auto"]

@@ -1,11 +1,11 @@
 """The channel-axis helpers: 1x1 layers by both of their products against the convolution, and
-``leading`` slices."""
+``leading`` slices; the two 1x1 layers and GELU between them as one function."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dnarch.functional.channels import FEW_POSITIONS, conv1x1, leading
+from dnarch.functional.channels import FEW_POSITIONS, conv1x1, leading, mlp_fuses, pointwise_mlp
 
 
 @pytest.mark.parametrize(
@@ -63,3 +63,67 @@ def test_conv1x1_on_few_positions_under_bfloat16_autocast() -> None:
     out.float().sum().backward()
     assert x.grad is not None and w.grad is not None and b.grad is not None
     assert (x.grad.dtype, w.grad.dtype, b.grad.dtype) == (torch.float32,) * 3
+
+
+def _reference_mlp(x, w1, b1, w2, b2):
+    """1x1 convolution, GELU, 1x1 convolution, by ``F.convNd``."""
+    conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[x.dim()]
+    ones = [1] * (x.dim() - 2)
+    h = F.gelu(conv(x, w1.reshape(*w1.shape, *ones), b1))
+    return conv(h, w2.reshape(*w2.shape, *ones), b2)
+
+
+@pytest.mark.parametrize(
+    "spatial", [(5,), (FEW_POSITIONS - 1,), (FEW_POSITIONS,), (7, 7), (2, 3, 4)]
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_mlp_equals_its_layers_forward_and_backward(spatial, bias) -> None:
+    x = torch.randn(3, 4, *spatial, dtype=torch.float64, requires_grad=True)
+    w1 = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    w2 = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    b1 = torch.randn(7, dtype=torch.float64, requires_grad=True) if bias else None
+    b2 = torch.randn(5, dtype=torch.float64, requires_grad=True) if bias else None
+    # one function below FEW_POSITIONS (while gradients are recorded), the layers apart from it
+    assert mlp_fuses(x) == (torch.Size(spatial).numel() < FEW_POSITIONS)
+    grad = torch.randn(3, 5, *spatial, dtype=torch.float64)
+    ours = pointwise_mlp(x, w1, b1, w2, b2)
+    ref = _reference_mlp(x, w1, b1, w2, b2)
+    assert ours.shape == ref.shape and ours.is_contiguous()
+    assert torch.allclose(ours, ref, atol=1e-12)
+    inputs = tuple(t for t in (x, w1, b1, w2, b2) if t is not None)
+    got = torch.autograd.grad(ours, inputs, grad)
+    want = torch.autograd.grad(ref, inputs, grad)
+    for g, r in zip(got, want, strict=True):
+        assert torch.allclose(g, r, atol=1e-12)
+    assert got[0].is_contiguous()
+    with torch.no_grad():
+        assert not mlp_fuses(x)
+        assert torch.allclose(pointwise_mlp(x, w1, b1, w2, b2), ref, atol=1e-12)
+
+
+def test_pointwise_mlp_passes_gradcheck_with_some_inputs_fixed() -> None:
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    w1 = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    b1 = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    w2 = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    b2 = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(pointwise_mlp, (x, w1, b1, w2, b2))
+    # a frozen first layer and input (only some gradients asked for)
+    assert torch.autograd.gradcheck(
+        lambda w2, b2: pointwise_mlp(x.detach(), w1.detach(), None, w2, b2), (w2, b2)
+    )
+    assert torch.autograd.gradcheck(lambda x: pointwise_mlp(x, w1, b1, w2, None), (x,))
+
+
+def test_pointwise_mlp_under_bfloat16_autocast() -> None:
+    x = torch.randn(3, 4, 5, requires_grad=True)
+    w1, b1 = torch.randn(6, 4, requires_grad=True), torch.randn(6, requires_grad=True)
+    w2, b2 = torch.randn(4, 6, requires_grad=True), torch.randn(4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = pointwise_mlp(x, w1, b1, w2, b2)
+    assert out.dtype == torch.bfloat16
+    ref = _reference_mlp(x, w1, b1, w2, b2)
+    assert torch.allclose(out.float(), ref, atol=0.2, rtol=0.05)
+    out.float().sum().backward()
+    grads = [t.grad for t in (x, w1, b1, w2, b2)]
+    assert all(g is not None and g.dtype == torch.float32 for g in grads)

@@ -71,14 +71,14 @@ def test_the_forward_runs_the_plans_hidden_widths(monkeypatch: pytest.MonkeyPatc
     i = next(s.index for s in plan if s.kept and s.hidden > 1)
     changed = [replace(s, hidden=s.hidden - 1) if s.index == i else s for s in plan]
     rows: list[int] = []
-    original = block_module.mixing
+    original = block_module.layer_weights
 
-    def recorded(h: torch.Tensor, lin: torch.nn.Linear, r: int, *a: Any, **k: Any) -> Any:
+    def recorded(lin: torch.nn.Linear, r: int, *a: Any, **k: Any) -> Any:
         if lin is m.block_list()[i].pw1:
             rows.append(r)
-        return original(h, lin, r, *a, **k)
+        return original(lin, r, *a, **k)
 
-    monkeypatch.setattr(block_module, "mixing", recorded)
+    monkeypatch.setattr(block_module, "layer_weights", recorded)
     with torch.no_grad():
         m(x, plan=changed)
         m(x, plan=plan)

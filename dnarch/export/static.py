@@ -30,7 +30,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from dnarch.export.spec import ArchSpec, BlockSpec
 from dnarch.files import atomic_path, atomic_write_text
 from dnarch.functional import fourier
-from dnarch.functional.channels import conv1x1, fit_channels
+from dnarch.functional.channels import conv1x1, fit_channels, mlp_fuses, pointwise_mlp
 from dnarch.functional.conv import CONV, NORM, Verdicts, depthwise_conv
 from dnarch.functional.groups import (
     bit_reversed_order,
@@ -259,6 +259,13 @@ class StaticBlock(nn.Module):
         self.register_buffer("out_index", lay.out_index(width), persistent=False)
         self.act = nn.GELU()
 
+    def _fused(self, h: Tensor) -> bool:
+        """Whether the 1x1 layers run fused (``functional.channels.pointwise_mlp``): both ungrouped
+        with the "auto" backend, nobody watching (``_watched``), and ``mlp_fuses``."""
+        pw1, pw2 = self.pw1, self.pw2
+        plain = pw1.groups == pw2.groups == 1 and pw1.backend == pw2.backend == "auto"  # type: ignore[union-attr]
+        return plain and mlp_fuses(h) and not _watched()
+
     def forward(self, x: Tensor) -> Tensor:
         if self.resample is not None:
             x = self.resample(x)
@@ -266,7 +273,11 @@ class StaticBlock(nn.Module):
         h = self.act(self.conv(self.norm(x)))
         if self.in_index is not None:  # pad each group to the largest with a zero channel
             h = torch.cat([h, torch.zeros_like(h[:, :1])], 1).index_select(1, self.in_index)
-        h = self.pw2(self.act(self.pw1(h)))
+        if self._fused(h):  # the two 1x1 layers and GELU as one function on few positions
+            pw1, pw2 = self.pw1, self.pw2
+            h = pointwise_mlp(h, pw1.weight.flatten(1), pw1.bias, pw2.weight.flatten(1), pw2.bias)
+        else:
+            h = self.pw2(self.act(self.pw1(h)))
         if self.out_index is not None:
             h = h.index_select(1, self.out_index)
         return x + h

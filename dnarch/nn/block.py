@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnarch.functional.channels import conv1x1, leading
+from dnarch.functional.channels import conv1x1, leading, pointwise_mlp
 from dnarch.functional.conv import Verdicts, halve, halving_filter
 from dnarch.functional.dropout import Dropout
 from dnarch.functional.groups import choose_mixing, grouped_pointwise, relation
@@ -226,11 +226,16 @@ class DNArchBlock(nn.Module):
         h = F.gelu(h)
         m_w = self.width_mask.values(hidden_grid, self.pw1.out_features)  # zero beyond the plan's
         w = spec.hidden if crop else m_w.numel()
-        h = F.gelu(mixing(h, self.pw1, w, c, self.pw1_groups, crop, self.verdicts))  # (B, w, *S)
         # dropout commutes with pw2's per-channel output scale (one mask value per element)
-        h = mixing(
-            h, self.pw2, c, w, self.pw2_groups, crop, self.verdicts, m_res * depth, leading(m_w, w)
-        )
+        scales = (m_res * depth, leading(m_w, w))
+        if self.pw1_groups is None and self.pw2_groups is None:
+            first = layer_weights(self.pw1, w, c, None, None, None)
+            h = pointwise_mlp(h, *first, *layer_weights(self.pw2, c, w, None, *scales))
+        else:
+            h = F.gelu(
+                mixing(h, self.pw1, w, c, self.pw1_groups, crop, self.verdicts)
+            )  # (B, w, *S)
+            h = mixing(h, self.pw2, c, w, self.pw2_groups, crop, self.verdicts, *scales)
         return x + self.dropout(h)  # (B, c, *S)
 
     def soft_hidden(self) -> Tensor:
