@@ -192,6 +192,8 @@ class DNArchNet(nn.Module):
             )
         self._upsampling: dict[Hashable, list[Tensor | None]] = {}  # per ``_upsample``
         self._kernel_positions: dict[Hashable, Tensor] = {}  # per ``kernel_values``
+        # soft sizes and width stretch of a fixed pyramid, per device (``arch_sizes``)
+        self._fixed_resolution: dict[Hashable, tuple[Tensor, Tensor | float]] = {}
         # the hard cost and its slopes for the last plan (``cost.estimate.linearised_cost``)
         self.cost_slopes: tuple[Hashable, Any] | None = None
         self.head_norm = nn.BatchNorm1d(self.alloc)
@@ -549,23 +551,13 @@ class DNArchNet(nn.Module):
                 head_width=t(plan[_last_kept(plan)].width),
                 grouped=self.learn_groups,
             )
-        lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
-        resolution, cap = [], None
-        for b in blocks:  # each block's soft output size, capped by the one before
-            if b.halve_filter is not None:
-                lengths = torch.ceil(lengths / 2)
-            elif b.resolution is not None:
-                mu = b.resolution.mask.effective_mu(cap)
-                lengths = b.resolution.mask.soft_sizes(mu, lengths)
-                cap = mu
-            resolution.append(lengths)
-        res = torch.stack(resolution)  # (L, ndim)
+        if any(b.resolution is not None for b in blocks):
+            res, stretch = self._soft_resolution(dev)
+        else:  # a fixed pyramid: the same constants every step, made once
+            res, stretch = made_once(
+                self._fixed_resolution, dev, lambda: self._soft_resolution(dev)
+            )
         residual = self.residual_mask.soft_count()
-        if self.widen == 1:
-            stretch: Tensor | float = 1.0
-        else:  # the stretch of the widths, differentiable in the resolution (NetConfig.widen)
-            p0 = float(math.prod(self.input_shape))
-            stretch = (p0 / res.prod(1)).sqrt().clamp(max=self.widen)
         sigma = torch.stack([b.conv.mask.sigma for b in blocks])  # (L, ndim)
         kernel = torch.clamp(sigma * blocks[0].conv.mask.scale * res + 1.0, min=3.0)
         if self.learn_groups:
@@ -593,6 +585,26 @@ class DNArchNet(nn.Module):
             head_width=width[last],
             grouped=self.learn_groups,
         )
+
+    def _soft_resolution(self, dev: torch.device) -> tuple[Tensor, Tensor | float]:
+        """Each block's soft output size per axis (L, ndim), each capped by the one before, and the
+        stretch of its widths (L,), differentiable in the resolution (``NetConfig.widen``; 1.0
+        without widening)."""
+        lengths = torch.tensor(self.input_shape, dtype=torch.float32, device=dev)
+        resolution, cap = [], None
+        for b in self.block_list():
+            if b.halve_filter is not None:
+                lengths = torch.ceil(lengths / 2)
+            elif b.resolution is not None:
+                mu = b.resolution.mask.effective_mu(cap)
+                lengths = b.resolution.mask.soft_sizes(mu, lengths)
+                cap = mu
+            resolution.append(lengths)
+        res = torch.stack(resolution)  # (L, ndim)
+        if self.widen == 1:
+            return res, 1.0
+        p0 = float(math.prod(self.input_shape))
+        return res, (p0 / res.prod(1)).sqrt().clamp(max=self.widen)
 
     def max_sizes(self) -> ArchSizes:
         """Sizes of the maximal network: ``ceiling_copy``'s, as cropped."""

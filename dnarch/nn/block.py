@@ -224,8 +224,13 @@ class DNArchBlock(nn.Module):
             # reference path: a cropped residual channel must stay zero despite the conv bias
             h = channel_scale(h, (m_res > 0).to(h.dtype))
         h = F.gelu(h)
-        m_w = self.width_mask.values(hidden_grid, self.pw1.out_features)  # zero beyond the plan's
-        w = spec.hidden if crop else m_w.numel()
+        if crop:  # the first w entries of the thresholded mask, sliced once
+            w = spec.hidden
+            m_w, kept = self.width_mask.raw(hidden_grid), self.width_mask.hard_count(hidden_grid)
+            m_w = leading(m_w, w) if w <= kept else F.pad(m_w[:kept], (0, w - kept))
+        else:  # zero beyond the mask's kept entries
+            m_w = self.width_mask.values(hidden_grid, self.pw1.out_features)
+            w = m_w.numel()
         # dropout commutes with pw2's per-channel output scale (one mask value per element)
         scales = (m_res * depth, leading(m_w, w))
         if self.pw1_groups is None and self.pw2_groups is None:

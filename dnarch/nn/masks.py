@@ -117,8 +117,10 @@ class GaussianKernelMask(nn.Module):
         the hard size are zero; otherwise the grid is the hard size itself."""
         out: Tensor | None = None
         for axis, (k, n) in enumerate(zip(sizes, lengths, strict=True)):
-            pos, window = self._axis(k, n, full)
-            m = fm.gaussian(pos, self.sigma[axis])
+            neg_square, window = self._axis(k, n, full)
+            # fm.gaussian's formula, its -pos^2 made once; one axis takes sigma (1,) as it is
+            sigma = self.sigma if self.sigma.numel() == 1 else self.sigma[axis]
+            m = torch.exp(neg_square / (2 * sigma**2))
             if window is not None:  # zero beyond the hard size
                 m = m * window
             out = m if out is None else out[..., None] * m
@@ -126,8 +128,9 @@ class GaussianKernelMask(nn.Module):
         return out
 
     def _axis(self, k: int, n: int, full: bool) -> tuple[Tensor, Tensor | None]:
-        """One axis's tap positions on its grid and, on the full grid, the 0/1 window of the hard
-        size ``k`` (by integer tap index); made once per (k, n, full) and device."""
+        """One axis's negated squared tap positions ``-pos^2`` on its grid and, on the full grid,
+        the 0/1 window of the hard size ``k`` (by integer tap index); made once per (k, n, full)
+        and device."""
         key = (k, n, full, self.sigma.device)
         return made_once(self._axes, key, lambda: self._make_axis(k, n, full))
 
@@ -135,7 +138,7 @@ class GaussianKernelMask(nn.Module):
         grid = fm.max_kernel_size(n) if full else k
         pos = fm.kernel_positions(grid, n).to(self.sigma.device)
         taps = torch.arange(grid, device=pos.device) - grid // 2
-        return pos, (taps.abs() <= k // 2).to(pos.dtype) if full else None
+        return -(pos**2), (taps.abs() <= k // 2).to(pos.dtype) if full else None
 
     @torch.no_grad()
     def project_(self) -> None:
