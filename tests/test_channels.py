@@ -127,3 +127,46 @@ def test_pointwise_mlp_under_bfloat16_autocast() -> None:
     out.float().sum().backward()
     grads = [t.grad for t in (x, w1, b1, w2, b2)]
     assert all(g is not None and g.dtype == torch.float32 for g in grads)
+
+
+@pytest.mark.parametrize(
+    ("shape", "widen", "downsample"),
+    [((40,), 1.0, "fourier"), ((24,), 2.0, "strided"), ((6, 7), 1.0, "fourier")],
+)
+def test_a_training_step_is_the_same_with_the_layers_fused_or_apart(
+    shape, widen, downsample, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a masked network (masks folded into the 1x1 weights, cropped widths) and in its exported
+    network, the fused 1x1 layers give the loss and every gradient of the layers run apart."""
+    import dnarch.functional.channels as channels
+    from dnarch.export import build_static, export_state, harden
+    from tests.conftest import shrunk_model
+
+    model = shrunk_model(shape, seed=3, widen=widen, downsample=downsample).train()
+    spec = harden(model)
+    static = build_static(spec, {k: v.detach() for k, v in export_state(model, spec).items()})
+    x = torch.randn(4, 2, *shape)
+    for net in (model, static.train()):
+        results = []
+        for fused in (True, False):
+            calls: list[int] = []
+            apply = channels._PositionsMLP.apply
+
+            def counted(*a, calls=calls, apply=apply):
+                calls.append(1)
+                return apply(*a)
+
+            monkeypatch.setattr(channels._PositionsMLP, "apply", counted)
+            if not fused:
+                monkeypatch.setattr(channels, "mlp_fuses", lambda x: False)
+            torch.manual_seed(0)
+            net.zero_grad()
+            loss = net(x).square().mean()
+            loss.backward()
+            assert bool(calls) == fused  # every block of these small maps runs fused
+            grads = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+            results.append((loss.detach(), grads))
+            monkeypatch.undo()
+        (loss_f, grads_f), (loss_a, grads_a) = results
+        assert torch.allclose(loss_f, loss_a, atol=1e-6) and len(grads_f) == len(grads_a)
+        assert all(torch.allclose(f, a, atol=1e-5) for f, a in zip(grads_f, grads_a, strict=True))
