@@ -83,7 +83,7 @@ def test_pointwise_mlp_equals_its_layers_forward_and_backward(spatial, bias) -> 
     w2 = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
     b1 = torch.randn(7, dtype=torch.float64, requires_grad=True) if bias else None
     b2 = torch.randn(5, dtype=torch.float64, requires_grad=True) if bias else None
-    # one function below FEW_POSITIONS (while gradients are recorded), the layers apart from it
+    # one function below FEW_POSITIONS, the layers apart from it
     assert mlp_fuses(x) == (torch.Size(spatial).numel() < FEW_POSITIONS)
     grad = torch.randn(3, 5, *spatial, dtype=torch.float64)
     ours = pointwise_mlp(x, w1, b1, w2, b2)
@@ -96,9 +96,10 @@ def test_pointwise_mlp_equals_its_layers_forward_and_backward(spatial, bias) -> 
     for g, r in zip(got, want, strict=True):
         assert torch.allclose(g, r, atol=1e-12)
     assert got[0].is_contiguous()
-    with torch.no_grad():
-        assert not mlp_fuses(x)
-        assert torch.allclose(pointwise_mlp(x, w1, b1, w2, b2), ref, atol=1e-12)
+    with torch.no_grad():  # without gradients: the forward pass alone, the same values
+        out = pointwise_mlp(x, w1, b1, w2, b2)
+        assert out.is_contiguous() and torch.allclose(out, ref, atol=1e-12)
+        assert torch.equal(out, ours.detach())
 
 
 def test_pointwise_mlp_passes_gradcheck_with_some_inputs_fixed() -> None:
@@ -170,3 +171,26 @@ def test_a_training_step_is_the_same_with_the_layers_fused_or_apart(
         (loss_f, grads_f), (loss_a, grads_a) = results
         assert torch.allclose(loss_f, loss_a, atol=1e-6) and len(grads_f) == len(grads_a)
         assert all(torch.allclose(f, a, atol=1e-5) for f, a in zip(grads_f, grads_a, strict=True))
+
+
+def test_a_hooked_exported_block_runs_its_layers_apart() -> None:
+    """Forward hooks on a block's 1x1 layers (``eval_batch`` sizes evaluation batches by them)
+    see each layer's output: the block then runs them apart, with the same result."""
+    from dnarch.export import build_static, export_state, harden
+    from dnarch.export.static import StaticBlock
+    from tests.conftest import shrunk_model
+
+    model = shrunk_model((24,), seed=3, downsample="strided").eval()
+    spec = harden(model)
+    static = build_static(spec, {k: v.detach() for k, v in export_state(model, spec).items()})
+    static.eval()
+    x = torch.randn(4, 2, 24)
+    block = next(m for m in static.modules() if isinstance(m, StaticBlock))
+    seen: list[tuple[int, ...]] = []
+    with torch.no_grad():
+        fused = static(x)
+        handle = block.pw1.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+        apart = static(x)
+        handle.remove()
+    assert seen and seen[0][1] == block.pw1.out_channels
+    assert torch.allclose(fused, apart, atol=1e-6)

@@ -261,10 +261,12 @@ class StaticBlock(nn.Module):
 
     def _fused(self, h: Tensor) -> bool:
         """Whether the 1x1 layers run fused (``functional.channels.pointwise_mlp``): both ungrouped
-        with the "auto" backend, nobody watching (``_watched``), and ``mlp_fuses``."""
+        with the "auto" backend, ``mlp_fuses``, nobody watching (``_watched``), and no forward hook
+        on either layer (``train.metrics.eval_batch`` reads every layer's output by hooks)."""
         pw1, pw2 = self.pw1, self.pw2
         plain = pw1.groups == pw2.groups == 1 and pw1.backend == pw2.backend == "auto"  # type: ignore[union-attr]
-        return plain and mlp_fuses(h) and not _watched()
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (pw1, pw2))
+        return plain and not hooked and mlp_fuses(h) and not _watched()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.resample is not None:
