@@ -46,6 +46,17 @@ FEW_POSITIONS = 64
 positions (``_PositionsProduct``); from it, as one product per sample (``conv1x1``)."""
 
 
+def _by_positions(t: Tensor) -> Tensor:
+    """(B, C, P) -> (C, B * P): every position of the batch a column (one layout copy)."""
+    batch, channels, positions = t.shape
+    return t.transpose(0, 1).reshape(channels, batch * positions)
+
+
+def _from_positions(t: Tensor, batch: int, positions: int) -> Tensor:
+    """(C, B * P) -> (B, C, P), contiguous: ``_by_positions`` undone (one layout copy)."""
+    return t.view(t.shape[0], batch, positions).transpose(0, 1).contiguous()
+
+
 class _PositionsProduct(torch.autograd.Function):
     """A 1x1 convolution on few positions as one matrix product over all the batch's positions.
 
@@ -57,29 +68,23 @@ class _PositionsProduct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-        batch, cols, positions = x.shape
-        cols_by_pos = x.transpose(0, 1).reshape(cols, batch * positions)
+        batch, _, positions = x.shape
+        cols_by_pos = _by_positions(x)
         prod = torch.mm(w, cols_by_pos) if b is None else torch.addmm(b[:, None], w, cols_by_pos)
         # under autocast the product ran in its own precision: the backward pass computes in it too
         ctx.save_for_backward(cols_by_pos.to(prod.dtype), w.to(prod.dtype))
         ctx.dtypes = (x.dtype, w.dtype, None if b is None else b.dtype)
-        return prod.view(w.shape[0], batch, positions).transpose(0, 1).contiguous()
+        return _from_positions(prod, batch, positions)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         cols_by_pos, w = ctx.saved_tensors
         x_dtype, w_dtype, b_dtype = ctx.dtypes
-        batch, rows, positions = grad.shape
-        rows_by_pos = grad.transpose(0, 1).reshape(rows, batch * positions).to(w.dtype)
+        batch, _, positions = grad.shape
+        rows_by_pos = _by_positions(grad).to(w.dtype)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = (
-                torch.mm(w.t(), rows_by_pos)
-                .view(w.shape[1], batch, positions)
-                .transpose(0, 1)
-                .contiguous()
-                .to(x_dtype)
-            )
+            grad_x = _from_positions(torch.mm(w.t(), rows_by_pos), batch, positions).to(x_dtype)
         if ctx.needs_input_grad[1]:
             grad_w = torch.mm(rows_by_pos, cols_by_pos.t()).to(w_dtype)
         if b_dtype is not None and ctx.needs_input_grad[2]:
@@ -122,7 +127,7 @@ class _PositionsMLP(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None
     ) -> Tensor:
-        batch, cols, positions = x.shape
+        batch, _, positions = x.shape
         cols_by_pos, pre, act, out = _mlp_by_positions(x, w1, b1, w2, b2)
         # under autocast the products ran in their own precision: the backward pass computes in it
         dtype = out.dtype
@@ -131,15 +136,15 @@ class _PositionsMLP(torch.autograd.Function):
         )
         ctx.dtypes = (x.dtype, w1.dtype, None if b1 is None else b1.dtype, w2.dtype)
         ctx.dtypes += (None if b2 is None else b2.dtype,)
-        return out.view(w2.shape[0], batch, positions).transpose(0, 1).contiguous()
+        return _from_positions(out, batch, positions)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         cols_by_pos, pre, act, w1, w2 = ctx.saved_tensors
         x_dtype, w1_dtype, b1_dtype, w2_dtype, b2_dtype = ctx.dtypes
         need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
-        batch, rows, positions = grad.shape
-        rows_by_pos = grad.transpose(0, 1).reshape(rows, batch * positions).to(w2.dtype)
+        batch, _, positions = grad.shape
+        rows_by_pos = _by_positions(grad).to(w2.dtype)
         grad_x = grad_w1 = grad_b1 = grad_w2 = grad_b2 = None
         if need_w2:
             grad_w2 = torch.mm(rows_by_pos, act.t()).to(w2_dtype)
@@ -152,13 +157,7 @@ class _PositionsMLP(torch.autograd.Function):
             if b1_dtype is not None and need_b1:
                 grad_b1 = grad_pre.sum(1).to(b1_dtype)
             if need_x:
-                grad_x = (
-                    torch.mm(w1.t(), grad_pre)
-                    .view(w1.shape[1], batch, positions)
-                    .transpose(0, 1)
-                    .contiguous()
-                    .to(x_dtype)
-                )
+                grad_x = _from_positions(torch.mm(w1.t(), grad_pre), batch, positions).to(x_dtype)
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
 
 
@@ -167,8 +166,7 @@ def _mlp_by_positions(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The two layers and GELU on x (B, cols, P) in the positions layout: (x as (cols, B * P), the
     first layer's output, its GELU, the second layer's output (rows, B * P))."""
-    batch, cols, positions = x.shape
-    cols_by_pos = x.transpose(0, 1).reshape(cols, batch * positions)
+    cols_by_pos = _by_positions(x)
     pre = torch.mm(w1, cols_by_pos) if b1 is None else torch.addmm(b1[:, None], w1, cols_by_pos)
     act = F.gelu(pre)
     out = torch.mm(w2, act) if b2 is None else torch.addmm(b2[:, None], w2, act)
@@ -200,6 +198,5 @@ def pointwise_mlp(
     if torch.is_grad_enabled():
         out = _PositionsMLP.apply(flat, w1, b1, w2, b2)
     else:
-        by_pos = _mlp_by_positions(flat, w1, b1, w2, b2)[3]
-        out = by_pos.view(rows, batch, flat.shape[2]).transpose(0, 1).contiguous()
+        out = _from_positions(_mlp_by_positions(flat, w1, b1, w2, b2)[3], batch, flat.shape[2])
     return out.reshape(batch, rows, *x.shape[2:])

@@ -21,7 +21,12 @@ def gaussian(pos: Tensor, sigma: Tensor) -> Tensor:
 
     pos: (..., K) relative positions in [-1, 1]; sigma: scalar or broadcastable. Returns pos's shape.
     """
-    return torch.exp(-(pos**2) / (2 * sigma**2))
+    return gaussian_of_square(-(pos**2), sigma)
+
+
+def gaussian_of_square(neg_square: Tensor, sigma: Tensor) -> Tensor:
+    """``gaussian`` from ``-pos^2`` (a grid's, made once by the caller). Returns its shape."""
+    return torch.exp(neg_square / (2 * sigma**2))
 
 
 def gaussian_cutoff(sigma: Tensor, threshold: float) -> Tensor:

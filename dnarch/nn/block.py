@@ -232,7 +232,7 @@ class DNArchBlock(nn.Module):
             m_w = self.width_mask.values(hidden_grid, self.pw1.out_features)
             w = m_w.numel()
         # dropout commutes with pw2's per-channel output scale (one mask value per element)
-        scales = (m_res * depth, leading(m_w, w))
+        scales = (m_res * depth, m_w)  # m_w: (w,), either way
         if self.pw1_groups is None and self.pw2_groups is None:
             first = layer_weights(self.pw1, w, c, None, None, None)
             h = pointwise_mlp(h, *first, *layer_weights(self.pw2, c, w, None, *scales))

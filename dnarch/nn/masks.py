@@ -118,9 +118,9 @@ class GaussianKernelMask(nn.Module):
         out: Tensor | None = None
         for axis, (k, n) in enumerate(zip(sizes, lengths, strict=True)):
             neg_square, window = self._axis(k, n, full)
-            # fm.gaussian's formula, its -pos^2 made once; one axis takes sigma (1,) as it is
+            # one axis takes sigma (1,) as it is: no select, no select backward
             sigma = self.sigma if self.sigma.numel() == 1 else self.sigma[axis]
-            m = torch.exp(neg_square / (2 * sigma**2))
+            m = fm.gaussian_of_square(neg_square, sigma)
             if window is not None:  # zero beyond the hard size
                 m = m * window
             out = m if out is None else out[..., None] * m
