@@ -165,3 +165,85 @@ def test_auto_presets_by_data_kind() -> None:
         "seq-stages",
         *["seq-dense"] * 2,
     ]
+
+
+def _fixed(width: int = 8, hidden: int = 12) -> NetConfig:
+    """A strided pyramid of four blocks that widens up to 4x (``seq-stages``'s layout)."""
+    return NetConfig(
+        width=width, hidden=hidden, blocks=4, widen=4.0, downsample="strided",
+        learn_resolution=False, stem_kernel=3, direct_kernel=3, learn_depth=False, dropout=0.0,
+    )  # fmt: skip
+
+
+def test_a_fixed_pyramid_allocates_each_block_its_widest() -> None:
+    m = build_model(_fixed(), 1, 4, (40,))
+    plan = m.ceiling_copy().hard_plan()
+    for b, spec in zip(m.block_list(), plan, strict=True):
+        c, w = m.grids(spec.resolution_out)
+        assert (spec.width, spec.hidden) == (c, w)  # the maximal network uses all of it
+        assert b.width == c and b.pw1.weight.shape == (w, c) and b.pw2.weight.shape == (c, w)
+        assert b.norm.running_mean.shape == (c,) and b.conv.bias.shape == (c,)
+        assert b.conv.direct is not None and b.conv.direct.shape[0] == c
+        assert b.halve_filter is None or b.halve_filter.shape[0] == c
+    assert [b.width for b in m.block_list()] == [8, 11, 16, 22]
+    # a learned resolution can stretch any block as far as ``widen``: every block keeps it all
+    learned = build_model(NetConfig(width=8, hidden=12, blocks=4, widen=4.0), 1, 4, (40,))
+    assert all(b.pw1.weight.shape == (48, 32) for b in learned.block_list())
+
+
+def _unfitted(cfg: NetConfig, monkeypatch: pytest.MonkeyPatch) -> torch.nn.Module:
+    """The same network at full allocation, as dnarch built it before ``fit_allocation_``."""
+    from dnarch.nn.block import DNArchBlock
+
+    with monkeypatch.context() as mp:
+        mp.setattr(DNArchBlock, "fit_allocation_", lambda self, width, hidden: None)
+        torch.manual_seed(0)
+        return build_model(cfg, 1, 4, (40,))
+
+
+def _corner(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t[tuple(slice(0, n) for n in like.shape)]
+
+
+def test_fitted_blocks_start_where_the_full_allocation_does(monkeypatch) -> None:
+    full = _unfitted(_fixed(), monkeypatch)
+    torch.manual_seed(0)
+    fitted = build_model(_fixed(), 1, 4, (40,))
+    small, big = fitted.state_dict(), full.state_dict()
+    assert sum(v.numel() for v in small.values()) < sum(v.numel() for v in big.values())
+    for k, v in small.items():
+        assert torch.equal(v, _corner(big[k], v)), k
+    x = torch.randn(16, 1, 40)
+    for train in (False, True):
+        full.train(train), fitted.train(train)
+        torch.testing.assert_close(fitted(x), full(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(fitted(x), fitted(x, crop=False), rtol=1e-5, atol=1e-5)
+
+
+def test_a_run_saved_at_full_allocation_loads_and_its_optimizer_resumes(monkeypatch) -> None:
+    from dnarch.train.schedule import adamw
+    from dnarch.train.trainer import fit_optimizer_state
+
+    full = _unfitted(_fixed(), monkeypatch)
+    x, y = torch.randn(16, 1, 40), torch.randint(0, 4, (16,))
+    opt = adamw([{"params": list(full.parameters()), "lr": 1e-2}], x.device)
+    torch.nn.functional.cross_entropy(full(x), y).backward()
+    opt.step()
+    saved_model, saved_opt = full.state_dict(), opt.state_dict()
+
+    fitted = build_model(_fixed(), 1, 4, (40,))
+    fitted.load_state_dict(saved_model)  # strict: every key, each its corner
+    full.eval(), fitted.eval()
+    torch.testing.assert_close(fitted(x), full(x), rtol=0, atol=1e-6)
+    resumed = adamw([{"params": list(fitted.parameters()), "lr": 1e-2}], x.device)
+    resumed.load_state_dict(saved_opt)
+    fit_optimizer_state(resumed)
+    for p_fit, p_full in zip(fitted.parameters(), full.parameters(), strict=True):
+        state, old = resumed.state[p_fit], opt.state[p_full]
+        if not old:  # no gradient reached it (a bias fixed at zero)
+            continue
+        assert state["exp_avg"].shape == p_fit.shape
+        assert torch.equal(state["exp_avg_sq"], _corner(old["exp_avg_sq"], p_fit))
+    fitted.train()
+    torch.nn.functional.cross_entropy(fitted(x), y).backward()
+    resumed.step()  # the moments fit their parameters

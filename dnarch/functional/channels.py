@@ -25,6 +25,15 @@ def leading(t: Tensor, rows: int | None, cols: int | None = None) -> Tensor:
     return t
 
 
+def larger(saved: Tensor, t: Tensor) -> bool:
+    """Whether ``saved`` holds ``t``'s shape as its leading corner, and more."""
+    return (
+        saved.dim() == t.dim()
+        and saved.shape != t.shape
+        and all(a >= b for a, b in zip(saved.shape, t.shape, strict=True))
+    )
+
+
 def pad_channels(x: Tensor, c: int) -> Tensor:
     """x: (B, c', *S) with c' <= c -> (B, c, *S), zero channels appended (a stream that widens)."""
     extra = c - x.shape[1]

@@ -218,6 +218,11 @@ class DNArchNet(nn.Module):
         with torch.no_grad():
             for bias in dead:
                 bias.zero_().requires_grad_(False)
+        if not cfg.learn_resolution:
+            # a fixed pyramid: each block's widest is its stretch with every block kept (a removed
+            # block leaves the ones after it at a higher resolution, so narrower)
+            for b, spec in zip(self.block_list(), self.ceiling_copy().hard_plan(), strict=True):
+                b.fit_allocation_(*self.grids(spec.resolution_out))
 
     # ---- architecture parameters, found by structure -------------------------------------------
     def _axis_parameters(
@@ -394,7 +399,7 @@ class DNArchNet(nn.Module):
             key = (id(mask), grid_c)
             if key not in residual:  # zero beyond the plan's width
                 residual[key] = mask.values(grid_c, self.alloc)
-            c = spec.width if crop else self.alloc
+            c = spec.width if crop else block.width
             m_res = leading(residual[key], c)
             # the stream at the block's width: new residual channels start at zero; a narrower
             # stage (``stage_widths``) drops the last ones (the reference path: zeroes them)
@@ -408,6 +413,8 @@ class DNArchNet(nn.Module):
             if spec.kept:
                 head_c, head_m = c, m_res
         c, m_res = head_c, head_m
+        if not crop:  # removed blocks after the last kept one (zero beyond its width) ran wider
+            h = fit_channels(h, c)
         h = batch_norm(h, self.head_norm, c, self.training, m_res)
         if not self.dense:
             pooled = h.flatten(2).mean(-1)  # (B, c)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnarch.functional.channels import conv1x1, leading, pointwise_mlp
+from dnarch.functional.channels import conv1x1, larger, leading, pointwise_mlp
 from dnarch.functional.conv import Verdicts, halve, halving_filter
 from dnarch.functional.dropout import Dropout
 from dnarch.functional.groups import choose_mixing, grouped_pointwise, relation
@@ -180,6 +181,63 @@ class DNArchBlock(nn.Module):
         # NetConfig.downsample='strided': each channel of the incoming stream filtered by 3 taps per
         # axis at stride 2, started at [1, 6, 1] / 8 per axis (``functional.conv.halving_filter``)
         self.halve_filter = nn.Parameter(halving_filter(s.ndim, width)) if s.halve else None
+
+    def fit_allocation_(self, width: int, hidden: int) -> None:
+        """Keep only the first ``width`` residual and ``hidden`` hidden channels of the norm, the 1x1
+        layers, the conv's bias and direct term and the halving filter: a block on a fixed pyramid
+        never runs wider than its stretch there (``DNArchNet``), and the rest of its allocation
+        (``NetConfig.widen`` times the widths) would only be sliced away at every step, its
+        gradient zero-filled and its optimiser state updated. The kept values are the ones drawn at
+        full allocation, so a network starts as before. The kernel net keeps every output (its
+        weights stack with the other blocks' in ``kernelnet.batched``)."""
+
+        def keep(owner: nn.Module, name: str, *sizes: int) -> None:
+            t = getattr(owner, name)
+            if t is None:
+                return
+            corner = t.detach()[tuple(slice(0, n) for n in sizes)].clone()
+            if isinstance(t, nn.Parameter):
+                setattr(owner, name, nn.Parameter(corner, requires_grad=t.requires_grad))
+            else:  # a buffer (running statistics)
+                setattr(owner, name, corner)
+
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            keep(self.norm, name, width)
+        self.norm.num_features = width
+        keep(self.pw1, "weight", hidden, width)
+        keep(self.pw1, "bias", hidden)
+        keep(self.pw2, "weight", width, hidden)
+        keep(self.pw2, "bias", width)
+        self.pw1.in_features, self.pw1.out_features = width, hidden
+        self.pw2.in_features, self.pw2.out_features = hidden, width
+        keep(self.conv, "bias", width)
+        keep(self.conv, "direct", width)
+        keep(self, "halve_filter", width)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """A run saved before ``fit_allocation_`` holds a fitted block's tensors at full
+        allocation: their leading corner is the block's (the rest was never used)."""
+        for name, t in [*self.named_parameters(), *self.named_buffers()]:
+            saved = state_dict.get(prefix + name)
+            if isinstance(saved, Tensor) and larger(saved, t):
+                state_dict[prefix + name] = saved[tuple(slice(0, n) for n in t.shape)]
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    @property
+    def width(self) -> int:
+        """Residual channels allocated: the widest this block can run at."""
+        return self.norm.num_features
 
     @property
     def verdicts(self) -> Verdicts:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from dnarch.config import TrainConfig
 from dnarch.cost import model_cost
 from dnarch.data import DataBundle
+from dnarch.functional.channels import larger
 from dnarch.functional.conv import Verdicts
 from dnarch.models import DNArchNet
 from dnarch.nn.sync_norm import syncing
@@ -109,6 +110,16 @@ class LossAndCost(nn.Module):
         plan = self.model.hard_plan()  # one plan a step: the cost and the forward read it
         cost = model_cost(self.model, "straight_through", plan).get(self.metric)
         return self.model(x, plan=plan), torch.as_tensor(cost)
+
+
+def fit_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Moments saved larger than their parameter (a run saved before blocks on a fixed pyramid
+    kept only their reachable channels, ``DNArchBlock.fit_allocation_``): keep the leading
+    corner, as the model's loading does."""
+    for p, state in optimizer.state.items():
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and isinstance(p, torch.Tensor) and larger(v, p):
+                state[k] = v[tuple(slice(0, n) for n in p.shape)].clone()
 
 
 class Trainer:
@@ -220,6 +231,7 @@ class Trainer:
         self.model.load_state_dict(blob["model"])
         self.model.to(self.device)
         self.optimizer.load_state_dict(blob["optimizer"])
+        fit_optimizer_state(self.optimizer)
         self.scheduler.load_state_dict(blob["scheduler"])
         st = self.state
         st.epoch, st.step, st.sums = int(blob["epoch"]), int(blob["step"]), dict(blob["sums"])
