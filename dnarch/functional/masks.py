@@ -26,7 +26,8 @@ def gaussian(pos: Tensor, sigma: Tensor) -> Tensor:
 
 def gaussian_of_square(neg_square: Tensor, sigma: Tensor) -> Tensor:
     """``gaussian`` from ``-pos^2`` (a grid's, made once by the caller). Returns its shape."""
-    return torch.exp(neg_square / (2 * sigma**2))
+    square = sigma * sigma  # 2 sigma^2 as a sum: no Python number enters the graph (each one is
+    return torch.exp(neg_square / (square + square))  # converted at every call, forward and back)
 
 
 def gaussian_cutoff(sigma: Tensor, threshold: float) -> Tensor:

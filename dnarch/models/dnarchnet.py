@@ -566,7 +566,7 @@ class DNArchNet(nn.Module):
             )
         residual = self.residual_mask.soft_count()
         sigma = torch.stack([b.conv.mask.sigma for b in blocks])  # (L, ndim)
-        kernel = torch.clamp(sigma * blocks[0].conv.mask.scale * res + 1.0, min=3.0)
+        kernel = torch.clamp(sigma * blocks[0].conv.mask.scale_value * res + 1.0, min=3.0)
         if self.learn_groups:
             groups = torch.stack([b.soft_groups() for b in blocks])
         else:
@@ -629,7 +629,7 @@ def _soft_counts(masks: list[SigmoidStepMask]) -> Tensor:
         return torch.stack([m.soft_count() for m in masks])
     mu = torch.stack([m.mu for m in masks])  # (L,)
     u = torch.arange(first.n, device=mu.device, dtype=mu.dtype) / first.n
-    return fm.sigmoid_step(u, mu[:, None], first.tau).sum(1)
+    return fm.sigmoid_step(u, mu[:, None], first.tau_value).sum(1)
 
 
 def _padded_stack(rows: list[Tensor]) -> Tensor:

@@ -82,6 +82,7 @@ class DepthwiseCKConv(nn.Module):
         )
         self.bias = nn.Parameter(torch.zeros(channels))
         self._grids: dict[Hashable, Tensor] = {}  # kernel positions per grid (``positions``)
+        self._gains: dict[Hashable, Tensor] = {}  # per ``gain``
         # the backend verdicts: its own until the model hands every layer the model's one
         self.verdicts = fconv.Verdicts()
         self.direct: nn.Parameter | None = None
@@ -109,13 +110,20 @@ class DepthwiseCKConv(nn.Module):
         grid = tuple(fm.max_kernel_size(n) for n in lengths) if full else sizes
         if values is None:
             values = self.kernel_net(self.positions(grid, lengths), channels)  # (P, c)
-        gain = math.sqrt(math.prod(self.base)) / math.prod(lengths)
-        mask = self.mask.values(sizes, lengths, full=full) * gain  # (*K): the gain on the small one
+        # (*K): the gain on the small one
+        mask = self.mask.values(sizes, lengths, full=full) * self.gain(lengths)
         w = values.T.reshape(channels, *grid) * mask
         if self.direct is not None:
             # cropped to the hard size first: the full grid is zero beyond it
             w = w + centred(centred(leading(self.direct, channels), sizes), grid)
         return w
+
+    def gain(self, lengths: tuple[int, ...]) -> Tensor:
+        """The kernel's scale ``sqrt(P0) / P`` on a map of ``lengths``, a 0-d tensor made once per
+        lengths, device and dtype (a Python number is converted at every call, forward and back)."""
+        key = (lengths, self.bias.device, self.bias.dtype)
+        value = math.sqrt(math.prod(self.base)) / math.prod(lengths)
+        return made_once(self._gains, key, lambda: self.bias.new_tensor(value))
 
     def positions(self, grid: tuple[int, ...], lengths: tuple[int, ...]) -> Tensor:
         """The kernel grid's relative positions (P, ndim), made once per grid, lengths, device."""

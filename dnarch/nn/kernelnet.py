@@ -28,6 +28,8 @@ class KernelNet(nn.Module):
             network starts at zero, and its last layer learns from there).
     """
 
+    omega0_value: Tensor  # ``omega0`` as a 0-d buffer
+
     def __init__(
         self, ndim: int, channels: int, hidden: int, layers: int, omega0: float, gain: float = 1.0
     ) -> None:
@@ -37,6 +39,8 @@ class KernelNet(nn.Module):
                 f"kernel net needs layers >= 2 and hidden >= 1, got {layers}, {hidden}"
             )
         self.omega0 = omega0
+        # as a tensor: a Python number in a product is converted at every call, forward and back
+        self.register_buffer("omega0_value", torch.tensor(omega0), persistent=False)
         dims = [ndim] + [hidden] * (layers - 1)
         self.hidden = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)
@@ -55,7 +59,7 @@ class KernelNet(nn.Module):
         """pos: (P, d). Returns (P, channels) -- only the first ``channels`` outputs are computed."""
         h = pos
         for lin in self.hidden:
-            h = torch.sin(self.omega0 * lin(h))
+            h = torch.sin(self.omega0_value * lin(h))
         c = self.out.out_features if channels is None else channels
         return F.linear(h, leading(self.out.weight, c), leading(self.out.bias, c))
 
@@ -72,7 +76,7 @@ def batched(nets: list[KernelNet], pos: Tensor) -> Tensor:
         lins = [cast(nn.Linear, n.hidden[i]) for n in nets]
         w = torch.stack([lin.weight for lin in lins])  # (L, out, in)
         b = torch.stack([lin.bias for lin in lins])  # (L, out)
-        h = torch.sin(first.omega0 * torch.baddbmm(b[:, None], h, w.transpose(1, 2)))
+        h = torch.sin(first.omega0_value * torch.baddbmm(b[:, None], h, w.transpose(1, 2)))
     # every output channel: the caller slices its blocks' widths out of the product (slicing each
     # weight instead costs a zero-filled gradient per weight in the backward pass)
     w = torch.stack([n.out.weight for n in nets])  # (L, C, hidden)

@@ -74,6 +74,8 @@ class GaussianKernelMask(nn.Module):
             (``to_ceiling_``); 1: the whole map.
     """
 
+    scale_value: Tensor  # ``scale`` as a 0-d buffer
+
     def __init__(
         self,
         ndim: int,
@@ -90,14 +92,15 @@ class GaussianKernelMask(nn.Module):
             )
         self.threshold = threshold
         self.scale = math.sqrt(-2.0 * math.log(threshold))  # cutoff = sigma * scale
+        self.register_buffer("scale_value", torch.tensor(self.scale), persistent=False)
         self.min_cutoff, self.max_cutoff = min_cutoff, max_cutoff
         self.sigma = nn.Parameter(torch.full((ndim,), init_cutoff / self.scale))
         self._axes: dict[Hashable, tuple[Tensor, Tensor | None]] = {}  # per ``_axis``
         self._cut: tuple[tuple[int, ...], list[float]] | None = None  # (state_key, cut-offs)
 
     def cutoff(self) -> Tensor:
-        """Relative half-extent per axis where the mask equals T. (ndim,)."""
-        return fm.gaussian_cutoff(self.sigma, self.threshold)
+        """Relative half-extent per axis where the mask equals T (``fm.gaussian_cutoff``). (ndim,)."""
+        return self.sigma * self.scale_value
 
     def hard_sizes(self, lengths: Sequence[int]) -> tuple[int, ...]:
         """Odd kernel size per axis on a grid of ``lengths`` samples."""
@@ -169,6 +172,8 @@ class SigmoidStepMask(_Sharpness, nn.Module):
         floor: entries always kept (1 channel, 1 block).
     """
 
+    tau_value: Tensor  # ``tau`` as a 0-d buffer
+
     def __init__(self, n: int, span: float, threshold: float, floor: int = 1) -> None:
         super().__init__()
         if n < 1:
@@ -182,6 +187,9 @@ class SigmoidStepMask(_Sharpness, nn.Module):
         self.mu_max = max(init + math.log(0.95 / 0.05) / self.tau, (n - 0.5) / n)
         self.mu_min = -math.log((1 - threshold) / threshold) / self.tau  # first entry at T
         self.register_buffer("sharpness", torch.ones(()))
+        # tau as a tensor: a Python number in a product is converted at every call, forward and
+        # backward (the same float32 value either way)
+        self.register_buffer("tau_value", torch.tensor(self.tau), persistent=False)
         self._grids: dict[Hashable, Tensor] = {}  # the positions i / n per grid (``raw``)
         self._cut: tuple[tuple[int, ...], float] | None = None  # (state_key, the step's cut-off)
 
@@ -196,8 +204,8 @@ class SigmoidStepMask(_Sharpness, nn.Module):
             lambda: torch.arange(n, device=mu.device, dtype=mu.dtype) / n,
         )
         if not self.sharp:
-            return fm.sigmoid_step(u, self.mu, self.tau)
-        return fm.annealed_step(u, self.mu, self.tau, self.sharpness)
+            return fm.sigmoid_step(u, self.mu, self.tau_value)
+        return fm.annealed_step(u, self.mu, self.tau_value, self.sharpness)
 
     def binary_sharpness(self) -> Tensor:
         # entries lie 1/n apart: half a step is 1/(2n)
