@@ -10,6 +10,7 @@ import torch
 from dnarch.config import ConfigError, NetConfig, RunConfig, TrainConfig
 from dnarch.cost import model_cost
 from dnarch.export import ArchSpec, build_static, export_state, harden
+from dnarch.functional.channels import corner
 from dnarch.models import build_model
 from tests.conftest import shrunk_model
 
@@ -201,10 +202,6 @@ def _unfitted(cfg: NetConfig, monkeypatch: pytest.MonkeyPatch) -> torch.nn.Modul
         return build_model(cfg, 1, 4, (40,))
 
 
-def _corner(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t[tuple(slice(0, n) for n in like.shape)]
-
-
 def test_fitted_blocks_start_where_the_full_allocation_does(monkeypatch) -> None:
     full = _unfitted(_fixed(), monkeypatch)
     torch.manual_seed(0)
@@ -212,7 +209,7 @@ def test_fitted_blocks_start_where_the_full_allocation_does(monkeypatch) -> None
     small, big = fitted.state_dict(), full.state_dict()
     assert sum(v.numel() for v in small.values()) < sum(v.numel() for v in big.values())
     for k, v in small.items():
-        assert torch.equal(v, _corner(big[k], v)), k
+        assert torch.equal(v, corner(big[k], v.shape)), k
     x = torch.randn(16, 1, 40)
     for train in (False, True):
         full.train(train), fitted.train(train)
@@ -243,7 +240,7 @@ def test_a_run_saved_at_full_allocation_loads_and_its_optimizer_resumes(monkeypa
         if not old:  # no gradient reached it (a bias fixed at zero)
             continue
         assert state["exp_avg"].shape == p_fit.shape
-        assert torch.equal(state["exp_avg_sq"], _corner(old["exp_avg_sq"], p_fit))
+        assert torch.equal(state["exp_avg_sq"], corner(old["exp_avg_sq"], p_fit.shape))
     fitted.train()
     torch.nn.functional.cross_entropy(fitted(x), y).backward()
     resumed.step()  # the moments fit their parameters

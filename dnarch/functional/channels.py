@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -25,8 +26,13 @@ def leading(t: Tensor, rows: int | None, cols: int | None = None) -> Tensor:
     return t
 
 
+def corner(t: Tensor, sizes: Sequence[int]) -> Tensor:
+    """``t[:sizes[0], :sizes[1], ...]``: the leading corner of ``t`` (a view), every axis cut."""
+    return t[tuple(slice(0, n) for n in sizes)]
+
+
 def larger(saved: Tensor, t: Tensor) -> bool:
-    """Whether ``saved`` holds ``t``'s shape as its leading corner, and more."""
+    """Whether ``saved`` holds ``t``'s shape as its leading corner (``corner``), and more."""
     return (
         saved.dim() == t.dim()
         and saved.shape != t.shape

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnarch.functional.channels import conv1x1, larger, leading, pointwise_mlp
+from dnarch.functional.channels import conv1x1, corner, larger, leading, pointwise_mlp
 from dnarch.functional.conv import Verdicts, halve, halving_filter
 from dnarch.functional.dropout import Dropout
 from dnarch.functional.groups import choose_mixing, grouped_pointwise, relation
@@ -195,11 +195,11 @@ class DNArchBlock(nn.Module):
             t = getattr(owner, name)
             if t is None:
                 return
-            corner = t.detach()[tuple(slice(0, n) for n in sizes)].clone()
+            kept = corner(t.detach(), sizes).clone()
             if isinstance(t, nn.Parameter):
-                setattr(owner, name, nn.Parameter(corner, requires_grad=t.requires_grad))
+                setattr(owner, name, nn.Parameter(kept, requires_grad=t.requires_grad))
             else:  # a buffer (running statistics)
-                setattr(owner, name, corner)
+                setattr(owner, name, kept)
 
         for name in ("weight", "bias", "running_mean", "running_var"):
             keep(self.norm, name, width)
@@ -229,7 +229,7 @@ class DNArchBlock(nn.Module):
         for name, t in [*self.named_parameters(), *self.named_buffers()]:
             saved = state_dict.get(prefix + name)
             if isinstance(saved, Tensor) and larger(saved, t):
-                state_dict[prefix + name] = saved[tuple(slice(0, n) for n in t.shape)]
+                state_dict[prefix + name] = corner(saved, t.shape)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from dnarch.config import TrainConfig
 from dnarch.cost import model_cost
 from dnarch.data import DataBundle
-from dnarch.functional.channels import larger
+from dnarch.functional.channels import corner, larger
 from dnarch.functional.conv import Verdicts
 from dnarch.models import DNArchNet
 from dnarch.nn.sync_norm import syncing
@@ -119,7 +119,7 @@ def fit_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     for p, state in optimizer.state.items():
         for k, v in state.items():
             if isinstance(v, torch.Tensor) and isinstance(p, torch.Tensor) and larger(v, p):
-                state[k] = v[tuple(slice(0, n) for n in p.shape)].clone()
+                state[k] = corner(v, p.shape).clone()
 
 
 class Trainer:
