@@ -82,19 +82,18 @@ def test_resolution_crop_is_a_band_limited_crop_with_the_masks_gradient(shape) -
 def test_kernel_nets_batched_over_blocks_equal_each_blocks_own(shape, seed) -> None:
     """The kept blocks' kernel networks, run as one batched product on their padded positions, give
     each block's own kernel net on its own grid, and the same gradients."""
-    from dnarch.nn.kernelnet import batched
-
     m = shrunk_model(shape, seed, widen=2.0)
     plan = [p for p in m.hard_plan() if p.kept]
     assert len(plan) >= 2 and len({p.kernel for p in plan}) > 1  # grids of different sizes
     values = m.kernel_values(m.hard_plan())
     assert sorted(values) == [p.index for p in plan]
     blocks = m.block_list()
-    weights = [p for b in blocks for p in b.conv.kernel_net.parameters()]
+    weights = list(m.kernel_nets.parameters())
     own = []
     for p in plan:
         conv = blocks[p.index].conv
-        own.append(conv.kernel_net(conv.positions(p.kernel, p.resolution_out), p.width))
+        assert conv.kernel_net is None and conv.shared is not None  # the model's stacked nets
+        own.append(conv.shared(conv.positions(p.kernel, p.resolution_out), p.width))
         assert values[p.index].shape == own[-1].shape
         assert torch.allclose(values[p.index], own[-1], atol=1e-5, rtol=1e-5)
     probes = [torch.randn_like(v) for v in own]
@@ -109,6 +108,6 @@ def test_kernel_nets_batched_over_blocks_equal_each_blocks_own(shape, seed) -> N
         assert (g is None) == (w is None)
         if g is not None:
             assert torch.allclose(g, w, atol=1e-4, rtol=1e-4)
-    nets = [blocks[p.index].conv.kernel_net for p in plan]
-    pos = torch.zeros(len(nets), 5, len(shape))
-    assert batched(nets, pos).shape == (len(nets), 5, nets[0].out.out_features)
+    pos = torch.zeros(len(plan), 5, len(shape))
+    out = m.kernel_nets(pos, [p.index for p in plan])
+    assert out.shape == (len(plan), 5, m.kernel_nets.out.weight.shape[1])

@@ -37,7 +37,7 @@ from dnarch.nn.block import (
     channel_scale,
     pointwise,
 )
-from dnarch.nn.kernelnet import batched as batched_kernel_nets
+from dnarch.nn.kernelnet import KernelNet, KernelNets
 from dnarch.nn.masks import LowpassMask, SigmoidStepMask
 from dnarch.plan import BlockSpec
 from dnarch.tasks import TASKS
@@ -223,6 +223,64 @@ class DNArchNet(nn.Module):
             # block leaves the ones after it at a higher resolution, so narrower)
             for b, spec in zip(self.block_list(), self.ceiling_copy().hard_plan(), strict=True):
                 b.fit_allocation_(*self.grids(spec.resolution_out))
+        self._stack_kernel_nets()
+
+    def _stack_kernel_nets(self) -> None:
+        """Move the blocks' kernel nets into one ``KernelNets`` (``self.kernel_nets``), their
+        values unchanged; each block's conv runs its entry from then on (``share``)."""
+        nets = [b.conv.kernel_net for b in self.block_list()]
+        assert all(isinstance(n, KernelNet) for n in nets)
+        self.kernel_nets = KernelNets([n for n in nets if n is not None])
+        for i, b in enumerate(self.block_list()):
+            b.conv.share(self.kernel_nets, i)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """A run saved while each block held its own kernel net (``blocks.i.conv.kernel_net.*``)
+        loads: its blocks' tensors stacked in block order are ``kernel_nets.*``."""
+        head = f"{prefix}blocks.0.conv.kernel_net."
+        for name in [k[len(head) :] for k in state_dict if k.startswith(head)]:
+            per_block = [
+                f"{prefix}blocks.{i}.conv.kernel_net.{name}" for i in range(len(self.blocks))
+            ]
+            key = f"{prefix}kernel_nets.{name}"
+            if key not in state_dict and all(k in state_dict for k in per_block):
+                state_dict[key] = torch.stack([state_dict.pop(k) for k in per_block])
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def legacy_parameter_names(self) -> list[str]:
+        """The names of ``parameters()`` in the order a model of the same settings had them while
+        each block held its own kernel net (runs saved then: their optimiser states list parameters
+        in this order, ``train.trainer.upgrade_optimizer_state``): the stacked kernel nets' entries
+        ``blocks.i.conv.kernel_net.*`` where each block's conv held them, ``kernel_nets.*`` left out."""
+        names: list[str] = []
+        layer = [n for n, _ in self.kernel_nets.named_parameters()]
+
+        def walk(module: nn.Module, prefix: str) -> None:
+            names.extend(prefix + n for n, p in module._parameters.items() if p is not None)
+            for n, child in module._modules.items():
+                if child is None and n == "kernel_net" and getattr(module, "shared", None):
+                    names.extend(f"{prefix}kernel_net.{k}" for k in layer)
+                elif child is not None and child is not self.kernel_nets:
+                    walk(child, f"{prefix}{n}.")
+
+        walk(self, "")
+        return names
+
+    def vector_parameters(self) -> list[nn.Parameter]:
+        """Parameters that hold one vector per block, (L, n), rather than a matrix: the stacked
+        kernel nets' biases (no weight decay, as any bias)."""
+        return self.kernel_nets.vectors()
 
     # ---- architecture parameters, found by structure -------------------------------------------
     def _axis_parameters(
@@ -428,10 +486,9 @@ class DNArchNet(nn.Module):
 
     def kernel_values(self, plan: Sequence[BlockSpec]) -> dict[int, Tensor]:
         """Each kept block's kernel net on its kernel grid at its resolution, (P_l, c_l) by block
-        index, from one batched evaluation of every kernel net (``kernelnet.batched``); empty with
-        fewer than two kept blocks (each block then runs its own)."""
+        index, from one batched evaluation of the stacked kernel nets (``KernelNets``)."""
         kept = [(b, p) for b, p in zip(self.block_list(), plan, strict=True) if p.kept]
-        if len(kept) < 2:
+        if not kept:
             return {}
         grids = tuple((p.kernel, p.resolution_out) for _, p in kept)
         dev, dtype = self.head.weight.device, self.head.weight.dtype
@@ -442,7 +499,8 @@ class DNArchNet(nn.Module):
                 [b.conv.positions(*g) for (b, _), g in zip(kept, grids, strict=True)]
             ),
         )  # (L, P_max, ndim)
-        out = batched_kernel_nets([b.conv.kernel_net for b, _ in kept], pos)  # (L, P_max, C)
+        index = None if len(kept) == len(self.blocks) else [p.index for _, p in kept]
+        out = self.kernel_nets(pos, index)  # (L, P_max, C)
         return {p.index: out[i, : math.prod(p.kernel), : p.width] for i, (_, p) in enumerate(kept)}
 
     def _stem(self, x: Tensor, c: int, m_res: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from dnarch.functional import conv as fconv
 from dnarch.functional import masks as fm
 from dnarch.functional.channels import leading
 from dnarch.functional.memo import made_once
-from dnarch.nn.kernelnet import KernelNet
+from dnarch.nn.kernelnet import KernelNet, KernelNets, SharedKernelNet
 from dnarch.nn.masks import GaussianKernelMask
 
 
@@ -71,7 +71,11 @@ class DepthwiseCKConv(nn.Module):
         if direct < 0 or (direct and direct % 2 == 0):
             raise ValueError(f"direct kernel size must be 0 or odd, got {direct}")
         self.ndim, self.base, self.backend = ndim, tuple(base), backend
-        self.kernel_net = KernelNet(ndim, channels, kernel_hidden, kernel_layers, omega0, gain)
+        # its own kernel net, until a model stacks its blocks' (``share``)
+        self.kernel_net: KernelNet | None = KernelNet(
+            ndim, channels, kernel_hidden, kernel_layers, omega0, gain
+        )
+        self.shared: SharedKernelNet | None = None
         # the floor (one sample of the longest axis) may lie above a short starting cut-off on
         # small inputs: the kernel then starts at the floor (3 taps either way); a ceiling below the
         # floor is the floor, and no kernel starts above its ceiling
@@ -104,12 +108,14 @@ class DepthwiseCKConv(nn.Module):
         with zeros beyond the hard size (the uncropped reference). ``sizes``: the hard size per axis
         as the step's plan gives it (``BlockSpec.kernel``); None: the mask's own. ``values``: the
         kernel net's output on this grid's ``positions``, (P, channels), if the caller computed it
-        (``kernelnet.batched``)."""
+        (``DNArchNet.kernel_values``)."""
         lengths = tuple(int(n) for n in lengths)
         sizes = self.mask.hard_sizes(lengths) if sizes is None else tuple(sizes)
         grid = tuple(fm.max_kernel_size(n) for n in lengths) if full else sizes
         if values is None:
-            values = self.kernel_net(self.positions(grid, lengths), channels)  # (P, c)
+            net = self.kernel_net if self.kernel_net is not None else self.shared
+            assert net is not None
+            values = net(self.positions(grid, lengths), channels)  # (P, c)
         # (*K): the gain on the small one
         mask = self.mask.values(sizes, lengths, full=full) * self.gain(lengths)
         w = values.T.reshape(channels, *grid) * mask
@@ -117,6 +123,12 @@ class DepthwiseCKConv(nn.Module):
             # cropped to the hard size first: the full grid is zero beyond it
             w = w + centred(centred(leading(self.direct, channels), sizes), grid)
         return w
+
+    def share(self, nets: KernelNets, index: int) -> None:
+        """Run entry ``index`` of a model's stacked kernel nets from now on, in place of its own
+        ``kernel_net`` (which it drops: ``nets`` holds a copy of its values)."""
+        self.kernel_net = None
+        self.shared = SharedKernelNet(nets, index)
 
     def gain(self, lengths: tuple[int, ...]) -> Tensor:
         """The kernel's scale ``sqrt(P0) / P`` on a map of ``lengths``, a 0-d tensor made once per

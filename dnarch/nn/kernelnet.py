@@ -6,6 +6,7 @@ Sitzmann et al. (2020) initialisation; FlexConv/CCNN use such networks to parame
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import cast
 
 import torch
@@ -64,21 +65,92 @@ class KernelNet(nn.Module):
         return F.linear(h, leading(self.out.weight, c), leading(self.out.bias, c))
 
 
-def batched(nets: list[KernelNet], pos: Tensor) -> Tensor:
-    """Several kernel networks of one shape, each on its own positions, as one batched product per
-    layer: ``nets[i](pos[i])`` for every i, stacked. A network of L blocks then runs 3
-    products instead of 3 L small ones, and as many backward nodes: on MNIST-1D's small maps the
-    blocks' kernels were some 7% of a training step, mostly per-operation overhead.
-    pos: (L, P, d) -> (L, P, C), every one of the C output channels."""
-    first = nets[0]
-    h = pos
-    for i in range(len(first.hidden)):
-        lins = [cast(nn.Linear, n.hidden[i]) for n in nets]
-        w = torch.stack([lin.weight for lin in lins])  # (L, out, in)
-        b = torch.stack([lin.bias for lin in lins])  # (L, out)
-        h = torch.sin(first.omega0_value * torch.baddbmm(b[:, None], h, w.transpose(1, 2)))
-    # every output channel: the caller slices its blocks' widths out of the product (slicing each
-    # weight instead costs a zero-filled gradient per weight in the backward pass)
-    w = torch.stack([n.out.weight for n in nets])  # (L, C, hidden)
-    b = torch.stack([n.out.bias for n in nets])
-    return torch.baddbmm(b[:, None], h, w.transpose(1, 2))
+class StackedLinear(nn.Module):
+    """L linear layers of one shape, stored stacked: weight (L, out, in), bias (L, out)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+
+
+class KernelNets(nn.Module):
+    """The kernel networks of a model's L blocks, one ``KernelNet`` shape, their parameters stored
+    stacked, one (L, ...) tensor per parameter of a ``KernelNet``: ``hidden[j].weight`` (L, out, in),
+    ``hidden[j].bias`` (L, out), ``out.weight`` (L, C, hidden), ``out.bias`` (L, C).
+
+    A training step then runs every block's kernel net as 3 batched products over the stacked
+    weights, with no stacking of L blocks' tensors forward and backward, and the optimiser updates 4
+    tensors per layer instead of 4 L (a fused AdamW's cost grows with its tensor count;
+    METHOD-NOTES, Speed). Block ``i``'s network alone: ``one(i, ...)``, the same arithmetic as its
+    ``KernelNet``.
+    """
+
+    omega0_value: Tensor  # ``omega0`` as a 0-d buffer
+
+    def __init__(self, nets: Sequence[KernelNet]) -> None:
+        """Stacks copies of the values of ``nets`` (one shape, the same omega0); they are not
+        shared with ``nets``."""
+        super().__init__()
+        first = nets[0]
+        self.omega0 = first.omega0
+        self.register_buffer("omega0_value", torch.tensor(first.omega0), persistent=False)
+
+        def stacked(layers: list[nn.Linear]) -> StackedLinear:
+            return StackedLinear(
+                torch.stack([lin.weight.detach() for lin in layers]).clone(),
+                torch.stack([lin.bias.detach() for lin in layers]).clone(),
+            )
+
+        self.hidden = nn.ModuleList(
+            stacked([cast(nn.Linear, n.hidden[j]) for n in nets]) for j in range(len(first.hidden))
+        )
+        self.out = stacked([n.out for n in nets])
+
+    def __len__(self) -> int:
+        return int(self.out.weight.shape[0])
+
+    def layers(self) -> list[StackedLinear]:
+        """The stacked layers, first to last (the output layer last)."""
+        return [*(cast(StackedLinear, h) for h in self.hidden), self.out]
+
+    def forward(self, pos: Tensor, index: Sequence[int] | None = None) -> Tensor:
+        """Blocks ``index`` (None: all L, in order), each on its own positions, as one batched
+        product per layer. pos: (L', P, d) -> (L', P, C), every output channel (a caller that
+        slices its blocks' widths out of the product costs no zero-filled weight gradient)."""
+        h = pos
+        for lin in self.layers():
+            w: Tensor = lin.weight
+            b: Tensor = lin.bias
+            if index is not None:
+                w, b = w[list(index)], b[list(index)]
+            h = torch.baddbmm(b[:, None], h, w.transpose(1, 2))
+            if lin is not self.out:
+                h = torch.sin(self.omega0_value * h)
+        return h
+
+    def one(self, i: int, pos: Tensor, channels: int | None = None) -> Tensor:
+        """Block ``i``'s kernel net alone, as its ``KernelNet`` computes it. pos: (P, d) ->
+        (P, channels), only the first ``channels`` outputs computed."""
+        h = pos
+        for lin in self.layers()[:-1]:
+            h = torch.sin(self.omega0_value * F.linear(h, lin.weight[i], lin.bias[i]))
+        c = self.out.weight.shape[1] if channels is None else channels
+        return F.linear(h, leading(self.out.weight[i], c), leading(self.out.bias[i], c))
+
+    def vectors(self) -> list[nn.Parameter]:
+        """The stacked biases: one vector per block, (L, n), not matrices (no weight decay)."""
+        return [lin.bias for lin in self.layers()]
+
+
+class SharedKernelNet:
+    """Block ``index``'s kernel net inside a model's ``KernelNets``: what a ``DepthwiseCKConv``
+    calls in place of its own ``KernelNet``. Not a module, so the stacked parameters are the
+    model's alone (one state-dict entry each, not one per block)."""
+
+    def __init__(self, nets: KernelNets, index: int) -> None:
+        self.nets, self.index = nets, index
+
+    def __call__(self, pos: Tensor, channels: int | None = None) -> Tensor:
+        """pos: (P, d) -> (P, channels)."""
+        return self.nets.one(self.index, pos, channels)

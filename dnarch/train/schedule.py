@@ -18,15 +18,18 @@ if TYPE_CHECKING:
 def param_groups(
     model: DNArchNet | FixedNet, cfg: TrainConfig, resolution_scale: float
 ) -> list[dict[str, Any]]:
-    """Weights with decay (matrices), weights without (biases, norms), and mask parameters at arch_lr
+    """Weights with decay (matrices), weights without (biases, norms, and a model's stacked
+    per-block biases, ``DNArchNet.vector_parameters``), and mask parameters at arch_lr
     without decay; the resolution cut-offs at ``arch_lr * resolution_scale`` (see
     ``resolution_scale``). Groups are found through the model's API, never by names."""
     weights = model.weight_parameters()
     resolution = model.resolution_parameters()
     ids = {id(p) for p in resolution}
     arch = [p for p in model.arch_parameters() if id(p) not in ids]
-    decay = [p for p in weights if p.ndim >= 2]
-    no_decay = [p for p in weights if p.ndim < 2]
+    # stacked per-block vectors (``DNArchNet.vector_parameters``) are biases, not matrices
+    vectors = {id(p) for p in getattr(model, "vector_parameters", list)()}
+    decay = [p for p in weights if p.ndim >= 2 and id(p) not in vectors]
+    no_decay = [p for p in weights if p.ndim < 2 or id(p) in vectors]
     groups: list[dict[str, Any]] = [
         {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "weights"},
         {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0, "name": "weights_no_decay"},

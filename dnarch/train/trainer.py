@@ -122,6 +122,63 @@ def fit_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
                 state[k] = corner(v, p.shape).clone()
 
 
+def upgrade_optimizer_state(
+    model: DNArchNet | FixedNet, optimizer: torch.optim.Optimizer, saved: dict[str, Any]
+) -> dict[str, Any]:
+    """``saved`` (an optimiser's ``state_dict()``) in the layout of ``optimizer``: a run saved
+    while each block held its own kernel net lists those parameters one per block, in
+    ``DNArchNet.legacy_parameter_names`` order; their moments are stacked in block order as the
+    model's loading stacks the weights (``KernelNets``), and the step count is the first block's
+    (every block's is the same). Any other state is returned as it is."""
+    groups = saved.get("param_groups", [])
+    now = [len(g["params"]) for g in optimizer.param_groups]
+    if not isinstance(model, DNArchNet) or [len(g["params"]) for g in groups] == now:
+        return saved
+    names = {id(p): n for n, p in model.named_parameters()}
+    legacy = model.legacy_parameter_names()
+    stacked = "kernel_nets."
+
+    def legacy_group(g: dict[str, Any]) -> list[str]:
+        members = {names[id(p)] for p in g["params"]}
+        kernels = {n[len(stacked) :] for n in members if n.startswith(stacked)}
+        return [
+            n
+            for n in legacy
+            if n in members or (".kernel_net." in n and n.split(".kernel_net.")[1] in kernels)
+        ]
+
+    old_groups = [legacy_group(g) for g in optimizer.param_groups]
+    if [len(g) for g in old_groups] != [len(g["params"]) for g in groups]:
+        return saved  # not that layout: loading reports the mismatch
+    by_name = {
+        name: saved["state"].get(index, {})
+        for g, old in zip(groups, old_groups, strict=True)
+        for name, index in zip(old, g["params"], strict=True)
+    }
+    state: dict[int, dict[str, Any]] = {}
+    new_groups, index = [], 0
+    for g, saved_group in zip(optimizer.param_groups, groups, strict=True):
+        members = []
+        for p in g["params"]:
+            name = names[id(p)]
+            if name.startswith(stacked):
+                rest = name[len(stacked) :]
+                parts = [
+                    by_name[f"blocks.{i}.conv.kernel_net.{rest}"] for i in range(len(model.blocks))
+                ]
+                if all(parts):
+                    state[index] = {
+                        k: v if k == "step" else torch.stack([q[k] for q in parts])
+                        for k, v in parts[0].items()
+                    }
+            elif by_name[name]:
+                state[index] = by_name[name]
+            members.append(index)
+            index += 1
+        new_groups.append({**saved_group, "params": members})
+    return {"state": state, "param_groups": new_groups}
+
+
 class Trainer:
     """Trains ``model`` on ``data`` under ``objective``; raises ``on_epoch_end`` to callbacks.
 
@@ -230,7 +287,9 @@ class Trainer:
             raise ValueError(f"its history holds {len(blob['history'])} epochs, not {epoch}")
         self.model.load_state_dict(blob["model"])
         self.model.to(self.device)
-        self.optimizer.load_state_dict(blob["optimizer"])
+        self.optimizer.load_state_dict(
+            upgrade_optimizer_state(self.model, self.optimizer, blob["optimizer"])
+        )
         fit_optimizer_state(self.optimizer)
         self.scheduler.load_state_dict(blob["scheduler"])
         st = self.state
