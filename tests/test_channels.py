@@ -77,27 +77,30 @@ def _reference_mlp(x, w1, b1, w2, b2):
     "spatial", [(5,), (FEW_POSITIONS - 1,), (FEW_POSITIONS,), (7, 7), (2, 3, 4)]
 )
 @pytest.mark.parametrize("bias", [True, False])
-def test_pointwise_mlp_equals_its_layers_forward_and_backward(spatial, bias) -> None:
+@pytest.mark.parametrize("fold", [False, True])  # GELU on the input and a residual sum
+def test_pointwise_mlp_equals_its_layers_forward_and_backward(spatial, bias, fold) -> None:
     x = torch.randn(3, 4, *spatial, dtype=torch.float64, requires_grad=True)
     w1 = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
     w2 = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
     b1 = torch.randn(7, dtype=torch.float64, requires_grad=True) if bias else None
     b2 = torch.randn(5, dtype=torch.float64, requires_grad=True) if bias else None
+    res = torch.randn(3, 5, *spatial, dtype=torch.float64, requires_grad=True) if fold else None
     # one function below FEW_POSITIONS, the layers apart from it
     assert mlp_fuses(x) == (torch.Size(spatial).numel() < FEW_POSITIONS)
     grad = torch.randn(3, 5, *spatial, dtype=torch.float64)
-    ours = pointwise_mlp(x, w1, b1, w2, b2)
-    ref = _reference_mlp(x, w1, b1, w2, b2)
+    ours = pointwise_mlp(x, w1, b1, w2, b2, act_in=fold, residual=res)
+    ref = _reference_mlp(F.gelu(x) if fold else x, w1, b1, w2, b2)
+    ref = ref if res is None else res + ref
     assert ours.shape == ref.shape and ours.is_contiguous()
     assert torch.allclose(ours, ref, atol=1e-12)
-    inputs = tuple(t for t in (x, w1, b1, w2, b2) if t is not None)
+    inputs = tuple(t for t in (x, w1, b1, w2, b2, res) if t is not None)
     got = torch.autograd.grad(ours, inputs, grad)
     want = torch.autograd.grad(ref, inputs, grad)
     for g, r in zip(got, want, strict=True):
         assert torch.allclose(g, r, atol=1e-12)
     assert got[0].is_contiguous()
     with torch.no_grad():  # without gradients: the forward pass alone, the same values
-        out = pointwise_mlp(x, w1, b1, w2, b2)
+        out = pointwise_mlp(x, w1, b1, w2, b2, act_in=fold, residual=res)
         assert out.is_contiguous() and torch.allclose(out, ref, atol=1e-12)
         assert torch.equal(out, ours.detach())
 
@@ -114,6 +117,11 @@ def test_pointwise_mlp_passes_gradcheck_with_some_inputs_fixed() -> None:
         lambda w2, b2: pointwise_mlp(x.detach(), w1.detach(), None, w2, b2), (w2, b2)
     )
     assert torch.autograd.gradcheck(lambda x: pointwise_mlp(x, w1, b1, w2, None), (x,))
+    res = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w1, res: pointwise_mlp(x, w1, b1, w2, b2, act_in=True, residual=res),
+        (x, w1, res),
+    )
 
 
 def test_pointwise_mlp_under_bfloat16_autocast() -> None:

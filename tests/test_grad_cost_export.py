@@ -243,3 +243,21 @@ def test_linearised_cost_first_asked_in_inference_mode() -> None:
     st = model_cost(m, "straight_through").macs
     st.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.arch_parameters())
+
+
+def test_a_block_reads_its_output_bias_when_it_is_not_zero() -> None:
+    """The block leaves pw2's bias out while it is fixed at zero (``output_bias_is_zero``); set to
+    another value, even without a gradient, it counts again (the check follows every change)."""
+    torch.manual_seed(0)
+    m = build_model(NetConfig(width=8, hidden=12, blocks=2, dropout=0.0), 1, 3, (20,)).eval()
+    block = m.block_list()[0]
+    assert not block.pw2.bias.requires_grad and block.output_bias_is_zero()
+    x = torch.randn(4, 1, 20)
+    before = m(x)
+    with torch.no_grad():
+        block.pw2.bias.fill_(0.5)
+    assert not block.output_bias_is_zero()
+    assert not torch.allclose(m(x), before)
+    with torch.no_grad():
+        block.pw2.bias.zero_()
+    assert block.output_bias_is_zero() and torch.equal(m(x), before)

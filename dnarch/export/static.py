@@ -272,14 +272,18 @@ class StaticBlock(nn.Module):
         if self.resample is not None:
             x = self.resample(x)
         x = fit_channels(x, x.shape[1] + self.extra)  # (narrower: the first channels)
-        h = self.act(self.conv(self.norm(x)))
+        h = self.conv(self.norm(x))
+        pw1, pw2 = self.pw1, self.pw2
+        weights = (pw1.weight.flatten(1), pw1.bias, pw2.weight.flatten(1), pw2.bias)
+        ungrouped = self.in_index is None and self.out_index is None
+        if ungrouped and not self.act._forward_hooks and self._fused(h):
+            # GELU, the two 1x1 layers and the residual sum as one function on few positions
+            return pointwise_mlp(h, *weights, act_in=True, residual=x)
+        h = self.act(h)
         if self.in_index is not None:  # pad each group to the largest with a zero channel
             h = torch.cat([h, torch.zeros_like(h[:, :1])], 1).index_select(1, self.in_index)
-        if self._fused(h):  # the two 1x1 layers and GELU as one function on few positions
-            pw1, pw2 = self.pw1, self.pw2
-            h = pointwise_mlp(h, pw1.weight.flatten(1), pw1.bias, pw2.weight.flatten(1), pw2.bias)
-        else:
-            h = self.pw2(self.act(self.pw1(h)))
+        fused = self._fused(h)  # the two 1x1 layers and GELU as one function on few positions
+        h = pointwise_mlp(h, *weights) if fused else self.pw2(self.act(self.pw1(h)))
         if self.out_index is not None:
             h = h.index_select(1, self.out_index)
         return x + h

@@ -67,9 +67,15 @@ def _by_positions(t: Tensor) -> Tensor:
     return t.transpose(0, 1).reshape(channels, batch * positions)
 
 
-def _from_positions(t: Tensor, batch: int, positions: int) -> Tensor:
-    """(C, B * P) -> (B, C, P), contiguous: ``_by_positions`` undone (one layout copy)."""
-    return t.view(t.shape[0], batch, positions).transpose(0, 1).contiguous()
+def _from_positions(
+    t: Tensor, batch: int, positions: int, residual: Tensor | None = None
+) -> Tensor:
+    """(C, B * P) -> (B, C, P), contiguous: ``_by_positions`` undone (one layout copy); with a
+    ``residual`` (B, C, P), ``residual +`` it, the sum written in that layout (no copy before)."""
+    out = t.view(t.shape[0], batch, positions).transpose(0, 1)
+    if residual is None:
+        return out.contiguous()
+    return torch.add(residual, out).contiguous()
 
 
 class _PositionsProduct(torch.autograd.Function):
@@ -132,32 +138,46 @@ def conv1x1(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
 class _PositionsMLP(torch.autograd.Function):
     """``_PositionsProduct``, GELU, ``_PositionsProduct`` as one function: the hidden activation
     stays in the positions layout (cols, B * P), so the two layout copies between the layers, and
-    their two in the backward pass, are not made.
+    their two in the backward pass, are not made. With ``act_in``, GELU on the input first; with a
+    ``residual``, the output is ``residual + mlp(x)`` (a residual block's sum made with the output's
+    layout copy): the same arithmetic, two autograd nodes fewer.
 
     x: (B, cols, P), w1: (hidden, cols), b1: (hidden,) or None, w2: (rows, hidden), b2: (rows,)
-    or None -> (B, rows, P), contiguous (and so are the gradients).
+    or None, residual: (B, rows, P) or None -> (B, rows, P), contiguous (and so are the gradients).
     """
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None
+        ctx: Any,
+        x: Tensor,
+        w1: Tensor,
+        b1: Tensor | None,
+        w2: Tensor,
+        b2: Tensor | None,
+        act_in: bool,
+        residual: Tensor | None,
     ) -> Tensor:
         batch, _, positions = x.shape
-        cols_by_pos, pre, act, out = _mlp_by_positions(x, w1, b1, w2, b2)
+        cols_by_pos, inp, pre, act, out = _mlp_by_positions(x, w1, b1, w2, b2, act_in)
         # under autocast the products ran in their own precision: the backward pass computes in it
         dtype = out.dtype
         ctx.save_for_backward(
-            cols_by_pos.to(dtype), pre.to(dtype), act.to(dtype), w1.to(dtype), w2.to(dtype)
+            cols_by_pos.to(dtype) if act_in else None,
+            inp.to(dtype),
+            pre.to(dtype),
+            act.to(dtype),
+            w1.to(dtype),
+            w2.to(dtype),
         )
         ctx.dtypes = (x.dtype, w1.dtype, None if b1 is None else b1.dtype, w2.dtype)
         ctx.dtypes += (None if b2 is None else b2.dtype,)
-        return _from_positions(out, batch, positions)
+        return _from_positions(out, batch, positions, residual)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        cols_by_pos, pre, act, w1, w2 = ctx.saved_tensors
+        cols_by_pos, inp, pre, act, w1, w2 = ctx.saved_tensors
         x_dtype, w1_dtype, b1_dtype, w2_dtype, b2_dtype = ctx.dtypes
-        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
+        need_x, need_w1, need_b1, need_w2, need_b2, _, need_residual = ctx.needs_input_grad
         batch, _, positions = grad.shape
         rows_by_pos = _by_positions(grad).to(w2.dtype)
         grad_x = grad_w1 = grad_b1 = grad_w2 = grad_b2 = None
@@ -168,24 +188,30 @@ class _PositionsMLP(torch.autograd.Function):
         if need_x or need_w1 or need_b1:
             grad_pre = torch.ops.aten.gelu_backward(torch.mm(w2.t(), rows_by_pos), pre)
             if need_w1:
-                grad_w1 = torch.mm(grad_pre, cols_by_pos.t()).to(w1_dtype)
+                grad_w1 = torch.mm(grad_pre, inp.t()).to(w1_dtype)
             if b1_dtype is not None and need_b1:
                 grad_b1 = grad_pre.sum(1).to(b1_dtype)
             if need_x:
-                grad_x = _from_positions(torch.mm(w1.t(), grad_pre), batch, positions).to(x_dtype)
-        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
+                grad_inp = torch.mm(w1.t(), grad_pre)
+                if cols_by_pos is not None:  # GELU on the input
+                    grad_inp = torch.ops.aten.gelu_backward(grad_inp, cols_by_pos)
+                grad_x = _from_positions(grad_inp, batch, positions).to(x_dtype)
+        grad_residual = grad if need_residual else None
+        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, grad_residual
 
 
 def _mlp_by_positions(
-    x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None, act_in: bool = False
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The two layers and GELU on x (B, cols, P) in the positions layout: (x as (cols, B * P), the
-    first layer's output, its GELU, the second layer's output (rows, B * P))."""
+    first layer's input (its GELU with ``act_in``, else the same), the first layer's output, its
+    GELU, the second layer's output (rows, B * P))."""
     cols_by_pos = _by_positions(x)
-    pre = torch.mm(w1, cols_by_pos) if b1 is None else torch.addmm(b1[:, None], w1, cols_by_pos)
+    inp = F.gelu(cols_by_pos) if act_in else cols_by_pos
+    pre = torch.mm(w1, inp) if b1 is None else torch.addmm(b1[:, None], w1, inp)
     act = F.gelu(pre)
     out = torch.mm(w2, act) if b2 is None else torch.addmm(b2[:, None], w2, act)
-    return cols_by_pos, pre, act, out
+    return cols_by_pos, inp, pre, act, out
 
 
 def mlp_fuses(x: Tensor) -> bool:
@@ -195,10 +221,18 @@ def mlp_fuses(x: Tensor) -> bool:
 
 
 def pointwise_mlp(
-    x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None
+    x: Tensor,
+    w1: Tensor,
+    b1: Tensor | None,
+    w2: Tensor,
+    b2: Tensor | None,
+    act_in: bool = False,
+    residual: Tensor | None = None,
 ) -> Tensor:
-    """A 1x1 convolution, GELU, a 1x1 convolution. x: (B, cols, *S), w1: (hidden, cols), b1:
-    (hidden,) or None, w2: (rows, hidden), b2: (rows,) or None -> (B, rows, *S).
+    """A 1x1 convolution, GELU, a 1x1 convolution; with ``act_in``, GELU on x first; with a
+    ``residual``, ``residual + `` the result. x: (B, cols, *S), w1: (hidden, cols), b1: (hidden,)
+    or None, w2: (rows, hidden), b2: (rows,) or None, residual: (B, rows, *S) or None -> (B, rows,
+    *S).
 
     On fewer than ``FEW_POSITIONS`` positions (``mlp_fuses``) the hidden activation stays in the
     positions layout of ``_PositionsProduct``: while gradients are recorded as one autograd
@@ -207,11 +241,14 @@ def pointwise_mlp(
     for the learned networks; METHOD-NOTES, Speed). Otherwise ``conv1x1``, GELU, ``conv1x1``.
     """
     if not mlp_fuses(x):
-        return conv1x1(F.gelu(conv1x1(x, w1, b1)), w2, b2)
+        h = conv1x1(F.gelu(conv1x1(F.gelu(x) if act_in else x, w1, b1)), w2, b2)
+        return h if residual is None else residual + h
     batch, rows = x.shape[0], w2.shape[0]
     flat = x.reshape(batch, x.shape[1], -1)
+    res = None if residual is None else residual.reshape(batch, rows, -1)
     if torch.is_grad_enabled():
-        out = _PositionsMLP.apply(flat, w1, b1, w2, b2)
+        out = _PositionsMLP.apply(flat, w1, b1, w2, b2, act_in, res)
     else:
-        out = _from_positions(_mlp_by_positions(flat, w1, b1, w2, b2)[3], batch, flat.shape[2])
+        prod = _mlp_by_positions(flat, w1, b1, w2, b2, act_in)[4]
+        out = _from_positions(prod, batch, flat.shape[2], res)
     return out.reshape(batch, rows, *x.shape[2:])

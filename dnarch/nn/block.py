@@ -27,7 +27,7 @@ from dnarch.functional.conv import Verdicts, halve, halving_filter
 from dnarch.functional.dropout import Dropout
 from dnarch.functional.groups import choose_mixing, grouped_pointwise, relation
 from dnarch.nn.ckconv import DepthwiseCKConv
-from dnarch.nn.masks import GroupMask, SigmoidStepMask
+from dnarch.nn.masks import GroupMask, SigmoidStepMask, state_key
 from dnarch.nn.resolution import FourierResolution
 from dnarch.nn.sync_norm import sync_batch_norm, sync_group
 from dnarch.plan import BlockSpec
@@ -178,6 +178,7 @@ class DNArchBlock(nn.Module):
             GroupMask(s.group_bits, s.group_span, s.threshold) if s.group_bits else None
         )
         self.dropout = Dropout(s.dropout)
+        self._zero_bias: tuple[tuple[int, ...], bool] | None = None  # ``output_bias_is_zero``
         # NetConfig.downsample='strided': each channel of the incoming stream filtered by 3 taps per
         # axis at stride 2, started at [1, 6, 1] / 8 per axis (``functional.conv.halving_filter``)
         self.halve_filter = nn.Parameter(halving_filter(s.ndim, width)) if s.halve else None
@@ -281,7 +282,6 @@ class DNArchBlock(nn.Module):
         if not crop:
             # reference path: a cropped residual channel must stay zero despite the conv bias
             h = channel_scale(h, (m_res > 0).to(h.dtype))
-        h = F.gelu(h)
         if crop:  # the first w entries of the thresholded mask, sliced once
             w = spec.hidden
             m_w, kept = self.width_mask.raw(hidden_grid), self.width_mask.hard_count(hidden_grid)
@@ -293,13 +293,33 @@ class DNArchBlock(nn.Module):
         scales = (m_res * depth, m_w)  # m_w: (w,), either way
         if self.pw1_groups is None and self.pw2_groups is None:
             first = layer_weights(self.pw1, w, c, None, None, None)
-            h = pointwise_mlp(h, *first, *layer_weights(self.pw2, c, w, None, *scales))
+            second: tuple[Tensor, Tensor | None]
+            if self.output_bias_is_zero():  # no product with the scale, no gradient sum for it
+                row, col = scales  # the same products as ``layer_weights``, in its order
+                second = (leading(self.pw2.weight, c, w) * col * row[:, None], None)
+            else:
+                second = layer_weights(self.pw2, c, w, None, *scales)
+            (w1, b1), (w2, b2) = first, second
+            if not self.training or self.dropout.p == 0:  # GELU, the layers and the sum as one
+                return pointwise_mlp(h, w1, b1, w2, b2, act_in=True, residual=x)
+            h = pointwise_mlp(F.gelu(h), w1, b1, w2, b2)
         else:
             h = F.gelu(
-                mixing(h, self.pw1, w, c, self.pw1_groups, crop, self.verdicts)
+                mixing(F.gelu(h), self.pw1, w, c, self.pw1_groups, crop, self.verdicts)
             )  # (B, w, *S)
             h = mixing(h, self.pw2, c, w, self.pw2_groups, crop, self.verdicts, *scales)
         return x + self.dropout(h)  # (B, c, *S)
+
+    def output_bias_is_zero(self) -> bool:
+        """Whether pw2's bias is fixed at zero (``DNArchNet`` fixes the biases a BatchNorm removes:
+        no gradient, all zero), read once per value of it (``masks.state_key``)."""
+        bias = self.pw2.bias
+        if bias.requires_grad:
+            return False
+        key = state_key(bias)
+        if self._zero_bias is None or self._zero_bias[0] != key:
+            self._zero_bias = key, not bool(bias.detach().any())
+        return self._zero_bias[1]
 
     def soft_hidden(self) -> Tensor:
         return self.width_mask.soft_count()
