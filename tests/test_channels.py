@@ -136,6 +136,18 @@ def test_pointwise_mlp_under_bfloat16_autocast() -> None:
     out.float().sum().backward()
     grads = [t.grad for t in (x, w1, b1, w2, b2)]
     assert all(g is not None and g.dtype == torch.float32 for g in grads)
+    # GELU on the input and a float32 residual: the sum in float32, every gradient in its dtype
+    res = torch.randn(3, 4, 5, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = pointwise_mlp(x, w1, b1, w2, b2, act_in=True, residual=res)
+    assert out.dtype == torch.float32
+    ref = res + _reference_mlp(F.gelu(x), w1, b1, w2, b2)
+    assert torch.allclose(out, ref, atol=0.2, rtol=0.05)
+    x.grad = None
+    want = torch.autograd.grad(ref.sum(), x)[0]
+    out.sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.float32 and res.grad is not None
+    assert torch.allclose(x.grad, want, atol=0.2, rtol=0.05)
 
 
 @pytest.mark.parametrize(

@@ -162,7 +162,7 @@ class _PositionsMLP(torch.autograd.Function):
         # under autocast the products ran in their own precision: the backward pass computes in it
         dtype = out.dtype
         ctx.save_for_backward(
-            cols_by_pos.to(dtype) if act_in else None,
+            cols_by_pos if act_in else None,  # GELU's input: its backward in the input's precision
             inp.to(dtype),
             pre.to(dtype),
             act.to(dtype),
@@ -194,7 +194,9 @@ class _PositionsMLP(torch.autograd.Function):
             if need_x:
                 grad_inp = torch.mm(w1.t(), grad_pre)
                 if cols_by_pos is not None:  # GELU on the input
-                    grad_inp = torch.ops.aten.gelu_backward(grad_inp, cols_by_pos)
+                    grad_inp = torch.ops.aten.gelu_backward(
+                        grad_inp.to(cols_by_pos.dtype), cols_by_pos
+                    )
                 grad_x = _from_positions(grad_inp, batch, positions).to(x_dtype)
         grad_residual = grad if need_residual else None
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, grad_residual
