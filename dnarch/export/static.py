@@ -276,7 +276,8 @@ class StaticBlock(nn.Module):
         pw1, pw2 = self.pw1, self.pw2
         weights = (pw1.weight.flatten(1), pw1.bias, pw2.weight.flatten(1), pw2.bias)
         ungrouped = self.in_index is None and self.out_index is None
-        if ungrouped and not self.act._forward_hooks and self._fused(h):
+        hooked = self.act._forward_hooks or self.act._forward_pre_hooks
+        if ungrouped and not hooked and self._fused(h):
             # GELU, the two 1x1 layers and the residual sum as one function on few positions
             return pointwise_mlp(h, *weights, act_in=True, residual=x)
         h = self.act(h)

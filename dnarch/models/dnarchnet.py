@@ -229,8 +229,7 @@ class DNArchNet(nn.Module):
         """Move the blocks' kernel nets into one ``KernelNets`` (``self.kernel_nets``), their
         values unchanged; each block's conv runs its entry from then on (``share``)."""
         nets = [b.conv.kernel_net for b in self.block_list()]
-        assert all(isinstance(n, KernelNet) for n in nets)
-        self.kernel_nets = KernelNets([n for n in nets if n is not None])
+        self.kernel_nets = KernelNets([n for n in nets if isinstance(n, KernelNet)])
         for i, b in enumerate(self.block_list()):
             b.conv.share(self.kernel_nets, i)
 
@@ -486,9 +485,10 @@ class DNArchNet(nn.Module):
 
     def kernel_values(self, plan: Sequence[BlockSpec]) -> dict[int, Tensor]:
         """Each kept block's kernel net on its kernel grid at its resolution, (P_l, c_l) by block
-        index, from one batched evaluation of the stacked kernel nets (``KernelNets``)."""
+        index, from one batched evaluation of the stacked kernel nets (``KernelNets``); empty with
+        fewer than two kept blocks (each block then runs its own entry, ``KernelNets.one``)."""
         kept = [(b, p) for b, p in zip(self.block_list(), plan, strict=True) if p.kept]
-        if not kept:
+        if len(kept) < 2:
             return {}
         grids = tuple((p.kernel, p.resolution_out) for _, p in kept)
         dev, dtype = self.head.weight.device, self.head.weight.dtype

@@ -190,7 +190,7 @@ class DNArchBlock(nn.Module):
         (``NetConfig.widen`` times the widths) would only be sliced away at every step, its
         gradient zero-filled and its optimiser state updated. The kept values are the ones drawn at
         full allocation, so a network starts as before. The kernel net keeps every output (its
-        weights stack with the other blocks' in ``kernelnet.batched``)."""
+        weights are stored stacked with the other blocks', ``DNArchNet.kernel_nets``)."""
 
         def keep(owner: nn.Module, name: str, *sizes: int) -> None:
             t = getattr(owner, name)

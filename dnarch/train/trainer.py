@@ -115,11 +115,33 @@ class LossAndCost(nn.Module):
 def fit_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     """Moments saved larger than their parameter (a run saved before blocks on a fixed pyramid
     kept only their reachable channels, ``DNArchBlock.fit_allocation_``): keep the leading
-    corner, as the model's loading does."""
+    corner, as the model's loading does. Moments of any other shape raise ``ValueError`` (the
+    fused AdamW would read past them)."""
     for p, state in optimizer.state.items():
         for k, v in state.items():
-            if isinstance(v, torch.Tensor) and isinstance(p, torch.Tensor) and larger(v, p):
+            if not isinstance(v, torch.Tensor) or not isinstance(p, torch.Tensor) or v.dim() == 0:
+                continue
+            if larger(v, p):
                 state[k] = corner(v, p.shape).clone()
+            elif v.shape != p.shape:
+                raise ValueError(
+                    f"its optimiser state holds {k} of shape {tuple(v.shape)} for a parameter of "
+                    f"shape {tuple(p.shape)}"
+                )
+
+
+def _fits(saved: dict[str, Any], params: list[list[Tensor]]) -> bool:
+    """Whether ``saved`` (an optimiser's ``state_dict()``) lists moments that fit ``params`` (per
+    group, in order): the same counts, each moment its parameter's shape or larger (a corner)."""
+    groups = saved.get("param_groups", [])
+    if [len(g["params"]) for g in groups] != [len(ps) for ps in params]:
+        return False
+    for g, ps in zip(groups, params, strict=True):
+        for index, p in zip(g["params"], ps, strict=True):
+            moment = saved.get("state", {}).get(index, {}).get("exp_avg")
+            if isinstance(moment, Tensor) and moment.shape != p.shape and not larger(moment, p):
+                return False
+    return True
 
 
 def upgrade_optimizer_state(
@@ -128,18 +150,20 @@ def upgrade_optimizer_state(
     """``saved`` (an optimiser's ``state_dict()``) in the layout of ``optimizer``: a run saved
     while each block held its own kernel net lists those parameters one per block, in
     ``DNArchNet.legacy_parameter_names`` order; their moments are stacked in block order as the
-    model's loading stacks the weights (``KernelNets``), and the step count is the first block's
-    (every block's is the same). Any other state is returned as it is."""
-    groups = saved.get("param_groups", [])
-    now = [len(g["params"]) for g in optimizer.param_groups]
-    if not isinstance(model, DNArchNet) or [len(g["params"]) for g in groups] == now:
+    model's loading stacks the weights (``KernelNets``). A block that had no state then (removed
+    from the start, so never updated) gets zero moments, and the stack the largest step count.
+    The layout is told by the moments' shapes, not only their counts (with one block both layouts
+    hold as many tensors). Any other state is returned as it is."""
+    current = [list(g["params"]) for g in optimizer.param_groups]
+    if not isinstance(model, DNArchNet) or _fits(saved, current):
         return saved
     names = {id(p): n for n, p in model.named_parameters()}
+    params = dict(model.named_parameters())
     legacy = model.legacy_parameter_names()
     stacked = "kernel_nets."
 
-    def legacy_group(g: dict[str, Any]) -> list[str]:
-        members = {names[id(p)] for p in g["params"]}
+    def legacy_group(ps: list[Tensor]) -> list[str]:
+        members = {names[id(p)] for p in ps}
         kernels = {n[len(stacked) :] for n in members if n.startswith(stacked)}
         return [
             n
@@ -147,7 +171,8 @@ def upgrade_optimizer_state(
             if n in members or (".kernel_net." in n and n.split(".kernel_net.")[1] in kernels)
         ]
 
-    old_groups = [legacy_group(g) for g in optimizer.param_groups]
+    groups = saved.get("param_groups", [])
+    old_groups = [legacy_group(ps) for ps in current]
     if [len(g) for g in old_groups] != [len(g["params"]) for g in groups]:
         return saved  # not that layout: loading reports the mismatch
     by_name = {
@@ -157,19 +182,22 @@ def upgrade_optimizer_state(
     }
     state: dict[int, dict[str, Any]] = {}
     new_groups, index = [], 0
-    for g, saved_group in zip(optimizer.param_groups, groups, strict=True):
+    for ps, saved_group in zip(current, groups, strict=True):
         members = []
-        for p in g["params"]:
+        for p in ps:
             name = names[id(p)]
             if name.startswith(stacked):
                 rest = name[len(stacked) :]
-                parts = [
-                    by_name[f"blocks.{i}.conv.kernel_net.{rest}"] for i in range(len(model.blocks))
-                ]
-                if all(parts):
+                blocks = range(len(model.blocks))
+                parts = [by_name[f"blocks.{i}.conv.kernel_net.{rest}"] for i in blocks]
+                known = [q for q in parts if q]
+                if known:
+                    row = params[name][0]
                     state[index] = {
-                        k: v if k == "step" else torch.stack([q[k] for q in parts])
-                        for k, v in parts[0].items()
+                        k: max((q[k] for q in known), key=float)
+                        if k == "step"
+                        else torch.stack([q[k] if q else torch.zeros_like(row) for q in parts])
+                        for k in known[0]
                     }
             elif by_name[name]:
                 state[index] = by_name[name]
