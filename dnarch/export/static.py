@@ -268,23 +268,26 @@ class StaticBlock(nn.Module):
         hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (pw1, pw2))
         return plain and not hooked and mlp_fuses(h) and not _watched()
 
+    def _weights(self) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """(w1, b1, w2, b2) of the 1x1 layers as matrices, for ``pointwise_mlp``."""
+        pw1, pw2 = self.pw1, self.pw2
+        return pw1.weight.flatten(1), pw1.bias, pw2.weight.flatten(1), pw2.bias
+
     def forward(self, x: Tensor) -> Tensor:
         if self.resample is not None:
             x = self.resample(x)
         x = fit_channels(x, x.shape[1] + self.extra)  # (narrower: the first channels)
         h = self.conv(self.norm(x))
-        pw1, pw2 = self.pw1, self.pw2
-        weights = (pw1.weight.flatten(1), pw1.bias, pw2.weight.flatten(1), pw2.bias)
         ungrouped = self.in_index is None and self.out_index is None
         hooked = self.act._forward_hooks or self.act._forward_pre_hooks
         if ungrouped and not hooked and self._fused(h):
             # GELU, the two 1x1 layers and the residual sum as one function on few positions
-            return pointwise_mlp(h, *weights, act_in=True, residual=x)
+            return pointwise_mlp(h, *self._weights(), act_in=True, residual=x)
         h = self.act(h)
         if self.in_index is not None:  # pad each group to the largest with a zero channel
             h = torch.cat([h, torch.zeros_like(h[:, :1])], 1).index_select(1, self.in_index)
         fused = self._fused(h)  # the two 1x1 layers and GELU as one function on few positions
-        h = pointwise_mlp(h, *weights) if fused else self.pw2(self.act(self.pw1(h)))
+        h = pointwise_mlp(h, *self._weights()) if fused else self.pw2(self.act(self.pw1(h)))
         if self.out_index is not None:
             h = h.index_select(1, self.out_index)
         return x + h

@@ -40,6 +40,11 @@ def larger(saved: Tensor, t: Tensor) -> bool:
     )
 
 
+def holds(saved: Tensor, t: Tensor) -> bool:
+    """Whether ``saved`` has ``t``'s shape, or holds it as its leading corner (``larger``)."""
+    return saved.shape == t.shape or larger(saved, t)
+
+
 def pad_channels(x: Tensor, c: int) -> Tensor:
     """x: (B, c', *S) with c' <= c -> (B, c, *S), zero channels appended (a stream that widens)."""
     extra = c - x.shape[1]

@@ -115,14 +115,26 @@ def layer_weights(
     """A 1x1 layer's weight (rows, cols) and bias (rows,): the top-left corner of ``lin``, times its
     grouping relation when ``groups`` is given, its inputs scaled by ``col_scale`` and its outputs
     by ``row_scale`` (either None: unscaled)."""
-    w, b = leading(lin.weight, rows, cols), leading(lin.bias, rows)
+    w = scaled_weight(lin, rows, cols, groups, row_scale, col_scale)
+    b = leading(lin.bias, rows)
+    return w, b if row_scale is None else b * row_scale
+
+
+def scaled_weight(
+    lin: nn.Linear,
+    rows: int,
+    cols: int,
+    groups: GroupMask | None,
+    row_scale: Tensor | None,
+    col_scale: Tensor | None,
+) -> Tensor:
+    """``layer_weights``' weight alone (rows, cols), for a layer whose bias is left out."""
+    w = leading(lin.weight, rows, cols)
     if groups is not None:
         w = w * relation(rows, cols, groups.factors())
     if col_scale is not None:
         w = w * col_scale
-    if row_scale is not None:
-        w, b = w * row_scale[:, None], b * row_scale
-    return w, b
+    return w if row_scale is None else w * row_scale[:, None]
 
 
 def mixing(
@@ -295,8 +307,7 @@ class DNArchBlock(nn.Module):
             first = layer_weights(self.pw1, w, c, None, None, None)
             second: tuple[Tensor, Tensor | None]
             if self.output_bias_is_zero():  # no product with the scale, no gradient sum for it
-                row, col = scales  # the same products as ``layer_weights``, in its order
-                second = (leading(self.pw2.weight, c, w) * col * row[:, None], None)
+                second = (scaled_weight(self.pw2, c, w, None, *scales), None)
             else:
                 second = layer_weights(self.pw2, c, w, None, *scales)
             (w1, b1), (w2, b2) = first, second

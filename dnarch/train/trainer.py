@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from dnarch.config import TrainConfig
 from dnarch.cost import model_cost
 from dnarch.data import DataBundle
-from dnarch.functional.channels import corner, larger
+from dnarch.functional.channels import corner, holds, larger
 from dnarch.functional.conv import Verdicts
 from dnarch.models import DNArchNet
 from dnarch.nn.sync_norm import syncing
@@ -121,13 +121,13 @@ def fit_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
         for k, v in state.items():
             if not isinstance(v, torch.Tensor) or not isinstance(p, torch.Tensor) or v.dim() == 0:
                 continue
-            if larger(v, p):
-                state[k] = corner(v, p.shape).clone()
-            elif v.shape != p.shape:
+            if not holds(v, p):
                 raise ValueError(
                     f"its optimiser state holds {k} of shape {tuple(v.shape)} for a parameter of "
                     f"shape {tuple(p.shape)}"
                 )
+            if larger(v, p):
+                state[k] = corner(v, p.shape).clone()
 
 
 def _fits(saved: dict[str, Any], params: list[list[Tensor]]) -> bool:
@@ -139,7 +139,7 @@ def _fits(saved: dict[str, Any], params: list[list[Tensor]]) -> bool:
     for g, ps in zip(groups, params, strict=True):
         for index, p in zip(g["params"], ps, strict=True):
             moment = saved.get("state", {}).get(index, {}).get("exp_avg")
-            if isinstance(moment, Tensor) and moment.shape != p.shape and not larger(moment, p):
+            if isinstance(moment, Tensor) and not holds(moment, p):
                 return False
     return True
 
@@ -158,7 +158,6 @@ def upgrade_optimizer_state(
     if not isinstance(model, DNArchNet) or _fits(saved, current):
         return saved
     names = {id(p): n for n, p in model.named_parameters()}
-    params = dict(model.named_parameters())
     legacy = model.legacy_parameter_names()
     stacked = "kernel_nets."
 
@@ -192,7 +191,7 @@ def upgrade_optimizer_state(
                 parts = [by_name[f"blocks.{i}.conv.kernel_net.{rest}"] for i in blocks]
                 known = [q for q in parts if q]
                 if known:
-                    row = params[name][0]
+                    row = p[0]
                     state[index] = {
                         k: max((q[k] for q in known), key=float)
                         if k == "step"
