@@ -79,11 +79,14 @@ class NetConfig:
         backend: the depthwise convolution's backend: direct, fft, or auto (the faster, by
             measurement).
         widen: how far widths may grow where the resolution falls. A block that runs at P of the
-            input's P_0 positions has min(widen, sqrt(P_0 / P)) times the residual and hidden widths
-            (the same masks, stretched), so its pointwise layers cost what they cost at full
-            resolution, as a ResNet doubles its channels where it halves each axis of an image. The
-            residual stream is zero-padded where it widens. 1 (the default) is METHOD.md's one
-            residual width. Not with learn_groups.
+            input's P_0 positions has min(widen, (P_0 / P) ** widen_power) times the residual and
+            hidden widths (the same masks, stretched). The residual stream is zero-padded where it
+            widens. 1 (the default) is METHOD.md's one residual width. Not with learn_groups.
+        widen_power: how fast widths grow as the positions fall (with widen > 1). 0.5 (the
+            default): with the square root, so a block's pointwise layers cost what they cost at full
+            resolution, and widths double where each axis of an image halves, as a ResNet's do. 1:
+            widths double where a sequence halves, as the plain CNN's do in 1D (its later stages
+            then cost more than its first).
         init_resolution: where the resolution masks start: block resolution_from + j at a cut-off of
             init_resolution ** (j + 1) of the input's Nyquist frequency (0.5: every block halves
             each axis, as a strided pyramid); 1 (the default): every block at full resolution. The
@@ -143,6 +146,7 @@ class NetConfig:
     group_span: float = 1.5
     backend: str = "auto"
     widen: float = 1.0
+    widen_power: float = 0.5
     init_resolution: float = 1.0
     direct_kernel: int = 0
     stem_kernel: int = 1
@@ -180,6 +184,10 @@ class NetConfig:
             f"net.direct_kernel must be 0 or odd and positive, got {self.direct_kernel}",
         )
         _require(self.widen >= 1, f"net.widen must be >= 1, got {self.widen}")
+        _require(
+            0 < self.widen_power <= 1,
+            f"net.widen_power must lie in (0, 1], got {self.widen_power}",
+        )
         _require(
             self.init_kernel_gain >= 0,
             f"net.init_kernel_gain must be >= 0, got {self.init_kernel_gain}",

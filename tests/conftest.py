@@ -27,6 +27,7 @@ def shrunk_model(
     task: str = "classify",
     skip: bool = True,
     widen: float = 1.0,
+    widen_power: float = 0.5,
     direct_kernel: int = 0,
     stem_kernel: int = 1,
     downsample: str = "fourier",
@@ -37,7 +38,8 @@ def shrunk_model(
     """A small model with random mask settings on the chosen axes and trained BN statistics.
     task: 'classify', or 'segment' / 'regress' for a dense head (with the stem skip if ``skip``).
     axes may add 'groups': learned grouping (3 factors: up to 8 groups) at random group counts.
-    widen: ``NetConfig.widen`` (widths that grow where the resolution falls).
+    widen: ``NetConfig.widen`` (widths that grow where the resolution falls), as fast as
+    ``widen_power`` says.
     direct_kernel: ``NetConfig.direct_kernel`` (a directly learned central kernel term).
     stem_kernel: ``NetConfig.stem_kernel`` (the stem's taps per axis).
     downsample: ``NetConfig.downsample``; 'strided' halves at every block from resolution_from on,
@@ -52,7 +54,7 @@ def shrunk_model(
     cfg = NetConfig(
         width=12, hidden=10, blocks=blocks, kernel_hidden=8, dropout=0.0, backend="direct",
         resolution_from=seed % 2, dense_skip=skip, learn_groups="groups" in axes,
-        widen=widen, direct_kernel=direct_kernel, stem_kernel=stem_kernel,
+        widen=widen, widen_power=widen_power, direct_kernel=direct_kernel, stem_kernel=stem_kernel,
         downsample=downsample, stage_blocks=stage_blocks, stage_widths=stage_widths,
         kernel_ceiling=kernel_ceiling,
         # stages need a fixed pyramid: a Fourier one halves each stage's cut-off

@@ -5,7 +5,8 @@ through JSON (``conftest.check_crop_export_and_cost``).
 
 Matrix: 1D / 2D x classify / segment (and regress, which shares the dense head) x the four pyramids (a learned Fourier resolution,
 a fixed Fourier pyramid in stages of two blocks with the depth learned per stage, a strided one,
-strided in stages) x widths that stretch where the resolution falls (widen 1 or 2), with the
+strided in stages) x widths that stretch where the resolution falls (widen 1 or 2; and 2 with
+net.widen_power=1 on the learned and strided pyramids), with the
 directly learned kernel term and the k-tap stem alternating across cases; and, where the config
 allows them (widen 1), learned grouping and annealed gates (mid-anneal, and snapped binary); and
 a residual width per stage (widen 2, and widen 1 with annealed gates), each stage's at its own
@@ -57,6 +58,8 @@ CASES = [  # the case's index seeds its masks and picks its direct kernel and st
                 ],  # fmt: skip
             ),
             *itertools.product(SHAPES, ["regress"], ["learned", "strided"], [(2.0, "plain")]),
+            # widths that double where a sequence halves (net.widen_power=1)
+            *itertools.product(SHAPES, TASKS, ["learned", "strided"], [(2.0, "power1")]),
         ]
     )
 ]
@@ -83,6 +86,7 @@ def test_every_buildable_network_keeps_the_contract(
         shape, seed=case, task=task, axes=axes, widen=widen, downsample=downsample,
         stage_blocks=stage_blocks, direct_kernel=3 * (case % 2), stem_kernel=1 + 2 * (case // 2 % 2),
         classes=1 if task == "regress" else 5, stage_widths=extra.startswith("stage-widths"),
+        widen_power=1.0 if extra == "power1" else 0.5,
     )  # fmt: skip
     x = torch.randn(5, 2, *shape)
     if extra.endswith("gates"):

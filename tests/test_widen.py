@@ -3,6 +3,7 @@ its closed form, the cropped network against the masked one, the exported networ
 the cost estimate against the FLOP counter, on networks that really widen."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -30,6 +31,18 @@ def test_stretch_and_grids_follow_the_closed_form() -> None:
     assert one.stretch((4, 4)) == 1.0 and one.grids((4, 4)) == (8, 6)
 
 
+def test_widen_power_one_doubles_the_widths_where_a_sequence_halves() -> None:
+    cfg = NetConfig(width=8, hidden=6, blocks=2, widen=4.0, widen_power=1.0)
+    m = build_model(cfg, 1, 4, (40,))
+    assert m.stretch((40,)) == 1.0 and m.stretch((20,)) == 2.0 and m.stretch((10,)) == 4.0
+    assert m.stretch((5,)) == 4.0  # capped at widen
+    assert m.grids((20,)) == (16, 12) and m.grids((13,)) == (24, 18)  # floor(40 / 13 * 8) = 24
+    square = build_model(replace(cfg, widen_power=0.5), 1, 4, (40,))
+    assert square.stretch((20,)) == pytest.approx(math.sqrt(2))
+    # in 2D, the power 1/2 already doubles the widths where both axes halve
+    assert build_model(cfg, 1, 4, (32, 32)).stretch((16, 16)) == 4.0
+
+
 def test_a_stretched_mask_keeps_its_fraction_of_the_channels() -> None:
     mask = build_model(NetConfig(width=16, widen=2.0), 1, 4, (40,)).residual_mask
     with torch.no_grad():
@@ -40,11 +53,12 @@ def test_a_stretched_mask_keeps_its_fraction_of_the_channels() -> None:
     assert v.shape == (40,) and (v[wide:] == 0).all() and (v[:wide] >= mask.threshold).all()
 
 
+@pytest.mark.parametrize("power", [0.5, 1.0])
 @pytest.mark.parametrize("task", ["classify", "segment"])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_widened_network_crop_export_and_cost(shape, seed, task) -> None:
-    m = shrunk_model(shape, seed, task=task, widen=2.0)  # the contract: tests/test_contract.py
+def test_widened_network_crop_export_and_cost(shape, seed, task, power) -> None:
+    m = shrunk_model(shape, seed, task=task, widen=2.0, widen_power=power)  # tests/test_contract.py
     st = model_cost(m, "straight_through")
     assert float(st.macs.detach()) == pytest.approx(float(model_cost(m, "hard").macs))
 
@@ -83,6 +97,8 @@ def test_straight_through_width_cost_reaches_the_resolution() -> None:
 def test_widen_config_errors_are_one_line() -> None:
     with pytest.raises(ConfigError, match="net.widen must be >= 1"):
         NetConfig(widen=0.5)
+    with pytest.raises(ConfigError, match=r"net.widen_power must lie in \(0, 1\]"):
+        NetConfig(widen_power=0)
     with pytest.raises(ConfigError, match="learn_groups"):
         NetConfig(widen=2.0, learn_groups=True)
     with pytest.raises(ConfigError, match="anneal_gates"):

@@ -111,6 +111,7 @@ class DNArchNet(nn.Module):
         # what the rest of the package reads of the settings; the config itself is not kept, so
         # nothing reaches through the model into it (``NetConfig`` describes each)
         self.width, self.hidden, self.widen = cfg.width, cfg.hidden, cfg.widen
+        self.widen_power = cfg.widen_power
         self.max_blocks, self.group_bits = cfg.blocks, cfg.group_bits
         self.learn_groups = cfg.learn_groups
         self.learned_axes: frozenset[str] = frozenset(
@@ -515,11 +516,12 @@ class DNArchNet(nn.Module):
 
     def stretch(self, lengths: Sequence[int]) -> float:
         """How much a block that runs at ``lengths`` samples per axis widens: min(widen,
-        sqrt(P_0 / P)) for P of the input's P_0 positions (1 at full resolution)."""
+        (P_0 / P) ** widen_power) for P of the input's P_0 positions (1 at full resolution)."""
         if self.widen == 1:
             return 1.0
         ratio = math.prod(self.input_shape) / math.prod(int(n) for n in lengths)
-        return min(self.widen, math.sqrt(ratio))
+        grow = math.sqrt(ratio) if self.widen_power == 0.5 else ratio**self.widen_power
+        return min(self.widen, grow)
 
     def grids(self, lengths: Sequence[int]) -> tuple[int, int]:
         """Entries of the residual and hidden width masks' grids for a block at ``lengths``: the
@@ -669,7 +671,7 @@ class DNArchNet(nn.Module):
         if self.widen == 1:
             return res, 1.0
         p0 = float(math.prod(self.input_shape))
-        return res, (p0 / res.prod(1)).sqrt().clamp(max=self.widen)
+        return res, (p0 / res.prod(1)).pow(self.widen_power).clamp(max=self.widen)
 
     def max_sizes(self) -> ArchSizes:
         """Sizes of the maximal network: ``ceiling_copy``'s, as cropped."""
