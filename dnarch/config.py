@@ -86,7 +86,8 @@ class NetConfig:
             default): with the square root, so a block's pointwise layers cost what they cost at full
             resolution, and widths double where each axis of an image halves, as a ResNet's do. 1:
             widths double where a sequence halves, as the plain CNN's do in 1D (its later stages
-            then cost more than its first).
+            then cost more than its first); no preset uses it (METHOD-NOTES, "How fast widths
+            grow").
         init_resolution: where the resolution masks start: block resolution_from + j at a cut-off of
             init_resolution ** (j + 1) of the input's Nyquist frequency (0.5: every block halves
             each axis, as a strided pyramid); 1 (the default): every block at full resolution. The

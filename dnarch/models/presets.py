@@ -76,9 +76,7 @@ PRESETS: dict[str, NetConfig] = {
 STAGED = ("image-stages", "seq-stages")  # presets whose depth follows the input (``preset_net``)
 # ``seq-stages`` on inputs longer than this starts its continuous kernels at zero
 # (``NetConfig.init_kernel_gain`` 0): 2.4-3 points better on sequences of 784, 0.2-0.6 worse on
-# MNIST-1D's 40 samples (METHOD-NOTES, "The continuous kernel starts at zero"); and its widths
-# double where the sequence halves (``NetConfig.widen_power`` 1, from 18 channels): better on
-# permuted sequences of 784, worse on MNIST-1D (METHOD-NOTES, "How fast widths grow")
+# MNIST-1D's 40 samples (METHOD-NOTES, "The continuous kernel starts at zero")
 LONG_SEQUENCE = 64
 
 
@@ -89,8 +87,7 @@ def preset_net(
     stage of the plain CNN for that input (``plain_cnn.stage_count``: halvings until the smallest
     axis would fall below 5 samples; 28 px: 3, 40 samples: 4, 784: 8) and kernels that start at 3
     taps whatever the input's length (``seq-stages`` on inputs longer than ``LONG_SEQUENCE``:
-    continuous kernels that start at zero, and widths that double where the sequence halves, from
-    18 channels); the others as they are. ``overrides``: the run's dotted
+    continuous kernels that start at zero); the others as they are. ``overrides``: the run's dotted
     config overrides ('net.stage_blocks' sets the blocks per stage here, unless 'net.blocks' is
     given; the caller applies them all afterwards)."""
     cfg = PRESETS[name]
@@ -108,12 +105,10 @@ def preset_net(
         # a bad value is refused, with its own message, where the override is applied
         with contextlib.suppress(ValueError):
             per_stage = max(1, int(str(given)))
-    cfg = replace(cfg, blocks=stage_count(shape) * per_stage, init_kernel_cutoff=cutoff)
-    if name == "seq-stages" and max(shape) > LONG_SEQUENCE:
-        # long sequences: widths that double where the sequence halves, as the plain CNN's, from
-        # 18 channels (the maximal network's MACs on 784 samples as with 24 and the square root)
-        cfg = replace(cfg, init_kernel_gain=0.0, width=18, hidden=36, widen_power=1.0)
-    return cfg
+    gain = 0.0 if name == "seq-stages" and max(shape) > LONG_SEQUENCE else cfg.init_kernel_gain
+    return replace(
+        cfg, blocks=stage_count(shape) * per_stage, init_kernel_cutoff=cutoff, init_kernel_gain=gain
+    )
 
 
 def preset_for(ndim: int, task: str = "classify") -> str:
