@@ -40,10 +40,17 @@ PRESETS: dict[str, NetConfig] = {
     "image-dense": replace(_IMAGE, direct_kernel=3),
     # 2D segmentation (the auto choice): "image" on a fixed pyramid (each block halves the cut-off)
     # whose widths grow as the resolution falls (up to 4x), and a directly learned 3x3 centre in
-    # every depthwise kernel; kernels, widths and depth are learned, the resolution is not.
-    # Measured on fashion-scenes at 10 and 30 epochs (README, Dense prediction).
+    # every depthwise kernel; kernels and widths are learned, the resolution and the depth are not
+    # (at 16M MACs the depth mask removed the coarsest block in every run, 8-10 points below
+    # keeping it: METHOD-NOTES, "Depth on the pyramid"). Measured on fashion-scenes at 10 and 30
+    # epochs (README, Dense prediction).
     "image-pyramid": replace(
-        _IMAGE, widen=4.0, init_resolution=0.5, learn_resolution=False, direct_kernel=3
+        _IMAGE,
+        widen=4.0,
+        init_resolution=0.5,
+        learn_resolution=False,
+        direct_kernel=3,
+        learn_depth=False,
     ),
     # small images (28-32 px): three stages (METHOD-NOTES, "Which block family")
     "image-stages": replace(
