@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -453,7 +454,12 @@ class Trainer:
                 for ph in self.phases:
                     ph.on_before_optimizer_step(self, epoch, epoch * self.steps_per_epoch + step)
                 self.optimizer.step()
-            self.scheduler.step()
+            if faulty:  # the schedule moves past a skipped step on purpose: no warning for it
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                    self.scheduler.step()
+            else:
+                self.scheduler.step()
             for ph in self.phases:
                 ph.on_step_end(self)
             seen += n_sum
