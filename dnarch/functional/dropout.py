@@ -15,10 +15,15 @@ from torch import Tensor, nn
 _LEVELS = 1 << 15  # a 16-bit slice of a non-negative int64 draw: the top one has 15 random bits
 
 
+def passes_through(p: float, training: bool) -> bool:
+    """Whether dropout at ``p`` returns its input as it is: in evaluation, or with ``p`` = 0."""
+    return not training or p == 0
+
+
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """x with each element zeroed with probability ``p`` (to 2**-15) and the rest scaled by
     ``1 / (1 - p)``, in training; x itself otherwise. Any shape; same shape out."""
-    if not training or p == 0:
+    if passes_through(p, training):
         return x
     if x.device.type != "cpu" or not 0 < p < 1:
         return F.dropout(x, p, True)
@@ -38,6 +43,10 @@ class Dropout(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return dropout(x, self.p, self.training)
+
+    def passes_through(self) -> bool:
+        """Whether the module returns its input as it is now (``passes_through``)."""
+        return passes_through(self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -311,7 +311,7 @@ class DNArchBlock(nn.Module):
             else:
                 second = layer_weights(self.pw2, c, w, None, *scales)
             (w1, b1), (w2, b2) = first, second
-            if not self.training or self.dropout.p == 0:  # GELU, the layers and the sum as one
+            if self.dropout.passes_through():  # GELU, the layers and the sum as one
                 return pointwise_mlp(h, w1, b1, w2, b2, act_in=True, residual=x)
             h = pointwise_mlp(F.gelu(h), w1, b1, w2, b2)
         else:
