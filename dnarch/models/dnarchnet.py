@@ -520,6 +520,7 @@ class DNArchNet(nn.Module):
         if self.widen == 1:
             return 1.0
         ratio = math.prod(self.input_shape) / math.prod(int(n) for n in lengths)
+        # the square root itself where it is the rule (correctly rounded, as before widen_power)
         grow = math.sqrt(ratio) if self.widen_power == 0.5 else ratio**self.widen_power
         return min(self.widen, grow)
 
@@ -671,7 +672,10 @@ class DNArchNet(nn.Module):
         if self.widen == 1:
             return res, 1.0
         p0 = float(math.prod(self.input_shape))
-        return res, (p0 / res.prod(1)).pow(self.widen_power).clamp(max=self.widen)
+        ratio = p0 / res.prod(1)
+        # the square root's own gradient where it is the rule: bit for bit as before widen_power
+        grow = ratio.sqrt() if self.widen_power == 0.5 else ratio.pow(self.widen_power)
+        return res, grow.clamp(max=self.widen)
 
     def max_sizes(self) -> ArchSizes:
         """Sizes of the maximal network: ``ceiling_copy``'s, as cropped."""

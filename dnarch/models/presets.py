@@ -41,7 +41,7 @@ PRESETS: dict[str, NetConfig] = {
     # 2D segmentation (the auto choice): "image" on a fixed pyramid (each block halves the cut-off)
     # whose widths grow as the resolution falls (up to 4x), and a directly learned 3x3 centre in
     # every depthwise kernel; kernels and widths are learned, the resolution and the depth are not
-    # (at 16M MACs the depth mask removed the coarsest block in every run, 8-10 points below
+    # (at 16M MACs the depth mask removed the coarsest block in every run, 5-7.5 points below
     # keeping it: METHOD-NOTES, "Depth on the pyramid"). Measured on fashion-scenes at 10 and 30
     # epochs (README, Dense prediction).
     "image-pyramid": replace(
