@@ -17,7 +17,7 @@ import dataclasses
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,7 @@ class ArchSizes:
 # the longest axis whose resolution is learned: the exported network resamples an axis of n samples
 # with a fixed (n_out, n) matrix, 1 GiB at n = 16,384 (``export.static.Resample``)
 MAX_RESAMPLED_LENGTH = 16384
+_Ratio = TypeVar("_Ratio", float, Tensor)  # ``_grow``: a number or a tensor, returned as it came
 
 
 class DNArchNet(nn.Module):
@@ -520,9 +521,7 @@ class DNArchNet(nn.Module):
         if self.widen == 1:
             return 1.0
         ratio = math.prod(self.input_shape) / math.prod(int(n) for n in lengths)
-        # the square root itself where it is the rule (correctly rounded, as before widen_power)
-        grow = math.sqrt(ratio) if self.widen_power == 0.5 else ratio**self.widen_power
-        return min(self.widen, grow)
+        return min(self.widen, _grow(ratio, self.widen_power))
 
     def grids(self, lengths: Sequence[int]) -> tuple[int, int]:
         """Entries of the residual and hidden width masks' grids for a block at ``lengths``: the
@@ -672,10 +671,7 @@ class DNArchNet(nn.Module):
         if self.widen == 1:
             return res, 1.0
         p0 = float(math.prod(self.input_shape))
-        ratio = p0 / res.prod(1)
-        # the square root's own gradient where it is the rule: bit for bit as before widen_power
-        grow = ratio.sqrt() if self.widen_power == 0.5 else ratio.pow(self.widen_power)
-        return res, grow.clamp(max=self.widen)
+        return res, _grow(p0 / res.prod(1), self.widen_power).clamp(max=self.widen)
 
     def max_sizes(self) -> ArchSizes:
         """Sizes of the maximal network: ``ceiling_copy``'s, as cropped."""
@@ -705,6 +701,14 @@ def _padded_stack(rows: list[Tensor]) -> Tensor:
 def _last_kept(plan: Sequence[BlockSpec]) -> int:
     """Index of the last block the plan keeps (the first block is always kept)."""
     return max(i for i, p in enumerate(plan) if p.kept)
+
+
+def _grow(ratio: _Ratio, power: float) -> _Ratio:
+    """``ratio ** power`` (a number, or a tensor of any shape): with ``power`` 0.5 the square root
+    itself, correctly rounded and with its own gradient, bit for bit as before ``widen_power``."""
+    if power != 0.5:
+        return ratio**power
+    return ratio.sqrt() if isinstance(ratio, Tensor) else math.sqrt(ratio)
 
 
 def _grid(n: int, stretch: float) -> int:
