@@ -1,6 +1,8 @@
 """Baselines: the plain 3x3 CNN's cost against a hand count, budget matching, Torch-Pruning to a MACs
 target, and the plain training loop."""
 
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
@@ -79,15 +81,21 @@ def test_ablation_configs_learn_one_axis_each() -> None:
         ablation_net(base, "stride")
 
 
-def _static(shape: tuple[int, ...]) -> nn.Module:
-    m = shrunk_model(shape, 3, axes=())
+def _static(shape: tuple[int, ...], **net: Any) -> nn.Module:
+    m = shrunk_model(shape, 3, axes=(), **net)
     spec = harden(m)
     return build_static(spec, export_state(m, spec))
 
 
-@pytest.mark.parametrize("shape", [(24,), (10, 10)])
-def test_prune_lands_at_or_under_the_target_and_keeps_the_original(shape) -> None:
-    net = _static(shape)
+# the last: a stream that widens where it halves (the auto 1D preset's pyramid, ``seq-stages``)
+@pytest.mark.parametrize(
+    "shape, kw",
+    [((24,), {}), ((10, 10), {}), ((24,), {"downsample": "strided", "widen": 4.0})],
+)
+def test_prune_lands_at_or_under_the_target_and_keeps_the_original(shape, kw) -> None:
+    net = _static(shape, **kw)
+    widens = [b.zeros is not None for b in net.blocks]  # type: ignore[union-attr]
+    assert any(widens) == bool(kw)
     full = counted_macs(net, 2, shape)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     pruned = prune_to_macs(net, 2, shape, 0.4 * full)

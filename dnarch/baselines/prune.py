@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dnarch.data import DataBundle
-from dnarch.export.static import conv_backend
+from dnarch.export.static import ZeroChannels, conv_backend
 from dnarch.flops import counted_macs
 from dnarch.train.finetune import recompute_bn_stats
 from dnarch.train.fixed import train_fixed
@@ -77,12 +77,36 @@ def prune_to_macs(
             pruning_ratio=0.98,
             iterative_steps=steps,
             ignored_layers=keep,
+            customized_pruners={ZeroChannels: _zero_channels_pruner(tp)},
         )
         for _ in range(steps):
             if counted_macs(pruned, in_channels, input_shape) <= target_macs:
                 break
             pruner.step()
     return pruned
+
+
+def _zero_channels_pruner(tp: Any) -> Any:
+    """Torch-Pruning's pruner for ``ZeroChannels``: pruning its output channels lowers their count;
+    it has no input channels of its own (it reads only its input's shape)."""
+
+    class Pruner(tp.pruner.function.BasePruningFunc):  # type: ignore[misc, name-defined]
+        def prune_out_channels(self, layer: nn.Module, idxs: list[int]) -> nn.Module:
+            assert isinstance(layer, ZeroChannels)
+            layer.n -= len(set(idxs))
+            return layer
+
+        def prune_in_channels(self, layer: nn.Module, idxs: list[int]) -> nn.Module:
+            return layer
+
+        def get_out_channels(self, layer: nn.Module) -> int:
+            assert isinstance(layer, ZeroChannels)
+            return layer.n
+
+        def get_in_channels(self, layer: nn.Module) -> None:
+            return None
+
+    return Pruner()
 
 
 def prune_then_finetune(

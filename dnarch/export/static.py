@@ -225,6 +225,20 @@ def residual_order(spec: ArchSpec, width: int | None = None) -> list[int]:
     return bit_reversed_order(spec.residual_width if width is None else width, spec.group_bits)
 
 
+class ZeroChannels(nn.Module):
+    """x: (B, c, *S) -> (B, n, *S) zeros: the channels a stream that widens appends. A module
+    computed from its input, not a constant, so that Torch-Pruning traces the concatenation and
+    knows how many channels each side brings (the prune baseline, ``baselines.prune``, which
+    lowers ``n`` as it prunes them)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, :1].mul(0).expand(-1, self.n, *x.shape[2:])
+
+
 class StaticBlock(nn.Module):
     """Resample -> zero channels appended up to the block's width (when it is wider than the stream;
     when narrower, the stream's first channels) -> norm -> depthwise conv -> GELU -> 1x1 -> GELU ->
@@ -238,12 +252,14 @@ class StaticBlock(nn.Module):
         self, spec: BlockSpec, width: int, ndim: int, order: list[int], width_in: int | None = None
     ) -> None:
         super().__init__()
-        # zero channels appended to the stream (< 0: channels dropped from its end): a count, not a
+        # channels appended to the stream (zeros) or, < 0, dropped from its end: counts, not a
         # width, so that a pruner that slices the stream's channels (benchmarks' prune baseline)
         # leaves the block consistent
-        self.extra = width - (width if width_in is None else width_in)
+        grow = width - (width if width_in is None else width_in)
+        self.zeros = ZeroChannels(grow) if grow > 0 else None
+        self.extra = min(grow, 0)
         conv = CONV[ndim]
-        c_in = width - self.extra
+        c_in = width - grow
         self.resample: nn.Module | None = None
         if spec.strided:  # each incoming channel filtered at stride 2 (``NetConfig.downsample``)
             self.resample = conv(c_in, c_in, 3, stride=2, padding=1, groups=c_in, bias=False)
@@ -276,7 +292,10 @@ class StaticBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.resample is not None:
             x = self.resample(x)
-        x = fit_channels(x, x.shape[1] + self.extra)  # (narrower: the first channels)
+        if self.zeros is not None:
+            x = torch.cat([x, self.zeros(x)], 1)
+        elif self.extra:  # narrower: the first channels
+            x = x[:, : x.shape[1] + self.extra]
         h = self.conv(self.norm(x))
         ungrouped = self.in_index is None and self.out_index is None
         hooked = self.act._forward_hooks or self.act._forward_pre_hooks
