@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dnarch.data import DataBundle
-from dnarch.export.static import ZeroChannels, conv_backend
+from dnarch.export.static import Resample, ZeroChannels, conv_backend
 from dnarch.flops import counted_macs
 from dnarch.train.finetune import recompute_bn_stats
 from dnarch.train.fixed import train_fixed
@@ -77,7 +77,10 @@ def prune_to_macs(
             pruning_ratio=0.98,
             iterative_steps=steps,
             ignored_layers=keep,
-            customized_pruners={ZeroChannels: _zero_channels_pruner(tp)},
+            customized_pruners={
+                ZeroChannels: _zero_channels_pruner(tp),
+                Resample: _resample_pruner(tp),
+            },
         )
         for _ in range(steps):
             if counted_macs(pruned, in_channels, input_shape) <= target_macs:
@@ -105,6 +108,28 @@ def _zero_channels_pruner(tp: Any) -> Any:
 
         def get_in_channels(self, layer: nn.Module) -> None:
             return None
+
+    return Pruner()
+
+
+def _resample_pruner(tp: Any) -> Any:
+    """Torch-Pruning's pruner for ``Resample``: it maps each channel on its own, so its input and
+    output channels are pruned as one (as a norm's are) and only its count changes. Without it,
+    Torch-Pruning traced the einsums inside and lost the channels' order."""
+
+    class Pruner(tp.pruner.function.BasePruningFunc):  # type: ignore[misc, name-defined]
+        def prune_out_channels(self, layer: nn.Module, idxs: list[int]) -> nn.Module:
+            assert isinstance(layer, Resample) and layer.channels is not None
+            layer.channels -= len(set(idxs))
+            return layer
+
+        prune_in_channels = prune_out_channels  # one set of channels (Torch-Pruning's convention)
+
+        def get_out_channels(self, layer: nn.Module) -> int | None:
+            assert isinstance(layer, Resample)
+            return layer.channels
+
+        get_in_channels = get_out_channels
 
     return Pruner()
 

@@ -160,7 +160,8 @@ class Resample(nn.Module):
     keeping ``keep_bins[i]`` to downsample (a block), ``fourier.upsample_matrix`` to upsample (the
     dense head, ``keep_bins`` None); the identity on an axis that keeps its size. Built here, not only
     loaded, so that a freshly built network (an architecture trained from scratch) resamples as the
-    exported one does.
+    exported one does. ``channels``: C where known (Torch-Pruning, which prunes the module's channels
+    as one with its input's and lowers the count, needs it: ``baselines.prune``).
     """
 
     def __init__(
@@ -168,9 +169,10 @@ class Resample(nn.Module):
         sizes_in: tuple[int, ...],
         sizes_out: tuple[int, ...],
         keep_bins: tuple[int, ...] | None = None,
+        channels: int | None = None,
     ) -> None:
         super().__init__()
-        self.ndim = len(sizes_in)
+        self.ndim, self.channels = len(sizes_in), channels
         for i, (n, m) in enumerate(zip(sizes_in, sizes_out, strict=True)):
             if n == m:
                 matrix = torch.eye(m, n)
@@ -264,7 +266,9 @@ class StaticBlock(nn.Module):
         if spec.strided:  # each incoming channel filtered at stride 2 (``NetConfig.downsample``)
             self.resample = conv(c_in, c_in, 3, stride=2, padding=1, groups=c_in, bias=False)
         elif spec.resolution_out != spec.resolution_in:
-            self.resample = Resample(spec.resolution_in, spec.resolution_out, spec.keep_bins)
+            self.resample = Resample(
+                spec.resolution_in, spec.resolution_out, spec.keep_bins, channels=c_in
+            )
         self.norm = NORM[ndim](width)
         pad = tuple(k // 2 for k in spec.kernel)
         self.conv = _DEPTHWISE[ndim](width, width, spec.kernel, padding=pad, groups=width)
