@@ -299,7 +299,7 @@ class StaticBlock(nn.Module):
         if self.zeros is not None:
             x = torch.cat([x, self.zeros(x)], 1)
         elif self.extra:  # narrower: the first channels
-            x = x[:, : x.shape[1] + self.extra]
+            x = fit_channels(x, x.shape[1] + self.extra)
         h = self.conv(self.norm(x))
         ungrouped = self.in_index is None and self.out_index is None
         hooked = self.act._forward_hooks or self.act._forward_pre_hooks
