@@ -121,6 +121,9 @@ class NetConfig:
             one before, its first block keeps the stream's first channels and drops the rest; where
             it is wider, zero channels are appended. False (the default): METHOD.md's one residual
             width mask, shared by every block (stretched where widen > 1). Not with learn_groups.
+        branch_norm: a BatchNorm on each block's output before the residual sum, as a ResNet
+            block ends its branch (the residual and depth masks scale its affine parameters; the
+            export folds it into the last 1x1 layer). False (the default): METHOD.md's block.
     """
 
     width: int = 32
@@ -154,6 +157,7 @@ class NetConfig:
     downsample: str = "fourier"
     stage_blocks: int = 1
     stage_widths: bool = False
+    branch_norm: bool = False
 
     def __post_init__(self) -> None:
         _finite("net", self)

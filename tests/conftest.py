@@ -34,6 +34,7 @@ def shrunk_model(
     stage_blocks: int = 1,
     stage_widths: bool = False,
     kernel_ceiling: float = 1.0,
+    branch_norm: bool = False,
 ) -> DNArchNet:
     """A small model with random mask settings on the chosen axes and trained BN statistics.
     task: 'classify', or 'segment' / 'regress' for a dense head (with the stem skip if ``skip``).
@@ -47,7 +48,8 @@ def shrunk_model(
     stages with a depth mask each (``NetConfig.stage_blocks``), on a fixed Fourier pyramid that
     halves the cut-off per stage where not strided. ``stage_widths``: a residual width mask per
     stage (``NetConfig.stage_widths``), each at its own random cut-off. ``kernel_ceiling``:
-    ``NetConfig.kernel_ceiling`` (the kernels' largest relative extent)."""
+    ``NetConfig.kernel_ceiling`` (the kernels' largest relative extent). ``branch_norm``:
+    ``NetConfig.branch_norm`` (a norm on each block's output), its scales drawn at random."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     # even seeds let block 0 downsample too (net.resolution_from=0); odd seeds keep the default (1)
@@ -56,7 +58,7 @@ def shrunk_model(
         resolution_from=seed % 2, dense_skip=skip, learn_groups="groups" in axes,
         widen=widen, widen_power=widen_power, direct_kernel=direct_kernel, stem_kernel=stem_kernel,
         downsample=downsample, stage_blocks=stage_blocks, stage_widths=stage_widths,
-        kernel_ceiling=kernel_ceiling,
+        kernel_ceiling=kernel_ceiling, branch_norm=branch_norm,
         # stages need a fixed pyramid: a Fourier one halves each stage's cut-off
         learn_resolution=downsample == "fourier" and stage_blocks == 1,
         init_resolution=0.5 if downsample == "fourier" and stage_blocks > 1 else 1.0,
@@ -88,6 +90,8 @@ def shrunk_model(
                 gm.mu.fill_(r(gm.mu_min, gm.mu_max))
             if b.halve_filter is not None:
                 b.halve_filter.add_(0.3 * torch.randn(b.halve_filter.shape, generator=g))
+            if b.branch_norm is not None:
+                b.branch_norm.weight.uniform_(0.2, 2.0, generator=g)
         for name, p in m.named_parameters():  # biases start at zero; make them matter
             if name.endswith("bias"):
                 p.normal_(0, 0.3)

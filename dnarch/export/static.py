@@ -418,14 +418,15 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
         pw1 = pack_grouped(pw1[:, order], lay.hidden, lay.in_slots, g1)
         state[pre + "pw1.weight"] = pw1.reshape(*pw1.shape, *ones)
         state[pre + "pw1.bias"] = take_slots(block.pw1.bias[:w], lay.hidden)
-        rows = m_c * depth[b.index]
+        rows, shift = _branch_output(block, c, m_c * depth[b.index])
         m_w = block.width_mask.values(grid_w)[:w]
         pw2 = block.pw2.weight[:c, :w] * rows[:, None] * m_w[None, :]
         if block.pw2_groups is not None:
             pw2 = pw2 * relation(c, w, block.pw2_groups.factors())
         pw2 = pack_grouped(pw2[order], lay.out_slots, lay.hidden, g2)
         state[pre + "pw2.weight"] = pw2.reshape(*pw2.shape, *ones)
-        state[pre + "pw2.bias"] = take_slots((block.pw2.bias[:c] * rows)[order], lay.out_slots)
+        bias = block.pw2.bias[:c] * rows + shift
+        state[pre + "pw2.bias"] = take_slots(bias[order], lay.out_slots)
         c_in = c
     _norm_state(state, "head_norm", model.head_norm, order, m_c)  # the last kept block's width
     head = model.head.weight[:, :c][:, order]
@@ -435,6 +436,17 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
         for i, (n, m) in enumerate(zip(spec.head_in, spec.input_shape, strict=True)):
             state[f"upsample.matrix{i}"] = fourier.upsample_matrix(n, m)
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def _branch_output(block: Any, c: int, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """A block's last 1x1 layer's output scale and shift, (c,) each, that fold in what follows
+    it: ``scale`` (the residual and depth masks), and the branch's norm in eval mode where the
+    block has one (``NetConfig.branch_norm``)."""
+    norm = block.branch_norm
+    if norm is None:
+        return scale, torch.zeros_like(scale)
+    inv = norm.weight[:c] / torch.sqrt(norm.running_var[:c] + norm.eps)
+    return inv * scale, (norm.bias[:c] - norm.running_mean[:c] * inv) * scale
 
 
 def _norm_state(

@@ -134,6 +134,7 @@ class DNArchNet(nn.Module):
             learn_resolution=cfg.learn_resolution, group_bits=cfg.group_bits,
             group_span=cfg.group_span, widen=cfg.widen, direct_kernel=cfg.direct_kernel,
             kernel_gain=cfg.init_kernel_gain, kernel_ceiling=cfg.kernel_ceiling,
+            branch_norm=cfg.branch_norm,
         )  # fmt: skip
         self.alloc = allocated(cfg.width, cfg.widen)  # residual channels of the widest block
         # the stem: pointwise (METHOD.md), or a full k^ndim convolution (``NetConfig.stem_kernel``)

@@ -4,6 +4,9 @@
       -> pointwise C -> W_l (width mask M_l) -> GELU -> pointwise W_l -> C -> dropout
       -> times depth value D_l, added to the (resampled) residual stream.
 
+With ``branch_norm`` a BatchNorm follows the last pointwise layer (ResNet's norm at the end of its
+residual branch); the residual and depth masks then scale its affine parameters.
+
 With learned grouping (``group_bits > 0``) each pointwise weight is multiplied by its DGConv
 relationship matrix (``functional.groups.relation``, gates from a ``GroupMask``).
 
@@ -59,6 +62,7 @@ class BlockSettings:
     halve: bool = False  # halve each axis at the block's input by a learned strided filter
     kernel_gain: float = 1.0  # the kernel net's initial output scale (``KernelNet``)
     kernel_ceiling: float = 1.0  # the largest relative extent of the kernel (1: the whole map)
+    branch_norm: bool = False  # a BatchNorm on the branch's output, before the residual sum
 
 
 def allocated(n: int, widen: float) -> int:
@@ -194,10 +198,12 @@ class DNArchBlock(nn.Module):
         # NetConfig.downsample='strided': each channel of the incoming stream filtered by 3 taps per
         # axis at stride 2, started at [1, 6, 1] / 8 per axis (``functional.conv.halving_filter``)
         self.halve_filter = nn.Parameter(halving_filter(s.ndim, width)) if s.halve else None
+        # NetConfig.branch_norm: the branch's output normalised before the residual sum
+        self.branch_norm = nn.BatchNorm1d(width) if s.branch_norm else None
 
     def fit_allocation_(self, width: int, hidden: int) -> None:
         """Keep only the first ``width`` residual and ``hidden`` hidden channels of the norm, the 1x1
-        layers, the conv's bias and direct term and the halving filter: a block on a fixed pyramid
+        layers, the conv's bias and direct term, the halving filter and the branch's norm: a block on a fixed pyramid
         never runs wider than its stretch there (``DNArchNet``), and the rest of its allocation
         (``NetConfig.widen`` times the widths) would only be sliced away at every step, its
         gradient zero-filled and its optimiser state updated. The kept values are the ones drawn at
@@ -214,9 +220,12 @@ class DNArchBlock(nn.Module):
             else:  # a buffer (running statistics)
                 setattr(owner, name, kept)
 
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            keep(self.norm, name, width)
-        self.norm.num_features = width
+        for norm in (self.norm, self.branch_norm):
+            if norm is None:
+                continue
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                keep(norm, name, width)
+            norm.num_features = width
         keep(self.pw1, "weight", hidden, width)
         keep(self.pw1, "bias", hidden)
         keep(self.pw2, "weight", width, hidden)
@@ -301,8 +310,11 @@ class DNArchBlock(nn.Module):
         else:  # zero beyond the mask's kept entries
             m_w = self.width_mask.values(hidden_grid, self.pw1.out_features)
             w = m_w.numel()
-        # dropout commutes with pw2's per-channel output scale (one mask value per element)
-        scales = (m_res * depth, m_w)  # m_w: (w,), either way
+        # dropout commutes with pw2's per-channel output scale (one mask value per element); with
+        # the branch's norm the residual and depth masks scale the norm's affine instead
+        out_scale = m_res * depth
+        norm = self.branch_norm
+        scales = (out_scale if norm is None else None, m_w)  # m_w: (w,), either way
         if self.pw1_groups is None and self.pw2_groups is None:
             first = layer_weights(self.pw1, w, c, None, None, None)
             second: tuple[Tensor, Tensor | None]
@@ -311,14 +323,19 @@ class DNArchBlock(nn.Module):
             else:
                 second = layer_weights(self.pw2, c, w, None, *scales)
             (w1, b1), (w2, b2) = first, second
-            if self.dropout.passes_through():  # GELU, the layers and the sum as one
+            if norm is not None:
+                h = pointwise_mlp(h, w1, b1, w2, b2, act_in=True)
+            elif self.dropout.passes_through():  # GELU, the layers and the sum as one
                 return pointwise_mlp(h, w1, b1, w2, b2, act_in=True, residual=x)
-            h = pointwise_mlp(F.gelu(h), w1, b1, w2, b2)
+            else:
+                h = pointwise_mlp(F.gelu(h), w1, b1, w2, b2)
         else:
             h = F.gelu(
                 mixing(F.gelu(h), self.pw1, w, c, self.pw1_groups, crop, self.verdicts)
             )  # (B, w, *S)
             h = mixing(h, self.pw2, c, w, self.pw2_groups, crop, self.verdicts, *scales)
+        if norm is not None:
+            h = batch_norm(h, norm, c, self.training, out_scale)
         return x + self.dropout(h)  # (B, c, *S)
 
     def output_bias_is_zero(self) -> bool:
