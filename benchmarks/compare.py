@@ -336,8 +336,14 @@ def main() -> None:
     ):
         merged.append(raw_path)  # rewriting a table never drops the runs its own file holds
     rows = taken_over(merged)
-    if args.table_only:  # the table shows the --methods named (all by default)
-        rows = [r for r in rows if r["method"] in args.methods]
+    if args.table_only:  # the table shows the --methods named (all by default) at the --budgets
+        # named; the frozen maximal network at its 100%
+        shown = set(args.budgets)
+        rows = [
+            r
+            for r in rows
+            if r["method"] in args.methods and (r["budget"] in shown or r["method"] == "frozen")
+        ]
     done = {(r["dataset"], r["method"], r["budget"], r["seed"]) for r in rows}
 
     def save() -> None:

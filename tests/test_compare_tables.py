@@ -39,8 +39,11 @@ def saved(path: Path, commands: list[str], runs: list[dict[str, Any]]) -> str:
     return str(path)
 
 
-def table(tmp_path: Path, methods: list[str], files: list[str]) -> tuple[dict[str, Any], str]:
+def table(
+    tmp_path: Path, methods: list[str], files: list[str], budgets: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], str]:
     argv = ["--datasets", "mnist1d", "--threads", "1", "--table-only", "--methods", *methods]
+    argv += ["--budgets", *budgets] if budgets else []
     argv += ["--merge", *files, "--out", str(tmp_path / "out"), "--name", "t"]
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "compare.py"), *argv],
@@ -96,6 +99,24 @@ def test_table_only_shows_the_methods_named_and_only_their_commands(tmp_path: Pa
     assert raw["runs"][0]["commands"] == ["cmd-A"] and raw["runs"][0]["source"] == "a"
     # one file behind every row: no column for it
     assert "runs from" not in md
+
+
+def test_table_only_shows_the_budgets_named_and_the_frozen_network(tmp_path: Path) -> None:
+    a = saved(
+        tmp_path / "a.json",
+        ["cmd-A"],
+        [
+            run_row("plain", 0.9),
+            run_row("plain", 0.95, budget=1.0),
+            run_row("frozen", 0.9, budget=1.0),
+        ],
+    )
+    raw, md = table(tmp_path, ["plain", "frozen"], [a], budgets=("1.0",))
+    assert sorted((r["method"], r["budget"]) for r in raw["runs"]) == [
+        ("frozen", 1.0),
+        ("plain", 1.0),
+    ]
+    assert "| 25% |" not in md
 
 
 def test_a_table_only_file_records_its_runs_epochs_not_the_flags_default(tmp_path: Path) -> None:
