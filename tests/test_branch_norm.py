@@ -63,3 +63,12 @@ def test_branch_norm_parameters_learn() -> None:
     m(torch.randn(8, 1, 20)).sum().backward()
     for b in m.blocks:
         assert b.branch_norm.weight.grad is not None and b.branch_norm.weight.grad.abs().sum() > 0
+
+
+def test_the_sequence_preset_ends_its_branches_in_a_norm() -> None:
+    # measured on seq-stages (METHOD-NOTES, "A norm at the end of the branch"); not on images
+    from dnarch.models.presets import preset_net
+
+    assert preset_net("seq-stages", (40,)).branch_norm
+    assert preset_net("seq-stages", (784,)).branch_norm
+    assert not preset_net("image-stages", (28, 28)).branch_norm

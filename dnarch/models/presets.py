@@ -66,7 +66,8 @@ PRESETS: dict[str, NetConfig] = {
     # no dropout: on sequences it cost 1.4-2.1 points in the 1,000-sample regime and nothing on
     # MNIST-1D or on 10,000 sequences (METHOD-NOTES, "Dropout on the sequence preset"); the
     # continuous kernel starts at zero on long inputs (``preset_net``); a kernel spans at most a
-    # quarter of its map (METHOD-NOTES, "The kernel's ceiling")
+    # quarter of its map (METHOD-NOTES, "The kernel's ceiling"); each block's branch ends in a
+    # norm, as a ResNet block's does (METHOD-NOTES, "A norm at the end of the branch")
     "seq-stages": replace(
         _SEQ,
         width=24,
@@ -75,6 +76,7 @@ PRESETS: dict[str, NetConfig] = {
         downsample="strided",
         dropout=0.0,
         kernel_ceiling=0.25,
+        branch_norm=True,
         **_STAGES,  # type: ignore[arg-type]
     ),
 }
