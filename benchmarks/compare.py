@@ -336,13 +336,15 @@ def main() -> None:
     ):
         merged.append(raw_path)  # rewriting a table never drops the runs its own file holds
     rows = taken_over(merged)
-    if args.table_only:  # the table shows the --methods named (all by default) at the --budgets
-        # named; the frozen maximal network at its 100%
+    if args.table_only:  # the table shows the --methods named (all by default) on the --datasets
+        # and at the --budgets named; the frozen maximal network at its 100%
         shown = set(args.budgets)
         rows = [
             r
             for r in rows
-            if r["method"] in args.methods and (r["budget"] in shown or r["method"] == "frozen")
+            if r["method"] in args.methods
+            and r["dataset"] in args.datasets
+            and (r["budget"] in shown or r["method"] == "frozen")
         ]
     done = {(r["dataset"], r["method"], r["budget"], r["seed"]) for r in rows}
 

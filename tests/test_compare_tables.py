@@ -101,7 +101,9 @@ def test_table_only_shows_the_methods_named_and_only_their_commands(tmp_path: Pa
     assert "runs from" not in md
 
 
-def test_table_only_shows_the_budgets_named_and_the_frozen_network(tmp_path: Path) -> None:
+def test_table_only_shows_the_datasets_and_budgets_named_and_the_frozen_network(
+    tmp_path: Path,
+) -> None:
     a = saved(
         tmp_path / "a.json",
         ["cmd-A"],
@@ -109,6 +111,7 @@ def test_table_only_shows_the_budgets_named_and_the_frozen_network(tmp_path: Pat
             run_row("plain", 0.9),
             run_row("plain", 0.95, budget=1.0),
             run_row("frozen", 0.9, budget=1.0),
+            run_row("plain", 0.8, budget=1.0, dataset="fashion-mnist-seq"),
         ],
     )
     raw, md = table(tmp_path, ["plain", "frozen"], [a], budgets=("1.0",))
