@@ -204,10 +204,10 @@ class DNArchBlock(nn.Module):
     def fit_allocation_(self, width: int, hidden: int) -> None:
         """Keep only the first ``width`` residual and ``hidden`` hidden channels of the norms, the
         1x1 layers, the conv's bias and direct term and the halving filter: a block on a fixed
-        pyramid never runs wider than its stretch there (``DNArchNet``), and the rest of its allocation
-        (``NetConfig.widen`` times the widths) would only be sliced away at every step, its
-        gradient zero-filled and its optimiser state updated. The kept values are the ones drawn at
-        full allocation, so a network starts as before. The kernel net keeps every output (its
+        pyramid never runs wider than its stretch there (``DNArchNet``), and the rest of its
+        allocation (``NetConfig.widen`` times the widths) would only be sliced away at every step,
+        its gradient zero-filled and its optimiser state updated. The kept values are the ones drawn
+        at full allocation, so a network starts as before. The kernel net keeps every output (its
         weights are stored stacked with the other blocks', ``DNArchNet.kernel_nets``)."""
 
         def keep(owner: nn.Module, name: str, *sizes: int) -> None:
