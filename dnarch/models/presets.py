@@ -52,7 +52,9 @@ PRESETS: dict[str, NetConfig] = {
         direct_kernel=3,
         learn_depth=False,
     ),
-    # small images (28-32 px): three stages (METHOD-NOTES, "Which block family")
+    # small images (28-32 px): three stages (METHOD-NOTES, "Which block family"); no norm at the
+    # end of the branch: on 10,000 Fashion images it gained nothing at 13% more CPU time, and the
+    # frozen network lost a point on 1,000 (METHOD-NOTES, "A norm at the end of the branch")
     "image-stages": replace(
         _IMAGE,
         width=64,
