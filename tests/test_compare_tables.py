@@ -120,6 +120,12 @@ def test_table_only_shows_the_datasets_and_budgets_named_and_the_frozen_network(
         ("plain", 1.0),
     ]
     assert "| 25% |" not in md
+    # the frozen maximal network is shown at its 100% when only other budgets are named
+    raw, _ = table(tmp_path, ["plain", "frozen"], [a], budgets=("0.25",))
+    assert sorted((r["method"], r["budget"]) for r in raw["runs"]) == [
+        ("frozen", 1.0),
+        ("plain", 0.25),
+    ]
 
 
 def test_a_table_only_file_records_its_runs_epochs_not_the_flags_default(tmp_path: Path) -> None:
