@@ -21,6 +21,10 @@ class ConfigError(ValueError):
     """A bad configuration value or key. Its message is one line meant for the user."""
 
 
+# the pyramids that halve by a learned strided filter (``NetConfig.downsample``)
+STRIDED = ("strided", "strided-mix")
+
+
 def _require(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -106,8 +110,12 @@ class NetConfig:
             samples) through a learned 3-tap-per-axis depthwise filter at stride 2, started halfway
             between anti-aliasing and plain subsampling ([1, 6, 1] / 8 per axis): it keeps part of
             the aliasing that a band-limited crop removes, which images read as sequences of pixels
-            need (METHOD-NOTES, "How a fixed pyramid halves"). Needs learn_resolution false and
-            init_resolution 1.
+            need (METHOD-NOTES, "How a fixed pyramid halves"). 'strided-mix': as 'strided', and
+            each halving also adds a full 3-tap-per-axis convolution at stride 2 from every incoming
+            channel to every channel of the block (started at zero, its rows following the block's
+            residual width mask), as the plain CNN's strided convolution mixes channels where it
+            halves (METHOD-NOTES, "A halving that mixes channels"). Both need learn_resolution
+            false and init_resolution 1.
         stage_blocks: blocks per stage of a fixed pyramid (learn_resolution false; strided, or
             Fourier with init_resolution < 1). n > 1: blocks come in stages of n, the first block of
             each stage from stage resolution_from on halves (a Fourier pyramid: stage j at
@@ -162,8 +170,8 @@ class NetConfig:
     def __post_init__(self) -> None:
         _finite("net", self)
         _require(
-            self.downsample in ("fourier", "strided"),
-            f"net.downsample must be fourier or strided, got {self.downsample!r}",
+            self.downsample in ("fourier", *STRIDED),
+            f"net.downsample must be fourier, strided or strided-mix, got {self.downsample!r}",
         )
         _require(
             self.stage_blocks >= 1 and self.blocks % self.stage_blocks == 0,
@@ -177,8 +185,8 @@ class NetConfig:
         _require(
             self.downsample == "fourier"
             or (not self.learn_resolution and self.init_resolution == 1),
-            "net.downsample=strided is a fixed pyramid: it needs net.learn_resolution=false and "
-            "net.init_resolution=1",
+            f"net.downsample={self.downsample} is a fixed pyramid: it needs "
+            "net.learn_resolution=false and net.init_resolution=1",
         )
         _require(
             self.stem_kernel >= 1 and self.stem_kernel % 2 == 1,

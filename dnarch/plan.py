@@ -13,7 +13,8 @@ class BlockSpec:
     axis, hidden width, the highest Fourier bin kept per axis, the group counts of its two
     pointwise layers, its residual width (0: the network's one residual width, as in files
     written before ``NetConfig.widen``) and whether it halves its input by a strided filter
-    (``NetConfig.downsample``; keep_bins then unused)."""
+    (``NetConfig.downsample``; keep_bins then unused), and whether that halving also adds a full
+    strided convolution across channels ('strided-mix')."""
 
     index: int
     kept: bool
@@ -25,3 +26,4 @@ class BlockSpec:
     groups: tuple[int, int] = (1, 1)
     width: int = 0
     strided: bool = False  # halves by a strided 3-tap-per-axis filter, not a Fourier crop
+    mixed: bool = False  # and adds a full strided convolution to it (``DNArchBlock.mix``)

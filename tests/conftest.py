@@ -90,6 +90,8 @@ def shrunk_model(
                 gm.mu.fill_(r(gm.mu_min, gm.mu_max))
             if b.halve_filter is not None:
                 b.halve_filter.add_(0.3 * torch.randn(b.halve_filter.shape, generator=g))
+            if b.halve_mix is not None:  # 'strided-mix': the full convolution starts at zero
+                b.halve_mix.normal_(0, 0.3, generator=g)
             if b.branch_norm is not None:
                 b.branch_norm.weight.uniform_(0.2, 2.0, generator=g)
         for name, p in m.named_parameters():  # biases start at zero; make them matter

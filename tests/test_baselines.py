@@ -88,20 +88,28 @@ def _static(shape: tuple[int, ...], **net: Any) -> nn.Module:
     return build_static(spec, export_state(m, spec))
 
 
-# the last: a stream that widens where it halves (the auto 1D preset's pyramid, ``seq-stages``)
+# the last two: a stream that widens where it halves (the auto 1D preset's pyramid, ``seq-stages``),
+# the halving a depthwise filter, or that and a full strided convolution (net.downsample). Torch-
+# Pruning leaves the stream's channels before a widening (METHOD-NOTES), so there it reaches only
+# the hidden widths and the widest stage: 58% of the MACs where the full convolutions hold 38%.
 @pytest.mark.parametrize(
-    "shape, kw",
-    [((24,), {}), ((10, 10), {}), ((24,), {"downsample": "strided", "widen": 4.0})],
+    "shape, kw, target",
+    [
+        ((24,), {}, 0.4),
+        ((10, 10), {}, 0.4),
+        ((24,), {"downsample": "strided", "widen": 4.0}, 0.4),
+        ((24,), {"downsample": "strided-mix", "widen": 4.0}, 0.65),
+    ],
 )
-def test_prune_lands_at_or_under_the_target_and_keeps_the_original(shape, kw) -> None:
+def test_prune_lands_at_or_under_the_target_and_keeps_the_original(shape, kw, target) -> None:
     net = _static(shape, **kw)
     widens = [b.zeros is not None for b in net.blocks]  # type: ignore[union-attr]
     assert any(widens) == bool(kw)
     full = counted_macs(net, 2, shape)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    pruned = prune_to_macs(net, 2, shape, 0.4 * full)
+    pruned = prune_to_macs(net, 2, shape, target * full)
     macs = counted_macs(pruned, 2, shape)
-    assert 0.3 * full <= macs <= 0.4 * full  # lands within a round's step under the target
+    assert (target - 0.1) * full <= macs <= target * full  # within a round's step under it
     assert pruned(torch.randn(3, 2, *shape)).shape == (3, 5)  # the head keeps every class
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k

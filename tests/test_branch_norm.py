@@ -19,6 +19,7 @@ from tests.conftest import check_crop_export_and_cost, shrunk_model
         ((12, 9), dict(widen=2.0, stem_kernel=3, direct_kernel=3)),
         ((30,), dict(axes=("kernel", "width", "resolution", "depth", "groups"))),
         ((24,), dict(stage_blocks=2, stage_widths=True, downsample="strided", widen=2.0)),
+        ((40,), dict(widen=4.0, stem_kernel=3, direct_kernel=3, downsample="strided-mix")),
     ],
 )
 @pytest.mark.parametrize("seed", [0, 1])

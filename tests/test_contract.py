@@ -30,6 +30,8 @@ PYRAMIDS = {  # name -> (downsample, stage_blocks)
     "fourier-stages": ("fourier", 2),
     "strided": ("strided", 1),
     "strided-stages": ("strided", 2),
+    "strided-mix": ("strided-mix", 1),
+    "strided-mix-stages": ("strided-mix", 2),
 }
 
 CASES = [  # the case's index seeds its masks and picks its direct kernel and stem
@@ -47,7 +49,7 @@ CASES = [  # the case's index seeds its masks and picks its direct kernel and st
             *itertools.product(
                 SHAPES,
                 TASKS,
-                PYRAMIDS,
+                list(PYRAMIDS)[:4],
                 [
                     (1.0, "plain"),
                     (2.0, "plain"),
@@ -60,6 +62,13 @@ CASES = [  # the case's index seeds its masks and picks its direct kernel and st
             *itertools.product(SHAPES, ["regress"], ["learned", "strided"], [(2.0, "plain")]),
             # widths that double where a sequence halves (net.widen_power=1)
             *itertools.product(SHAPES, TASKS, ["learned", "strided"], [(2.0, "power1")]),
+            # halvings that also mix channels by a full strided convolution (strided-mix)
+            *itertools.product(
+                SHAPES,
+                TASKS,
+                ["strided-mix", "strided-mix-stages"],
+                [(2.0, "plain"), (2.0, "stage-widths"), (1.0, "stage-widths-gates")],
+            ),
         ]
     )
 ]

@@ -23,9 +23,17 @@ def _narrowing(shape: tuple[int, ...]):
     raise AssertionError("no seed narrows")
 
 
-@pytest.fixture(params=[(40,), (12, 9), "narrowing"], ids=["1d", "2d", "1d-stage-widths"])
+@pytest.fixture(
+    params=[(40,), (12, 9), "narrowing", "mix"], ids=["1d", "2d", "1d-stage-widths", "1d-mix"]
+)
 def saved(request, tmp_path):
-    m = _narrowing((40,)) if request.param == "narrowing" else shrunk_model(request.param, 2)
+    if request.param == "narrowing":
+        m = _narrowing((40,))
+    elif request.param == "mix":  # halvings that mix channels (net.downsample=strided-mix)
+        m = shrunk_model((40,), 2, widen=4.0, downsample="strided-mix")
+        assert any(b.mixed for b in harden(m).blocks)
+    else:
+        m = shrunk_model(request.param, 2)
     spec = harden(m)
     save_static(tmp_path, spec, export_state(m, spec))
     return m, tmp_path

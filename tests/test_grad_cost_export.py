@@ -184,6 +184,10 @@ def _composed_straight_through(m, metric: str) -> tuple[float, list]:
         ((40,), {"widen": 2.0, "stage_blocks": 2, "stage_widths": True}),
         ((40,), {"axes": ("kernel", "width", "depth", "groups")}),
         ((40,), {"downsample": "strided", "stem_kernel": 3, "direct_kernel": 3}),
+        (
+            (40,),
+            {"downsample": "strided-mix", "widen": 2.0, "stage_blocks": 2, "stage_widths": True},
+        ),
     ],
 )
 @pytest.mark.parametrize("metric", ["macs", "params"])

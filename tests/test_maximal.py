@@ -26,6 +26,7 @@ CASES = [
     ((24,), "fourier", 1, 3.0, ("kernel", "width", "resolution", "depth")),
     ((24,), "strided", 1, 4.0, ("kernel", "width", "depth")),
     ((24,), "strided", 2, 4.0, ("kernel", "width", "depth")),
+    ((24,), "strided-mix", 1, 4.0, ("kernel", "width", "depth")),
     ((12, 10), "fourier", 2, 4.0, ("kernel", "width", "depth")),
     ((12, 10), "fourier", 1, 2.0, ("kernel", "width", "resolution", "depth")),
 ]

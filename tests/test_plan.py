@@ -17,6 +17,7 @@ CASES = [
     ((12, 12), {}),
     ((40,), {"widen": 2.0, "direct_kernel": 3}),
     ((40,), {"downsample": "strided", "stage_blocks": 2, "widen": 2.0, "stage_widths": True}),
+    ((40,), {"downsample": "strided-mix", "widen": 2.0}),
 ]
 
 

@@ -67,16 +67,22 @@ def test_a_strided_pyramid_halves_long_inputs_without_resampling_matrices() -> N
 
 def test_old_architecture_files_load_without_strided() -> None:
     spec = harden(shrunk_model((20,), 0))
-    text = spec.to_json().replace(',\n      "strided": false', "")
-    assert "strided" not in text
-    assert not any(b.strided for b in ArchSpec.from_json(text).blocks)
+    text = (
+        spec.to_json()
+        .replace(',\n      "strided": false', "")
+        .replace(',\n      "mixed": false', "")
+    )
+    assert "strided" not in text and "mixed" not in text
+    assert not any(b.strided or b.mixed for b in ArchSpec.from_json(text).blocks)
 
 
 def test_strided_config_errors_are_one_line() -> None:
-    with pytest.raises(ConfigError, match="net.downsample must be fourier or strided"):
+    with pytest.raises(ConfigError, match="net.downsample must be fourier, strided or strided-mix"):
         NetConfig(downsample="pool")
     with pytest.raises(ConfigError, match="needs net.learn_resolution=false"):
         NetConfig(downsample="strided")
+    with pytest.raises(ConfigError, match="net.downsample=strided-mix is a fixed pyramid"):
+        NetConfig(downsample="strided-mix")
     with pytest.raises(ConfigError, match="needs net.learn_resolution=false"):
         NetConfig(downsample="strided", learn_resolution=False, init_resolution=0.5)
 
@@ -105,3 +111,69 @@ def test_fixed_resampling_keeps_float32_under_autocast() -> None:
         out = fourier.apply_matrices(x, mats)
     assert out.dtype == torch.float32
     assert torch.allclose(out, fourier.lowpass_crop(x, (10,)), atol=1e-5)
+
+
+# net.downsample='strided-mix': each halving also adds a full 3-tap-per-axis strided convolution
+@pytest.mark.parametrize("task", ["classify", "segment"])
+@pytest.mark.parametrize("shape", [(40,), (12, 9)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_mixing_halving_crop_export_and_cost(shape, seed, task) -> None:
+    m = shrunk_model(
+        shape, seed, task=task, widen=1.0 + 2 * seed, stem_kernel=3, direct_kernel=3,
+        downsample="strided-mix",
+    )  # fmt: skip
+    spec = check_crop_export_and_cost(m, torch.randn(5, 2, *shape))
+    kept = spec.kept_blocks
+    assert any(b.mixed for b in kept) and all(b.mixed == b.strided for b in kept)
+
+
+def test_a_mixing_halving_in_closed_form() -> None:
+    # out[o, j] = m[o] * sum over inputs i and taps t of w[o, i, t] * x[i, 2j + t - 1] (zero padding)
+    m = shrunk_model((9,), 1, widen=2.0, downsample="strided-mix")
+    block = next(b for b in m.blocks if b.halve_mix is not None)
+    x, m_res = torch.randn(2, 3, 9), torch.rand(5)
+    out = block.mix(x, m_res)
+    w, padded = block.halve_mix[:5, :3], F.pad(x, (1, 1))
+    want = (
+        torch.stack(
+            [torch.einsum("oit,bit->bo", w, padded[..., 2 * j : 2 * j + 3]) for j in range(5)], -1
+        )
+        * m_res[:, None]
+    )
+    assert out.shape == (2, 5, 5) and torch.allclose(out, want, atol=1e-5)
+
+
+def test_a_mixing_halving_starts_as_the_strided_network() -> None:
+    # the full convolution starts at zero and draws no random numbers: the same seed builds the
+    # same network as 'strided', whose outputs and gradients it repeats until it learns
+    def build(down: str):
+        torch.manual_seed(0)
+        cfg = NetConfig(
+            width=6, hidden=8, blocks=3, learn_resolution=False, downsample=down, widen=2.0,
+            dropout=0.0,
+        )  # fmt: skip
+        return build_model(cfg, 1, 3, (24,))
+
+    plain, mixing = build("strided"), build("strided-mix")
+    assert all(torch.equal(b.halve_mix, torch.zeros_like(b.halve_mix)) for b in mixing.blocks[1:])
+    x = torch.randn(4, 1, 24)
+    assert torch.equal(plain(x), mixing(x))
+    mixing(x).sum().backward()
+    assert any(float(b.halve_mix.grad.abs().sum()) > 0 for b in mixing.blocks[1:])
+    assert mixing.blocks[0].halve_mix is None  # block 0 runs at the input's resolution
+
+
+def test_the_mixing_convolution_counts_in_the_maximal_network() -> None:
+    from dnarch.export.summary import before_after
+
+    m = shrunk_model((40,), 1, widen=4.0, downsample="strided-mix")
+    numbers = before_after(m)
+    assert numbers["max_macs_counted"] == numbers["max_macs_estimate"]
+    assert numbers["max_params_counted"] == numbers["max_params_estimate"]
+    plain = shrunk_model((40,), 1, widen=4.0, downsample="strided")
+    ceiling = [p for p in m.ceiling_copy().hard_plan() if p.mixed]
+    widths = [m.residual_mask.hard_count()] + [p.width for p in m.ceiling_copy().hard_plan()]
+    extra = sum(
+        3 * widths[p.index] * p.width * p.resolution_out[0] for p in ceiling
+    )  # 3 taps, c_in x c_out, at the halved positions
+    assert numbers["max_macs_counted"] - before_after(plain)["max_macs_counted"] == extra

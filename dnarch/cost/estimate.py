@@ -14,7 +14,9 @@ Not counted, by it or here: biases, norms and activations. Per sample, with P_l 
            as ``export.static`` lays the groups out)
            + D_l * C * sum over downsampled axes of (positions after) * (input length of the axis)
            (or, where the block halves by its strided filter, ``NetConfig.downsample``:
-           + D_l * P_l * C * 3^ndim, the filter's taps at the halved positions)
+           + D_l * P_l * C * 3^ndim, the filter's taps at the halved positions; with 'strided-mix'
+           + D_l * P_l * C * C_l * 3^ndim more, its full convolution from the C incoming channels
+           to the block's C_l)
     head   C * classes                                                    (classification)
            C * sum over upsampled axes of (positions after) * (input length of the axis)
            + P_0 * C * classes                                     (per position: dense head)
@@ -27,7 +29,8 @@ per upsampled axis (Fourier zero-padding, as the exported network computes it); 
 is an addition, which the counter does not count.
 
 Parameters of the exported network: stem C_in*C*S + C (+ 2C for the norm of a k-tap stem); per block D_l * (2C norm + C*K_l + C depthwise
-+ C*W_l + W_l + W_l*C + C, + C*3^ndim for a strided halving filter), with grouped pointwise layers as their padded weights and biases; head
++ C*W_l + W_l + W_l*C + C, + C*3^ndim for a strided halving filter, + C*C_l*3^ndim for its full
+convolution), with grouped pointwise layers as their padded weights and biases; head
 2C + C*classes + classes (either head).
 """
 
@@ -104,6 +107,9 @@ def estimate_cost(
     if any(sizes.halved):
         taps3 = 3.0 ** len(input_shape)
         halving = torch.tensor(sizes.halved, device=c.device).to(p.dtype) * prev_c * taps3
+        if any(sizes.mixed):  # and a full convolution from the stream to the block's width
+            mixed = torch.tensor(sizes.mixed, device=c.device).to(p.dtype)
+            halving = halving + mixed * prev_c * cl * taps3
     macs = macs + (d * (p * cl * taps + p * (pw1 + pw2) + down + p * halving)).sum()
     params = params + (d * (2 * cl + cl * taps + cl + pw1 + hidden + pw2 + bias2 + halving)).sum()
     return Cost(macs=torch.as_tensor(macs), params=torch.as_tensor(params))
@@ -265,6 +271,7 @@ def straight_through(soft: ArchSizes, hard: ArchSizes) -> ArchSizes:
         resolution=st(soft.resolution, hard.resolution),
         resampled=hard.resampled,
         halved=hard.halved,
+        mixed=hard.mixed,
         head_in=st(soft.head_in, hard.head_in),
         head_upsampled=hard.head_upsampled,
         groups=st(soft.groups, hard.groups),

@@ -243,7 +243,8 @@ class ZeroChannels(nn.Module):
 
 class StaticBlock(nn.Module):
     """Resample -> zero channels appended up to the block's width (when it is wider than the stream;
-    when narrower, the stream's first channels) -> norm -> depthwise conv -> GELU -> 1x1 -> GELU ->
+    when narrower, the stream's first channels), plus a full strided convolution of the incoming
+    stream where the halving mixes channels (``NetConfig.downsample`` 'strided-mix') -> norm -> depthwise conv -> GELU -> 1x1 -> GELU ->
     1x1, added to the residual. With learned grouping the 1x1 convolutions are grouped, with fixed
     gathers where groups are padded."""
 
@@ -269,6 +270,8 @@ class StaticBlock(nn.Module):
             self.resample = Resample(
                 spec.resolution_in, spec.resolution_out, spec.keep_bins, channels=c_in
             )
+        # the halving's full convolution ('strided-mix'), added to the halved stream
+        self.mix = conv(c_in, width, 3, stride=2, padding=1, bias=False) if spec.mixed else None
         self.norm = NORM[ndim](width)
         pad = tuple(k // 2 for k in spec.kernel)
         self.conv = _DEPTHWISE[ndim](width, width, spec.kernel, padding=pad, groups=width)
@@ -294,12 +297,15 @@ class StaticBlock(nn.Module):
         return pw1.weight.flatten(1), pw1.bias, pw2.weight.flatten(1), pw2.bias
 
     def forward(self, x: Tensor) -> Tensor:
+        before = x
         if self.resample is not None:
             x = self.resample(x)
         if self.zeros is not None:
             x = torch.cat([x, self.zeros(x)], 1)
         elif self.extra:  # narrower: the first channels
             x = fit_channels(x, x.shape[1] + self.extra)
+        if self.mix is not None:
+            x = x + self.mix(before)
         h = self.conv(self.norm(x))
         ungrouped = self.in_index is None and self.out_index is None
         hooked = self.act._forward_hooks or self.act._forward_pre_hooks
@@ -403,6 +409,11 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
         if b.strided:
             f = block.halve_filter[:c_in][residual_order(spec, c_in)]
             state[pre + "resample.weight"] = f.unsqueeze(1)  # (c_in, 1, *3^nd)
+            if b.mixed:  # its rows times the block's residual mask, as ``DNArchBlock.mix`` runs it
+                w = block.halve_mix[:c, :c_in] * m_c.reshape(-1, *[1] * (nd + 1))
+                state[pre + "mix.weight"] = w[order][
+                    :, residual_order(spec, c_in)
+                ]  # (c, c_in, *3^nd)
         elif b.resolution_out != b.resolution_in:
             for i in range(nd):
                 state[pre + f"resample.matrix{i}"] = fourier.resample_matrix(

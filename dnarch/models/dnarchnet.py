@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnarch.config import AXES, NetConfig
+from dnarch.config import AXES, STRIDED, NetConfig
 from dnarch.functional import fourier
 from dnarch.functional import masks as fm
 from dnarch.functional.channels import fit_channels, leading, pad_channels
@@ -53,7 +53,8 @@ class ArchSizes:
     block runs at; width (L,): its residual width C_l (C unless ``NetConfig.widen`` stretches it);
     resampled: which axes the hard network downsamples at block l by a Fourier crop, a fixed
     matrix per axis in the export (a discrete fact, shared by soft and hard sizes); halved: whether
-    block l halves instead by its strided filter; groups (L, 2): group counts of the block's two
+    block l halves instead by its strided filter; mixed: whether that halving also runs a full
+    strided convolution (``NetConfig.downsample`` 'strided-mix'); groups (L, 2): group counts of the block's two
     pointwise layers (1 without learned grouping); head_width: the residual width the head reads
     (the last kept block's).
     """
@@ -65,6 +66,7 @@ class ArchSizes:
     resolution: Tensor
     resampled: list[tuple[bool, ...]]  # per block and axis: does a Fourier crop downsample here
     halved: list[bool]  # per block: does it halve by its strided filter (not a Fourier crop)
+    mixed: list[bool]  # per block: does its halving add a full strided convolution
     head_in: Tensor  # (ndim,) the resolution the head sees: the last kept block's output
     head_upsampled: tuple[bool, ...]  # per axis: does the (hard) dense head upsample it
     groups: Tensor
@@ -173,9 +175,10 @@ class DNArchNet(nn.Module):
                     init_resolution=cfg.init_resolution
                     ** max(i // cfg.stage_blocks - cfg.resolution_from + 1, 0),
                     # the first block of each stage from resolution_from on halves
-                    halve=cfg.downsample == "strided"
+                    halve=cfg.downsample in STRIDED
                     and i // cfg.stage_blocks >= cfg.resolution_from
                     and i % cfg.stage_blocks == 0,
+                    halve_mix=cfg.downsample == "strided-mix",
                 )
             )
             for i in range(cfg.blocks)
@@ -452,6 +455,7 @@ class DNArchNet(nn.Module):
         for block, spec in zip(self.block_list(), plan, strict=True):
             if not spec.kept and crop:
                 continue
+            before = h  # the stream entering the block (a mixing halving reads it: ``mix``)
             if spec.kept:  # (the reference path runs a removed block without resampling)
                 h, cap = block.resample(h, cap, spec.keep_bins)
             grid_c, grid_w = self.grids(h.shape[2:])
@@ -469,6 +473,8 @@ class DNArchNet(nn.Module):
                 h = pad_channels(h, c)
                 if self.stage_widths and spec.kept:
                     h = channel_scale(h, (m_res > 0).to(h.dtype))
+            if spec.mixed:  # the halving's full convolution, added (``NetConfig.downsample``)
+                h = h + block.mix(before, m_res)
             h = block(h, m_res, depth[spec.index], spec, grid_w, crop, values.get(spec.index))
             if spec.kept:
                 head_c, head_m = c, m_res
@@ -586,6 +592,7 @@ class DNArchNet(nn.Module):
                     groups=b.hard_groups(),
                     width=self.block_residual_mask(index).hard_count(grid_c),
                     strided=kept and b.halve_filter is not None,
+                    mixed=kept and b.halve_mix is not None,
                 )
             )
             if kept:
@@ -612,6 +619,7 @@ class DNArchNet(nn.Module):
                 resolution=t([p.resolution_out for p in plan]),
                 resampled=_resampled(plan),
                 halved=[bool(p.strided) for p in plan],
+                mixed=[bool(p.mixed) for p in plan],
                 head_in=t(plan[-1].resolution_out),  # removed blocks pass their input on
                 head_upsampled=self._head_upsampled(plan),
                 groups=t([p.groups for p in plan]),
@@ -646,6 +654,7 @@ class DNArchNet(nn.Module):
             resolution=res,
             resampled=_resampled(plan),
             halved=[bool(p.strided) for p in plan],
+            mixed=[bool(p.mixed) for p in plan],
             head_in=res[last],  # the last kept block's (soft) output size
             head_upsampled=self._head_upsampled(plan),
             groups=groups,

@@ -4,6 +4,10 @@
       -> pointwise C -> W_l (width mask M_l) -> GELU -> pointwise W_l -> C -> dropout
       -> times depth value D_l, added to the (resampled) residual stream.
 
+With ``halve_mix`` (``NetConfig.downsample`` 'strided-mix') the halving also adds a full strided
+convolution of the incoming stream to the (widened) stream the block reads (``mix``; the model adds
+it, since it needs the block's residual width mask).
+
 With ``branch_norm`` a BatchNorm follows the last pointwise layer (ResNet's norm at the end of its
 residual branch); the residual and depth masks then scale its affine parameters.
 
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dnarch.functional.channels import conv1x1, corner, larger, leading, pointwise_mlp
-from dnarch.functional.conv import Verdicts, halve, halving_filter
+from dnarch.functional.conv import Verdicts, conv_nd, halve, halving_filter
 from dnarch.functional.dropout import Dropout
 from dnarch.functional.groups import choose_mixing, grouped_pointwise, relation
 from dnarch.nn.ckconv import DepthwiseCKConv
@@ -60,6 +64,7 @@ class BlockSettings:
     init_resolution: float = 1.0  # the resolution mask's initial cut-off (1: full resolution)
     direct_kernel: int = 0  # size of the depthwise kernel's directly learned central term (0: none)
     halve: bool = False  # halve each axis at the block's input by a learned strided filter
+    halve_mix: bool = False  # and add a full strided convolution to it (``NetConfig.downsample``)
     kernel_gain: float = 1.0  # the kernel net's initial output scale (``KernelNet``)
     kernel_ceiling: float = 1.0  # the largest relative extent of the kernel (1: the whole map)
     branch_norm: bool = False  # a BatchNorm on the branch's output, before the residual sum
@@ -198,6 +203,13 @@ class DNArchBlock(nn.Module):
         # NetConfig.downsample='strided': each channel of the incoming stream filtered by 3 taps per
         # axis at stride 2, started at [1, 6, 1] / 8 per axis (``functional.conv.halving_filter``)
         self.halve_filter = nn.Parameter(halving_filter(s.ndim, width)) if s.halve else None
+        # NetConfig.downsample='strided-mix': and a full 3-tap-per-axis convolution at stride 2 from
+        # the incoming channels to the block's, (out, in, *3^ndim), started at zero (``mix``)
+        self.halve_mix = (
+            nn.Parameter(torch.zeros(width, width, *[3] * s.ndim))
+            if s.halve and s.halve_mix
+            else None
+        )
         # NetConfig.branch_norm: the branch's output normalised before the residual sum
         self.branch_norm = nn.BatchNorm1d(width) if s.branch_norm else None
 
@@ -235,6 +247,7 @@ class DNArchBlock(nn.Module):
         keep(self.conv, "bias", width)
         keep(self.conv, "direct", width)
         keep(self, "halve_filter", width)
+        keep(self, "halve_mix", width, width)
 
     def _load_from_state_dict(
         self,
@@ -276,6 +289,15 @@ class DNArchBlock(nn.Module):
         if self.resolution is None:
             return x, cap
         return self.resolution(x, cap, keep)
+
+    def mix(self, x: Tensor, m_res: Tensor) -> Tensor:
+        """The halving's full convolution (``halve_mix``): x (B, c_in, *S), the stream before the
+        halving -> (B, c, *ceil(S / 2)), c = m_res.numel(), each output channel times its residual
+        width mask value m_res (c,) (folded into the weight), so that cropped channels stay zero
+        and the mask sees what the convolution brings."""
+        assert self.halve_mix is not None
+        w = leading(self.halve_mix, m_res.numel(), x.shape[1])
+        return conv_nd(x, w * m_res.reshape(-1, *[1] * (w.ndim - 1)), stride=2)
 
     def forward(
         self,
