@@ -10,7 +10,9 @@ net.widen_power=1 on the learned and strided pyramids), with the
 directly learned kernel term and the k-tap stem alternating across cases; and, where the config
 allows them (widen 1), learned grouping and annealed gates (mid-anneal, and snapped binary); and
 a residual width per stage (widen 2, and widen 1 with annealed gates), each stage's at its own
-cut-off, so the stream narrows and widens between stages.
+cut-off, so the stream narrows and widens between stages. And the strided pyramids whose halvings
+also mix channels (net.downsample=strided-mix, alone and in stages): widen 2, grouping, and a
+residual width per stage (with and without annealed gates).
 Feature-specific behaviour lives in each feature's own test file.
 """
 
@@ -67,7 +69,12 @@ CASES = [  # the case's index seeds its masks and picks its direct kernel and st
                 SHAPES,
                 TASKS,
                 ["strided-mix", "strided-mix-stages"],
-                [(2.0, "plain"), (2.0, "stage-widths"), (1.0, "stage-widths-gates")],
+                [
+                    (2.0, "plain"),
+                    (1.0, "groups"),
+                    (2.0, "stage-widths"),
+                    (1.0, "stage-widths-gates"),
+                ],
             ),
         ]
     )

@@ -119,6 +119,9 @@ def test_preset_net_follows_the_input() -> None:
     def maximal(cfg: object) -> float:
         return float(model_cost(build_model(cfg, 1, 10, (784,)), "max").macs)  # type: ignore[arg-type]
 
+    # a run that names the halving keeps the widths made for the depthwise one
+    named = preset_net("seq-stages", (784,), {"net.downsample": "strided"})
+    assert (named.init_kernel_gain, named.width, named.hidden) == (0.0, 24, 48)
     ratio = maximal(long) / maximal(
         dataclasses_replace(long, downsample="strided", width=24, hidden=48)
     )

@@ -171,9 +171,28 @@ def test_the_mixing_convolution_counts_in_the_maximal_network() -> None:
     assert numbers["max_macs_counted"] == numbers["max_macs_estimate"]
     assert numbers["max_params_counted"] == numbers["max_params_estimate"]
     plain = shrunk_model((40,), 1, widen=4.0, downsample="strided")
-    ceiling = [p for p in m.ceiling_copy().hard_plan() if p.mixed]
-    widths = [m.residual_mask.hard_count()] + [p.width for p in m.ceiling_copy().hard_plan()]
+    top = m.ceiling_copy()
+    ceiling = [p for p in top.hard_plan() if p.mixed]
+    widths = [top.residual_mask.hard_count()] + [p.width for p in top.hard_plan()]
     extra = sum(
         3 * widths[p.index] * p.width * p.resolution_out[0] for p in ceiling
     )  # 3 taps, c_in x c_out, at the halved positions
     assert numbers["max_macs_counted"] - before_after(plain)["max_macs_counted"] == extra
+
+
+@pytest.mark.parametrize("shape", [(40,), (16, 12)])
+def test_a_mixing_halving_on_a_stream_that_narrows(shape) -> None:
+    # a stage narrower than the one before (net.stage_widths): the convolution reads the whole
+    # incoming stream and writes the block's fewer channels
+    for seed in range(40):
+        m = shrunk_model(
+            shape, seed, widen=2.0, stage_widths=True, stage_blocks=2, downsample="strided-mix"
+        )
+        spec = harden(m)
+        widths = [spec.residual_width] + [b.width for b in spec.kept_blocks]
+        steps = zip(spec.kept_blocks, widths, widths[1:], strict=False)  # (block, in, out)
+        if any(b.mixed and w < v for b, v, w in steps):
+            break
+    else:
+        raise AssertionError("no seed narrows at a mixing halving")
+    check_crop_export_and_cost(m, torch.randn(4, 2, *shape))

@@ -244,8 +244,8 @@ class ZeroChannels(nn.Module):
 class StaticBlock(nn.Module):
     """Resample -> zero channels appended up to the block's width (when it is wider than the stream;
     when narrower, the stream's first channels), plus a full strided convolution of the incoming
-    stream where the halving mixes channels (``NetConfig.downsample`` 'strided-mix') -> norm -> depthwise conv -> GELU -> 1x1 -> GELU ->
-    1x1, added to the residual. With learned grouping the 1x1 convolutions are grouped, with fixed
+    stream where the halving mixes channels (``NetConfig.downsample`` 'strided-mix') -> norm ->
+    depthwise conv -> GELU -> 1x1 -> GELU -> 1x1, added to the residual. With learned grouping the 1x1 convolutions are grouped, with fixed
     gathers where groups are padded."""
 
     in_index: Tensor | None

@@ -54,9 +54,9 @@ class ArchSizes:
     resampled: which axes the hard network downsamples at block l by a Fourier crop, a fixed
     matrix per axis in the export (a discrete fact, shared by soft and hard sizes); halved: whether
     block l halves instead by its strided filter; mixed: whether that halving also runs a full
-    strided convolution (``NetConfig.downsample`` 'strided-mix'); groups (L, 2): group counts of the block's two
-    pointwise layers (1 without learned grouping); head_width: the residual width the head reads
-    (the last kept block's).
+    strided convolution (``NetConfig.downsample`` 'strided-mix'); groups (L, 2): group counts of
+    the block's two pointwise layers (1 without learned grouping); head_width: the residual width
+    the head reads (the last kept block's).
     """
 
     residual: Tensor
@@ -226,9 +226,13 @@ class DNArchNet(nn.Module):
                 bias.zero_().requires_grad_(False)
         if not cfg.learn_resolution:
             # a fixed pyramid: each block's widest is its stretch with every block kept (a removed
-            # block leaves the ones after it at a higher resolution, so narrower)
+            # block leaves the ones after it at a higher resolution, so narrower), and the widest
+            # stream that enters it the block's before it (the stem's: cfg.width)
+            width_in = cfg.width
             for b, spec in zip(self.block_list(), self.ceiling_copy().hard_plan(), strict=True):
-                b.fit_allocation_(*self.grids(spec.resolution_out))
+                width, hidden = self.grids(spec.resolution_out)
+                b.fit_allocation_(width, hidden, width_in)
+                width_in = width
         self._stack_kernel_nets()
 
     def _stack_kernel_nets(self) -> None:

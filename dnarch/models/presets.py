@@ -90,7 +90,7 @@ STAGED = ("image-stages", "seq-stages")  # presets whose depth follows the input
 # MNIST-1D's 40 samples (METHOD-NOTES, "The continuous kernel starts at zero"); and its halvings
 # also mix channels by a full strided convolution, at widths 21 / 38 that keep the maximal
 # network's MACs within 1% of the 24 / 48 without it (METHOD-NOTES, "A halving that mixes
-# channels")
+# channels"); a run that names net.downsample keeps 24 / 48 (unless it names widths too)
 LONG_SEQUENCE = 64
 LONG_SEQUENCE_NET = dict(init_kernel_gain=0.0, downsample="strided-mix", width=21, hidden=38)
 
@@ -105,7 +105,8 @@ def preset_net(
     continuous kernels that start at zero, and halvings that mix channels, ``LONG_SEQUENCE_NET``);
     the others as they are. ``overrides``: the run's dotted
     config overrides ('net.stage_blocks' sets the blocks per stage here, unless 'net.blocks' is
-    given; the caller applies them all afterwards)."""
+    given; 'net.downsample' keeps the preset's widths rather than the mixing halving's; the caller
+    applies them all afterwards)."""
     cfg = PRESETS[name]
     if name not in STAGED:
         return cfg
@@ -123,7 +124,10 @@ def preset_net(
             per_stage = max(1, int(str(given)))
     cfg = replace(cfg, blocks=stage_count(shape) * per_stage, init_kernel_cutoff=cutoff)
     if name == "seq-stages" and max(shape) > LONG_SEQUENCE:
-        cfg = replace(cfg, **LONG_SEQUENCE_NET)  # type: ignore[arg-type]
+        long = dict(LONG_SEQUENCE_NET)
+        if "net.downsample" in (overrides or {}):  # the halving named: the widths made for it
+            long = {"init_kernel_gain": long["init_kernel_gain"]}
+        cfg = replace(cfg, **long)  # type: ignore[arg-type]
     return cfg
 
 

@@ -213,9 +213,11 @@ class DNArchBlock(nn.Module):
         # NetConfig.branch_norm: the branch's output normalised before the residual sum
         self.branch_norm = nn.BatchNorm1d(width) if s.branch_norm else None
 
-    def fit_allocation_(self, width: int, hidden: int) -> None:
+    def fit_allocation_(self, width: int, hidden: int, width_in: int | None = None) -> None:
         """Keep only the first ``width`` residual and ``hidden`` hidden channels of the norms, the
-        1x1 layers, the conv's bias and direct term and the halving filter: a block on a fixed
+        1x1 layers, the conv's bias and direct term and the halving filter (and of a mixing
+        halving's convolution, ``width`` rows and ``width_in`` columns: the widest stream that
+        enters the block, default ``width``): a block on a fixed
         pyramid never runs wider than its stretch there (``DNArchNet``), and the rest of its
         allocation (``NetConfig.widen`` times the widths) would only be sliced away at every step,
         its gradient zero-filled and its optimiser state updated. The kept values are the ones drawn
@@ -247,7 +249,7 @@ class DNArchBlock(nn.Module):
         keep(self.conv, "bias", width)
         keep(self.conv, "direct", width)
         keep(self, "halve_filter", width)
-        keep(self, "halve_mix", width, width)
+        keep(self, "halve_mix", width, width if width_in is None else width_in)
 
     def _load_from_state_dict(
         self,
