@@ -106,26 +106,9 @@ def test_preset_net_follows_the_input() -> None:
         m = build_model(cfg, 1, 10, shape)
         assert [max(p.kernel) for p in m.hard_plan()][0] == 3
     assert preset_net("seq-stages", (40,)) == dataclasses_replace(PRESETS["seq-stages"], blocks=4)
-    # long sequences start their continuous kernels at zero and halve by mixing channels, at
-    # narrower widths of (nearly) the same maximal MACs; MNIST-1D's 40 samples and images do not
-    long = preset_net("seq-stages", (784,))
-    assert (long.init_kernel_gain, long.downsample, long.width, long.hidden) == (
-        0.0, "strided-mix", 21, 38,
-    )  # fmt: skip
-    short = preset_net("seq-stages", (40,))
-    assert (short.init_kernel_gain, short.downsample, short.width) == (1.0, "strided", 24)
-    from dnarch.cost import model_cost
-
-    def maximal(cfg: object) -> float:
-        return float(model_cost(build_model(cfg, 1, 10, (784,)), "max").macs)  # type: ignore[arg-type]
-
-    # a run that names the halving keeps the widths made for the depthwise one
-    named = preset_net("seq-stages", (784,), {"net.downsample": "strided"})
-    assert (named.init_kernel_gain, named.width, named.hidden) == (0.0, 24, 48)
-    ratio = maximal(long) / maximal(
-        dataclasses_replace(long, downsample="strided", width=24, hidden=48)
-    )
-    assert 0.99 < ratio < 1.0
+    # long sequences start their continuous kernels at zero; MNIST-1D's 40 samples and images do not
+    assert preset_net("seq-stages", (784,)).init_kernel_gain == 0.0
+    assert preset_net("seq-stages", (40,)).init_kernel_gain == 1.0
     assert preset_net("image-stages", (28, 28)).init_kernel_gain == 1.0
     assert preset_net("image", (28, 28)) == PRESETS["image"]
 

@@ -87,12 +87,8 @@ PRESETS: dict[str, NetConfig] = {
 STAGED = ("image-stages", "seq-stages")  # presets whose depth follows the input (``preset_net``)
 # ``seq-stages`` on inputs longer than this starts its continuous kernels at zero
 # (``NetConfig.init_kernel_gain`` 0): 2.4-3 points better on sequences of 784, 0.2-0.6 worse on
-# MNIST-1D's 40 samples (METHOD-NOTES, "The continuous kernel starts at zero"); and its halvings
-# also mix channels by a full strided convolution, at widths 21 / 38 that keep the maximal
-# network's MACs within 1% of the 24 / 48 without it (METHOD-NOTES, "A halving that mixes
-# channels"); a run that names net.downsample keeps 24 / 48 (unless it names widths too)
+# MNIST-1D's 40 samples (METHOD-NOTES, "The continuous kernel starts at zero")
 LONG_SEQUENCE = 64
-LONG_SEQUENCE_NET = dict(init_kernel_gain=0.0, downsample="strided-mix", width=21, hidden=38)
 
 
 def preset_net(
@@ -102,11 +98,9 @@ def preset_net(
     stage of the plain CNN for that input (``plain_cnn.stage_count``: halvings until the smallest
     axis would fall below 5 samples; 28 px: 3, 40 samples: 4, 784: 8) and kernels that start at 3
     taps whatever the input's length (``seq-stages`` on inputs longer than ``LONG_SEQUENCE``:
-    continuous kernels that start at zero, and halvings that mix channels, ``LONG_SEQUENCE_NET``);
-    the others as they are. ``overrides``: the run's dotted
+    continuous kernels that start at zero); the others as they are. ``overrides``: the run's dotted
     config overrides ('net.stage_blocks' sets the blocks per stage here, unless 'net.blocks' is
-    given; 'net.downsample' keeps the preset's widths rather than the mixing halving's; the caller
-    applies them all afterwards)."""
+    given; the caller applies them all afterwards)."""
     cfg = PRESETS[name]
     if name not in STAGED:
         return cfg
@@ -122,13 +116,10 @@ def preset_net(
         # a bad value is refused, with its own message, where the override is applied
         with contextlib.suppress(ValueError):
             per_stage = max(1, int(str(given)))
-    cfg = replace(cfg, blocks=stage_count(shape) * per_stage, init_kernel_cutoff=cutoff)
-    if name == "seq-stages" and max(shape) > LONG_SEQUENCE:
-        long = dict(LONG_SEQUENCE_NET)
-        if "net.downsample" in (overrides or {}):  # the halving named: the widths made for it
-            long = {"init_kernel_gain": long["init_kernel_gain"]}
-        cfg = replace(cfg, **long)  # type: ignore[arg-type]
-    return cfg
+    gain = 0.0 if name == "seq-stages" and max(shape) > LONG_SEQUENCE else cfg.init_kernel_gain
+    return replace(
+        cfg, blocks=stage_count(shape) * per_stage, init_kernel_cutoff=cutoff, init_kernel_gain=gain
+    )
 
 
 def preset_for(ndim: int, task: str = "classify") -> str:
