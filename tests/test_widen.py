@@ -218,7 +218,7 @@ def _unfitted(cfg: NetConfig, monkeypatch: pytest.MonkeyPatch) -> torch.nn.Modul
     from dnarch.nn.block import DNArchBlock
 
     with monkeypatch.context() as mp:
-        mp.setattr(DNArchBlock, "fit_allocation_", lambda self, width, hidden: None)
+        mp.setattr(DNArchBlock, "fit_allocation_", lambda self, *sizes: None)
         torch.manual_seed(0)
         return build_model(cfg, 1, 4, (40,))
 
