@@ -245,8 +245,8 @@ class StaticBlock(nn.Module):
     """Resample -> zero channels appended up to the block's width (when it is wider than the stream;
     when narrower, the stream's first channels), plus a full strided convolution of the incoming
     stream where the halving mixes channels (``NetConfig.downsample`` 'strided-mix') -> norm ->
-    depthwise conv -> GELU -> 1x1 -> GELU -> 1x1, added to the residual. With learned grouping the 1x1 convolutions are grouped, with fixed
-    gathers where groups are padded."""
+    depthwise conv -> GELU -> 1x1 -> GELU -> 1x1, added to the residual. With learned grouping the
+    1x1 convolutions are grouped, with fixed gathers where groups are padded."""
 
     in_index: Tensor | None
     out_index: Tensor | None
@@ -407,13 +407,11 @@ def export_state(model: Any, spec: ArchSpec) -> dict[str, Tensor]:
             assert keep == b.keep_bins, "spec does not match the model's current masks"
             cap = mu
         if b.strided:
-            f = block.halve_filter[:c_in][residual_order(spec, c_in)]
+            order_in = residual_order(spec, c_in)
+            f = block.halve_filter[:c_in][order_in]
             state[pre + "resample.weight"] = f.unsqueeze(1)  # (c_in, 1, *3^nd)
-            if b.mixed:  # its rows times the block's residual mask, as ``DNArchBlock.mix`` runs it
-                w = block.halve_mix[:c, :c_in] * m_c.reshape(-1, *[1] * (nd + 1))
-                state[pre + "mix.weight"] = w[order][
-                    :, residual_order(spec, c_in)
-                ]  # (c, c_in, *3^nd)
+            if b.mixed:  # as ``DNArchBlock.mix`` runs it: (c, c_in, *3^nd)
+                state[pre + "mix.weight"] = block.mix_weight(c_in, m_c)[order][:, order_in]
         elif b.resolution_out != b.resolution_in:
             for i in range(nd):
                 state[pre + f"resample.matrix{i}"] = fourier.resample_matrix(

@@ -217,11 +217,11 @@ class DNArchBlock(nn.Module):
         """Keep only the first ``width`` residual and ``hidden`` hidden channels of the norms, the
         1x1 layers, the conv's bias and direct term and the halving filter (and of a mixing
         halving's convolution, ``width`` rows and ``width_in`` columns: the widest stream that
-        enters the block, default ``width``): a block on a fixed
-        pyramid never runs wider than its stretch there (``DNArchNet``), and the rest of its
-        allocation (``NetConfig.widen`` times the widths) would only be sliced away at every step,
-        its gradient zero-filled and its optimiser state updated. The kept values are the ones drawn
-        at full allocation, so a network starts as before. The kernel net keeps every output (its
+        enters the block, default ``width``): a block on a fixed pyramid never runs wider than
+        its stretch there (``DNArchNet``), and the rest of its allocation (``NetConfig.widen``
+        times the widths) would only be sliced away at every step, its gradient zero-filled and
+        its optimiser state updated. The kept values are the ones drawn at full allocation, so a
+        network starts as before. The kernel net keeps every output (its
         weights are stored stacked with the other blocks', ``DNArchNet.kernel_nets``)."""
 
         def keep(owner: nn.Module, name: str, *sizes: int) -> None:
@@ -294,12 +294,17 @@ class DNArchBlock(nn.Module):
 
     def mix(self, x: Tensor, m_res: Tensor) -> Tensor:
         """The halving's full convolution (``halve_mix``): x (B, c_in, *S), the stream before the
-        halving -> (B, c, *ceil(S / 2)), c = m_res.numel(), each output channel times its residual
-        width mask value m_res (c,) (folded into the weight), so that cropped channels stay zero
-        and the mask sees what the convolution brings."""
+        halving -> (B, c, *ceil(S / 2)), c = m_res.numel(), with ``mix_weight``."""
+        return conv_nd(x, self.mix_weight(x.shape[1], m_res), stride=2)
+
+    def mix_weight(self, c_in: int, m_res: Tensor) -> Tensor:
+        """The mixing convolution's weight as the block runs it (and the export stores it): its
+        first c = m_res.numel() rows and ``c_in`` columns, each row times its residual width mask
+        value m_res (c,), so that cropped channels stay zero and the mask sees what the
+        convolution brings. (c, c_in, *3^ndim)."""
         assert self.halve_mix is not None
-        w = leading(self.halve_mix, m_res.numel(), x.shape[1])
-        return conv_nd(x, w * m_res.reshape(-1, *[1] * (w.ndim - 1)), stride=2)
+        w = leading(self.halve_mix, m_res.numel(), c_in)
+        return w * m_res.reshape(-1, *[1] * (w.ndim - 1))
 
     def forward(
         self,
